@@ -1,0 +1,41 @@
+# The two set-up commands a fresh machine needs are `make demo` and `make test`; both build
+# the virtual environment on their own. torch is pinned and installed before anything else
+# so that no dependency pulls a multi-GB CUDA build.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PROTOS := $(wildcard proto/fedfleet/v1/*.proto)
+
+.PHONY: demo test lint typecheck unit proto bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/fedfleet local run examples/digits.yaml --out out/digits
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check operator tests bench
+	$(VENV)/bin/ruff format --check operator tests bench
+	$(VENV)/bin/mypy
+
+unit: $(STAMP)
+	$(PY) -m pytest -q -p no:cacheprovider
+
+test: lint unit
+
+# Regenerate the committed stubs; tests/test_proto_stubs.py fails when they are stale.
+proto: $(STAMP)
+	$(PY) -m grpc_tools.protoc -Iproto --python_out=operator --pyi_out=operator \
+		--grpc_python_out=operator $(PROTOS)
+
+bench: $(STAMP)
+	$(PY) bench/transfer.py
+
+clean:
+	rm -rf $(VENV) out .mypy_cache .ruff_cache

@@ -1,0 +1,5 @@
+import sys
+
+from fedfleet.cli import main
+
+sys.exit(main())

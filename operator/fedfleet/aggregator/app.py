@@ -1,0 +1,35 @@
+"""`fedfleet aggregator`: load the manifest, build or resume the global model, serve gRPC."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+
+from fedfleet.aggregator.engine import RoundEngine
+from fedfleet.aggregator.service import serve
+from fedfleet.api.training import FederatedTraining
+from fedfleet.chunks import DEFAULT_CHUNK_BYTES
+from fedfleet.models import initial_weights
+from fedfleet.tasks.base import load_task
+
+
+async def run_aggregator(
+    training: FederatedTraining,
+    address: str,
+    state_dir: Path,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    staging_slots: int = 2,
+) -> None:
+    def build() -> dict:  # type: ignore[type-arg]
+        return initial_weights(load_task(training.spec.task), training.spec.model)
+
+    engine = RoundEngine(training.metadata.name, training.spec, build, state_dir, staging_slots)
+    server = asyncio.create_task(serve(engine, address, chunk_bytes))
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, server.cancel)
+    try:
+        await server
+    except asyncio.CancelledError:
+        pass

@@ -1,0 +1,118 @@
+"""One round's bookkeeping: who was selected, what each client did, and the round's metrics."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class Phase(StrEnum):
+    PENDING = "Pending"
+    TRAINING = "Training"
+    AGGREGATING = "Aggregating"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+
+class Kind(StrEnum):
+    TRAIN = "train"
+    EVALUATE = "evaluate"
+
+
+class ClientPhase(StrEnum):
+    SELECTED = "selected"
+    TRAINING = "training"
+    UPLOADING = "uploading"
+    REPORTED = "reported"
+    DROPPED = "dropped"
+
+
+TERMINAL = frozenset({Phase.SUCCEEDED, Phase.FAILED})
+
+
+@dataclass
+class ClientRecord:
+    client_id: str
+    state: ClientPhase = ClientPhase.SELECTED
+    reason: str = ""
+    session: str | None = None
+
+
+def weighted_means(reports: dict[str, tuple[int, dict[str, float]]], prefix: str) -> dict[str, float]:
+    totals: dict[str, float] = {}
+    weights: dict[str, float] = {}
+    for examples, metrics in reports.values():
+        for key, value in metrics.items():
+            totals[key] = totals.get(key, 0.0) + examples * value
+            weights[key] = weights.get(key, 0.0) + examples
+    return {f"{prefix}{k}": totals[k] / weights[k] for k in totals if weights[k] > 0}
+
+
+@dataclass
+class Round:
+    number: int
+    kind: Kind
+    participants: list[str]
+    min_clients: int
+    deadline: float
+    model_version: int  # the model this round starts from (train) or evaluates
+    started: float = field(default_factory=time.time)
+    phase: Phase = Phase.PENDING
+    reason: str = ""
+    finished: float = 0.0
+    model_digest: str = ""
+    clients: dict[str, ClientRecord] = field(default_factory=dict)
+    train_reports: dict[str, tuple[int, dict[str, float]]] = field(default_factory=dict)
+    eval_reports: dict[str, tuple[int, dict[str, float]]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.clients = {cid: ClientRecord(cid) for cid in self.participants}
+
+    @property
+    def is_open(self) -> bool:
+        return self.phase == Phase.TRAINING
+
+    def with_state(self, state: ClientPhase) -> list[str]:
+        return [cid for cid, rec in self.clients.items() if rec.state == state]
+
+    @property
+    def reported(self) -> list[str]:
+        return self.with_state(ClientPhase.REPORTED)
+
+    @property
+    def dropped(self) -> list[str]:
+        return self.with_state(ClientPhase.DROPPED)
+
+    @property
+    def all_accounted(self) -> bool:
+        return len(self.reported) + len(self.dropped) == len(self.participants)
+
+    def metrics(self) -> dict[str, float]:
+        return weighted_means(self.train_reports, "train_") | weighted_means(self.eval_reports, "eval_")
+
+    def drop(self, client_id: str, reason: str) -> None:
+        record = self.clients[client_id]
+        if record.state != ClientPhase.REPORTED:
+            record.state, record.reason = ClientPhase.DROPPED, reason
+
+    def to_record(self) -> dict[str, Any]:
+        """What round.json keeps, and what the controller copies into FederatedRound status."""
+        return {
+            "round": self.number,
+            "kind": self.kind.value,
+            "phase": self.phase.value,
+            "participants": self.participants,
+            "reported": self.reported,
+            "dropped": self.dropped,
+            "min_clients": self.min_clients,
+            "reason": self.reason,
+            "metrics": self.metrics(),
+            "model_version": self.model_version,
+            "model_digest": self.model_digest,
+            "started": self.started,
+            "finished": self.finished,
+            "deadline": self.deadline,
+            "clients": {cid: {"state": r.state.value, "reason": r.reason} for cid, r in self.clients.items()},
+        }

@@ -1,0 +1,192 @@
+"""gRPC servicers: translate messages to the round engine and refusals to statuses."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import wraps
+from typing import Any, TypeVar
+
+import grpc
+from grpc_health.v1 import _async as health_async
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from fedfleet.aggregator.engine import RoundEngine
+from fedfleet.aggregator.rounds import Kind, Phase, Round
+from fedfleet.chunks import GRPC_OPTIONS, iter_chunks
+from fedfleet.logs import get_logger
+from fedfleet.refusal import Refusal
+from fedfleet.v1 import aggregator_pb2 as pb
+from fedfleet.v1 import aggregator_pb2_grpc as pb_grpc
+
+T = TypeVar("T")
+log = get_logger(component="aggregator")
+
+PHASES = {
+    Phase.PENDING: pb.ROUND_PHASE_PENDING,
+    Phase.TRAINING: pb.ROUND_PHASE_TRAINING,
+    Phase.AGGREGATING: pb.ROUND_PHASE_AGGREGATING,
+    Phase.SUCCEEDED: pb.ROUND_PHASE_SUCCEEDED,
+    Phase.FAILED: pb.ROUND_PHASE_FAILED,
+}
+KINDS = {Kind.TRAIN: pb.ROUND_KIND_TRAIN, Kind.EVALUATE: pb.ROUND_KIND_EVALUATE}
+ACTIONS = {
+    "wait": pb.JoinReply.ACTION_WAIT,
+    "train": pb.JoinReply.ACTION_TRAIN,
+    "evaluate": pb.JoinReply.ACTION_EVALUATE,
+    "finished": pb.JoinReply.ACTION_FINISHED,
+}
+
+
+def refusals_to_status(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+    @wraps(method)
+    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> T:
+        try:
+            return await method(self, request, context)
+        except Refusal as refusal:
+            log.warning("request.refused", method=method.__name__, code=refusal.code, reason=refusal.message)
+            await context.abort(grpc.StatusCode[refusal.code], refusal.message)
+            raise  # unreachable: abort raises
+
+    return wrapper
+
+
+def round_to_pb(round_: Round) -> pb.RoundState:
+    return pb.RoundState(
+        round=round_.number,
+        kind=KINDS[round_.kind],
+        phase=PHASES[round_.phase],
+        participants=round_.participants,
+        reported=round_.reported,
+        dropped=round_.dropped,
+        reason=round_.reason,
+        metrics=round_.metrics(),
+        model_digest=round_.model_digest,
+        started_unix=round_.started,
+        finished_unix=round_.finished,
+        model_version=round_.model_version,
+        clients=[pb.ClientState(client_id=c.client_id, state=c.state.value, reason=c.reason)
+                 for c in round_.clients.values()],
+        min_clients=round_.min_clients,
+        deadline_unix=round_.deadline,
+    )
+
+
+class AggregatorServicer(pb_grpc.AggregatorServicer):
+    def __init__(self, engine: RoundEngine, chunk_bytes: int) -> None:
+        self.engine = engine
+        self.chunk_bytes = chunk_bytes
+
+    @refusals_to_status
+    async def JoinRound(self, request: pb.JoinRequest, context: grpc.aio.ServicerContext) -> pb.JoinReply:
+        got = await self.engine.join(request.training, request.client_id, request.session, request.wait_seconds)
+        return pb.JoinReply(action=ACTIONS[got.action], round=got.round, model_version=got.model_version,
+                            model_digest=got.model_digest, deadline_unix=got.deadline, config_json=got.config)
+
+    async def DownloadModel(
+        self, request: pb.ModelRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.TensorChunk]:
+        try:
+            weights, still_open = self.engine.model_for(request.training, request.client_id, request.round)
+        except Refusal as refusal:
+            await context.abort(grpc.StatusCode[refusal.code], refusal.message)
+        for chunk in iter_chunks(weights, self.chunk_bytes):
+            if not still_open():
+                await context.abort(grpc.StatusCode.ABORTED, f"round {request.round} closed during the download")
+            yield chunk
+
+    @refusals_to_status
+    async def UploadUpdate(
+        self, request_iterator: AsyncIterator[pb.UpdateMessage], context: grpc.aio.ServicerContext
+    ) -> pb.UploadReply:
+        first = await anext(aiter(request_iterator), None)
+        if first is None or first.WhichOneof("kind") != "header":
+            raise Refusal("INVALID_ARGUMENT", "an upload starts with exactly one header message")
+
+        async def chunks() -> AsyncIterator[pb.TensorChunk]:
+            async for message in request_iterator:
+                if message.WhichOneof("kind") != "chunk":
+                    raise Refusal("INVALID_ARGUMENT", "a second header in one upload")
+                yield message.chunk
+
+        received, reported = await self.engine.receive_update(first.header, chunks())
+        return pb.UploadReply(bytes_received=received, clients_reported=reported)
+
+    @refusals_to_status
+    async def ReportMetrics(self, request: pb.MetricsReport, context: grpc.aio.ServicerContext) -> pb.MetricsAck:
+        self.engine.report_metrics(request)
+        return pb.MetricsAck()
+
+
+class ControlServicer(pb_grpc.ControlServicer):
+    def __init__(self, engine: RoundEngine) -> None:
+        self.engine = engine
+
+    @refusals_to_status
+    async def StartRound(self, request: pb.StartRoundRequest, context: grpc.aio.ServicerContext) -> pb.RoundState:
+        kind = {pb.ROUND_KIND_TRAIN: Kind.TRAIN, pb.ROUND_KIND_EVALUATE: Kind.EVALUATE}.get(request.kind)
+        if kind is None:
+            raise Refusal("INVALID_ARGUMENT", "kind must be TRAIN or EVALUATE")
+        if kind == Kind.TRAIN and 0 < request.round <= self.engine.model_version:
+            done = self.engine.record_of(request.round)  # already done before a restart: report it
+            if done is not None:
+                return round_to_pb(done)
+        return round_to_pb(self.engine.start_round(request.round, kind, list(request.participants),
+                                                   request.timeout_seconds, request.min_clients))
+
+    async def WatchRound(self, request: pb.WatchRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[
+        pb.RoundState
+    ]:
+        async for round_ in self.engine.watch(request.round):
+            yield round_to_pb(round_)
+
+    @refusals_to_status
+    async def DropClient(self, request: pb.DropRequest, context: grpc.aio.ServicerContext) -> pb.RoundState:
+        return round_to_pb(self.engine.drop(request.round, request.client_id, request.reason))
+
+    @refusals_to_status
+    async def GetStatus(self, request: pb.StatusRequest, context: grpc.aio.ServicerContext) -> pb.AggregatorStatus:
+        return self.status()
+
+    @refusals_to_status
+    async def FinishTraining(self, request: pb.FinishRequest, context: grpc.aio.ServicerContext) -> (
+        pb.AggregatorStatus
+    ):
+        self.engine.finish()
+        return self.status()
+
+    def status(self) -> pb.AggregatorStatus:
+        engine = self.engine
+        history = [r for r in (engine.record_of(rec["round"]) for rec in engine.history) if r is not None]
+        return pb.AggregatorStatus(
+            training=engine.training,
+            model_version=engine.model_version,
+            model_digest=engine.model_digest,
+            ready_clients=engine.ready_clients(),
+            current=round_to_pb(engine.current) if engine.current is not None else None,
+            history=[round_to_pb(r) for r in history],
+            finished=engine.finished,
+        )
+
+
+async def serve(engine: RoundEngine, address: str, chunk_bytes: int, ready: asyncio.Event | None = None) -> None:
+    """Serve until cancelled or SIGTERM; health turns SERVING once the engine is loaded."""
+    server = grpc.aio.server(options=GRPC_OPTIONS)
+    pb_grpc.add_AggregatorServicer_to_server(AggregatorServicer(engine, chunk_bytes), server)
+    pb_grpc.add_ControlServicer_to_server(ControlServicer(engine), server)
+    health = health_async.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    port = server.add_insecure_port(address)
+    if port == 0:
+        raise OSError(f"cannot listen on {address}")
+    await server.start()
+    await health.set("", health_pb2.HealthCheckResponse.SERVING)
+    await health.set("fedfleet.v1.Aggregator", health_pb2.HealthCheckResponse.SERVING)
+    log.info("aggregator.listening", address=address, port=port)
+    if ready is not None:
+        ready.set()
+    try:
+        await server.wait_for_termination()
+    finally:
+        await health.enter_graceful_shutdown()
+        await server.stop(grace=2)

@@ -1,0 +1,122 @@
+"""The FederatedTraining resource (group fedfleet.io, version v1alpha1).
+
+One model serves the local runner, the aggregator, the clients and the operator, so a manifest
+means the same thing everywhere; the CRD schema is generated from it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from fedfleet.api.base import SpecModel
+from fedfleet.strategies import STRATEGY_NAMES
+
+API_VERSION = "fedfleet.io/v1alpha1"
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+SHA256_DIGEST = r"^(sha256:[0-9a-f]{64})?$"
+
+
+class TaskSpec(SpecModel):
+    """What gets trained: a built-in task name or `package.module:Class`, and its settings."""
+
+    name: str = Field(min_length=1, description="Built-in task (digits-mlp) or package.module:Class.")
+    config: dict[str, Any] = Field(default_factory=dict, description="Task settings, checked by the task.")
+
+
+class ModelSpec(SpecModel):
+    """Where the base model comes from and the digest it must match."""
+
+    source: str = Field(default="", description="Local path, mounted volume path or hub id; empty: task builds it.")
+    digest: str = Field(default="", pattern=SHA256_DIGEST, description="Pinned sha256 of the base weights.")
+    seed: int = Field(default=0, ge=0, description="Seed of the initial weights and of client training.")
+
+
+class LabelSelector(SpecModel):
+    match_labels: dict[str, str] = Field(default_factory=dict)
+
+
+class SitesSpec(SpecModel):
+    """Which FederationSites take part: a list of names, or a label selector (cluster only)."""
+
+    names: list[str] = Field(default_factory=list, description="FederationSite names.")
+    selector: LabelSelector | None = Field(default=None, description="Label selector over FederationSites.")
+
+    @model_validator(mode="after")
+    def _one_way(self) -> SitesSpec:
+        if bool(self.names) == (self.selector is not None):
+            raise ValueError("give exactly one of names or selector")
+        if len(set(self.names)) != len(self.names):
+            raise ValueError("site names must be unique")
+        return self
+
+
+class StrategySpec(SpecModel):
+    """How the aggregator turns the round's mean update into the next global model."""
+
+    name: str = Field(default="FedAvg", description="Aggregation strategy.", json_schema_extra={"enum": STRATEGY_NAMES})
+    proximal_mu: float = Field(default=0.01, ge=0, description="FedProx: weight of the proximal term.")
+    server_learning_rate: float = Field(default=1.0, gt=0, description="Step size of the server update.")
+    beta1: float = Field(default=0.9, ge=0, lt=1, description="FedAdam: first-moment decay.")
+    beta2: float = Field(default=0.99, ge=0, lt=1, description="FedAdam: second-moment decay.")
+    tau: float = Field(default=1e-3, gt=0, description="FedAdam: adaptivity (epsilon).")
+
+    @model_validator(mode="after")
+    def _known(self) -> StrategySpec:
+        if self.name not in STRATEGY_NAMES:
+            raise ValueError(f"unknown strategy {self.name!r}; one of {', '.join(STRATEGY_NAMES)}")
+        return self
+
+
+class RetrySpec(SpecModel):
+    """How failures are retried: client restarts with backoff, and whole rounds."""
+
+    max_attempts: int = Field(default=3, ge=1, le=100, description="Starts of one client before it is given up.")
+    backoff_seconds: float = Field(default=2.0, ge=0, le=3600, description="First restart delay; doubles each time.")
+    max_round_attempts: int = Field(default=2, ge=1, le=100, description="Tries of one round before the training fails.")
+
+
+class FederatedTrainingSpec(SpecModel):
+    """The desired federation: task, sites, rounds, and the rules every round follows."""
+
+    task: TaskSpec
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    rounds: int = Field(ge=1, le=100_000, description="Training rounds.")
+    sites: SitesSpec
+    clients_per_site: int = Field(default=1, ge=1, le=1000, description="Client pods at every site.")
+    min_clients: int = Field(default=1, ge=1, description="Updates a round needs to succeed at its deadline.")
+    round_timeout_seconds: float = Field(default=600, gt=0, le=7 * 24 * 3600, description="Round deadline.")
+    strategy: StrategySpec = Field(default_factory=StrategySpec)
+    retry: RetrySpec = Field(default_factory=RetrySpec)
+
+    def expected_clients(self, site_count: int | None = None) -> int:
+        sites = len(self.sites.names) if site_count is None else site_count
+        return sites * self.clients_per_site
+
+    def semantic_errors(self, site_count: int | None = None) -> list[str]:
+        """Checks a schema cannot express; the operator reports them as Ready=False InvalidSpec."""
+        errors = []
+        expected = self.expected_clients(site_count)
+        if self.min_clients > expected:
+            errors.append(f"spec.minClients: {self.min_clients} is more than the {expected} clients the sites run")
+        return errors
+
+
+class ObjectMeta(SpecModel):
+    model_config = SpecModel.model_config | {"extra": "ignore"}
+
+    name: str = Field(min_length=1, max_length=63, pattern=DNS_LABEL)
+    namespace: str = Field(default="default", pattern=DNS_LABEL)
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
+class FederatedTraining(SpecModel):
+    """A whole manifest; `status` is owned by the controller and ignored on input."""
+
+    model_config = SpecModel.model_config | {"extra": "ignore"}
+
+    api_version: Literal["fedfleet.io/v1alpha1"]
+    kind: Literal["FederatedTraining"]
+    metadata: ObjectMeta
+    spec: FederatedTrainingSpec

@@ -1,0 +1,76 @@
+"""Tensors on the wire: named, typed, checksummed chunks that never approach gRPC's size limits."""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterator
+
+import numpy as np
+
+from fedfleet.refusal import Refusal
+from fedfleet.v1 import aggregator_pb2 as pb
+
+DEFAULT_CHUNK_BYTES = 2 * 1024 * 1024
+# Generous headroom over the chunk size for the chunk's other fields.
+MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+GRPC_OPTIONS = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+]
+SUPPORTED_DTYPES = frozenset({"float16", "float32", "float64", "uint32"})
+
+Weights = dict[str, np.ndarray]
+
+
+def iter_chunks(weights: Weights, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Iterator[pb.TensorChunk]:
+    """Chunks of every tensor, sorted by name, each covering a contiguous byte range in order."""
+    for name in sorted(weights):
+        array = np.ascontiguousarray(weights[name])
+        raw = memoryview(array.reshape(-1)).cast("B")
+        step = max(array.itemsize, chunk_bytes - chunk_bytes % array.itemsize)
+        for offset in range(0, max(len(raw), 1), step):
+            data = bytes(raw[offset : offset + step])
+            yield pb.TensorChunk(
+                name=name,
+                dtype=array.dtype.name,
+                shape=list(array.shape),
+                offset=offset,
+                data=data,
+                crc32=zlib.crc32(data),
+            )
+
+
+def verify_crc(chunk: pb.TensorChunk) -> None:
+    if zlib.crc32(chunk.data) != chunk.crc32:
+        raise Refusal("DATA_LOSS", f"tensor {chunk.name!r}: checksum mismatch in chunk at byte {chunk.offset}")
+
+
+class ChunkAssembler:
+    """Rebuilds a weight dict from a chunk stream, checking order, checksums and completeness."""
+
+    def __init__(self) -> None:
+        self._arrays: Weights = {}
+        self._filled: dict[str, int] = {}
+
+    def add(self, chunk: pb.TensorChunk) -> None:
+        verify_crc(chunk)
+        if chunk.dtype not in SUPPORTED_DTYPES:
+            raise Refusal("INVALID_ARGUMENT", f"tensor {chunk.name!r}: unsupported dtype {chunk.dtype!r}")
+        array = self._arrays.get(chunk.name)
+        if array is None:
+            array = np.empty(tuple(chunk.shape), dtype=np.dtype(chunk.dtype))
+            self._arrays[chunk.name], self._filled[chunk.name] = array, 0
+        if chunk.offset != self._filled[chunk.name]:
+            raise Refusal("INVALID_ARGUMENT", f"tensor {chunk.name!r}: chunk at byte {chunk.offset} out of order")
+        raw = memoryview(array.reshape(-1)).cast("B")
+        end = chunk.offset + len(chunk.data)
+        if end > len(raw):
+            raise Refusal("OUT_OF_RANGE", f"tensor {chunk.name!r}: chunk ends at byte {end}, tensor has {len(raw)}")
+        raw[chunk.offset : end] = chunk.data
+        self._filled[chunk.name] = end
+
+    def result(self) -> Weights:
+        for name, array in self._arrays.items():
+            if self._filled[name] != array.nbytes:
+                raise Refusal("DATA_LOSS", f"tensor {name!r}: got {self._filled[name]} of {array.nbytes} bytes")
+        return self._arrays

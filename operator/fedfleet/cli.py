@@ -1,0 +1,110 @@
+"""The `fedfleet` command: local runs, and the aggregator, client and operator processes."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from fedfleet import __version__, logs
+from fedfleet.api.load import ManifestError, load_training
+
+
+def _add_log_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--log-format", choices=["json", "console"], help="default: console on a TTY, else JSON")
+    parser.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING, ERROR")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fedfleet", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"fedfleet {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    local = commands.add_parser("local", help="run a federation on this machine, no cluster")
+    local_commands = local.add_subparsers(dest="local_command", required=True)
+    run = local_commands.add_parser("run", help="train the federation a FederatedTraining manifest describes")
+    run.add_argument("manifest", type=Path)
+    run.add_argument("--out", type=Path, default=None, help="output directory (default: out/<training name>)")
+    run.add_argument("--port", type=int, default=0, help="aggregator port (default: a free one)")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_log_args(run)
+
+    agg = commands.add_parser("aggregator", help="serve one training's rounds over gRPC")
+    agg.add_argument("--manifest", type=Path, required=True)
+    agg.add_argument("--host", default="0.0.0.0")
+    agg.add_argument("--port", type=int, default=50051)
+    agg.add_argument("--state-dir", type=Path, required=True, help="checkpoints live here; resumed on start")
+    agg.add_argument("--chunk-bytes", type=int, default=2 * 1024 * 1024)
+    agg.add_argument("--staging-slots", type=int, default=2, help="uploads received at once (memory: slots x model)")
+    _add_log_args(agg)
+
+    client = commands.add_parser("client", help="train for one site against an aggregator")
+    client.add_argument("--manifest", type=Path, required=True)
+    client.add_argument("--aggregator", required=True, help="host:port")
+    client.add_argument("--site", required=True)
+    client.add_argument("--client-id", required=True)
+    client.add_argument("--partition", type=int, default=0)
+    client.add_argument("--num-partitions", type=int, default=1)
+    client.add_argument("--data-dir", type=Path, default=None)
+    client.add_argument("--device", default="", help="torch device; default: cuda when present, else cpu")
+    client.add_argument("--connect-timeout", type=float, default=120.0, help="seconds of retries before giving up")
+    client.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    _add_log_args(client)
+    return parser
+
+
+def _local_run(args: argparse.Namespace) -> int:
+    from fedfleet.local.report import print_table, write_metrics, write_plot
+    from fedfleet.local.runner import LocalRunError, LocalRunner
+    from fedfleet.tasks.base import TaskError, load_task
+
+    training = load_training(args.manifest)
+    try:
+        load_task(training.spec.task)  # a bad task config fails here, not in every client
+    except TaskError as err:
+        raise ManifestError(f"{args.manifest}: {err}") from None
+    out_dir = args.out or Path("out") / training.metadata.name
+    try:
+        runner = LocalRunner(training, args.manifest, out_dir, port=args.port,
+                             show_progress=not args.no_progress and sys.stderr.isatty())
+        result = asyncio.run(runner.run())
+    except LocalRunError as err:
+        print(f"fedfleet: training failed: {err} (logs: {out_dir / 'logs'})", file=sys.stderr)
+        return 1
+    print_table(result)
+    metrics, plot = write_metrics(result, out_dir), write_plot(result, out_dir)
+    print(f"final model {result.model_digest} in {out_dir / 'state'}; metrics: {metrics}; plot: {plot}")
+    return 0
+
+
+def _aggregator(args: argparse.Namespace) -> int:
+    from fedfleet.aggregator.app import run_aggregator
+
+    training = load_training(args.manifest)
+    asyncio.run(run_aggregator(training, f"{args.host}:{args.port}", args.state_dir, args.chunk_bytes,
+                               args.staging_slots))
+    return 0
+
+
+def _client(args: argparse.Namespace) -> int:
+    from fedfleet.client.app import ClientOptions, SiteClient
+
+    training = load_training(args.manifest)
+    options = ClientOptions(args.aggregator, args.site, args.client_id, args.partition, args.num_partitions,
+                            args.data_dir, args.device, args.connect_timeout, args.threads)
+    return SiteClient(training, options).run()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logs.configure(args.log_format, args.log_level)
+    handlers = {"local": _local_run, "aggregator": _aggregator, "client": _client}
+    try:
+        return handlers[args.command](args)
+    except ManifestError as err:
+        print(f"fedfleet: invalid manifest: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

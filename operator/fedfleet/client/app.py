@@ -1,0 +1,97 @@
+"""`fedfleet client`: join rounds, train on this site's data, upload the update, until finished."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import torch
+
+from fedfleet.api.training import FederatedTraining
+from fedfleet.client.connection import AggregatorConnection
+from fedfleet.tasks.base import SiteContext, Task, TrainContext, load_task, numpy_to_state, state_to_numpy
+from fedfleet.v1 import aggregator_pb2 as pb
+
+
+@dataclass(frozen=True)
+class ClientOptions:
+    address: str
+    site: str
+    client_id: str
+    partition: int
+    num_partitions: int
+    data_dir: Path | None = None
+    device: str = ""
+    connect_timeout: float = 120.0
+    threads: int = 1
+
+
+def round_seed(base: int, round_number: int, client_id: str) -> int:
+    """Training randomness fixed by (seed, round, client): a retried round trains identically."""
+    digest = hashlib.sha256(f"{base}/{round_number}/{client_id}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+def pick_device(requested: str) -> torch.device:
+    if requested:
+        return torch.device(requested)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class SiteClient:
+    def __init__(self, training: FederatedTraining, options: ClientOptions) -> None:
+        torch.set_num_threads(options.threads)  # several clients share a machine in local runs
+        self.training = training
+        self.options = options
+        self.device = pick_device(options.device)
+        self.task: Task[Any] = load_task(training.spec.task)
+        site = SiteContext(options.site, options.client_id, options.partition, options.num_partitions,
+                           training.spec.model.seed, options.data_dir)
+        self.data = self.task.load_data(site)
+        self.model = self.task.build_model(training.spec.model.seed).to(self.device)
+        self.conn = AggregatorConnection(options.address, training.metadata.name, options.client_id, options.site,
+                                         options.connect_timeout)
+        self.log = self.conn.log.bind(device=str(self.device))
+
+    def run(self) -> int:
+        self.log.info("client.started", session=self.conn.session)
+        try:
+            while True:
+                reply = self.conn.join()
+                if reply.action == pb.JoinReply.ACTION_FINISHED:
+                    self.log.info("client.finished", model_version=reply.model_version)
+                    return 0
+                if reply.action in (pb.JoinReply.ACTION_TRAIN, pb.JoinReply.ACTION_EVALUATE):
+                    self._round(reply)
+        finally:
+            self.conn.close()
+
+    def _round(self, reply: pb.JoinReply) -> None:
+        log = self.log.bind(round=reply.round)
+        try:
+            global_weights = self.conn.download(reply.round)
+            numpy_to_state(self.model, global_weights)
+            examples, metrics = self.task.evaluate(self.model, self.data, self.device)
+            self.conn.report(reply.round, pb.MetricsReport.PHASE_EVALUATE, reply.model_version, examples, metrics)
+            log.info("model.evaluated", model_version=reply.model_version, **metrics)
+            if reply.action == pb.JoinReply.ACTION_EVALUATE:
+                return
+            config = json.loads(reply.config_json or "{}")
+            seed = round_seed(int(config.get("seed", 0)), reply.round, self.options.client_id)
+            torch.manual_seed(seed)
+            ctx = TrainContext(reply.round, seed, self.device, float(config.get("proximal_mu", 0.0)),
+                               {k: torch.from_numpy(v) for k, v in global_weights.items()})
+            examples, metrics = self.task.train(self.model, self.data, ctx)
+            self.conn.report(reply.round, pb.MetricsReport.PHASE_TRAIN, reply.model_version, examples, metrics)
+            local = state_to_numpy(self.model)
+            update = {name: local[name] - global_weights[name] for name in global_weights}
+            result = self.conn.upload(reply.round, reply.model_version, examples, update)
+            log.info("update.uploaded", examples=examples, bytes=result.bytes_received, **metrics)
+        except grpc.RpcError as err:
+            if err.code() == grpc.StatusCode.UNAVAILABLE:
+                raise  # retries are exhausted: let the supervisor restart this process
+            log.warning("round.abandoned", code=err.code().name, reason=err.details())

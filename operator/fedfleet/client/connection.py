@@ -1,0 +1,86 @@
+"""The client's gRPC calls, with bounded exponential-backoff retries on transient failures."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+import numpy as np
+from tenacity import RetryCallState, retry, retry_if_exception, stop_after_delay, wait_exponential
+
+from fedfleet.chunks import GRPC_OPTIONS, ChunkAssembler, iter_chunks
+from fedfleet.logs import get_logger
+from fedfleet.v1 import aggregator_pb2 as pb
+from fedfleet.v1 import aggregator_pb2_grpc as pb_grpc
+
+Weights = dict[str, np.ndarray]
+TRANSIENT = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+JOIN_WAIT_SECONDS = 5
+
+
+def _is_transient(err: BaseException) -> bool:
+    return isinstance(err, grpc.RpcError) and err.code() in TRANSIENT
+
+
+class AggregatorConnection:
+    """One client's view of the aggregator; a new process is a new session."""
+
+    def __init__(self, address: str, training: str, client_id: str, site: str, connect_timeout: float) -> None:
+        self.training, self.client_id, self.site = training, client_id, site
+        self.session = uuid.uuid4().hex
+        self.channel = grpc.insecure_channel(address, options=GRPC_OPTIONS)
+        self.stub = pb_grpc.AggregatorStub(self.channel)
+        self.log = get_logger(component="client", training=training, client=client_id, site=site)
+        self._retrying = retry(
+            retry=retry_if_exception(_is_transient),
+            wait=wait_exponential(multiplier=0.2, max=5),
+            stop=stop_after_delay(connect_timeout),
+            before_sleep=self._log_retry,
+            reraise=True,
+        )
+
+    def _log_retry(self, state: RetryCallState) -> None:
+        err = state.outcome.exception() if state.outcome else None
+        code = err.code().name if isinstance(err, grpc.RpcError) else type(err).__name__
+        self.log.warning("aggregator.retry", attempt=state.attempt_number, code=code,
+                         wait_seconds=round(state.next_action.sleep if state.next_action else 0, 2))
+
+    def call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        return self._retrying(fn)(*args, **kwargs)
+
+    def join(self) -> pb.JoinReply:
+        request = pb.JoinRequest(training=self.training, client_id=self.client_id, site=self.site,
+                                 session=self.session, wait_seconds=JOIN_WAIT_SECONDS)
+        return self.call(self.stub.JoinRound, request, timeout=JOIN_WAIT_SECONDS + 10)
+
+    def download(self, round_number: int) -> Weights:
+        def fetch() -> Weights:
+            assembler = ChunkAssembler()
+            request = pb.ModelRequest(training=self.training, client_id=self.client_id, round=round_number)
+            for chunk in self.stub.DownloadModel(request):
+                assembler.add(chunk)
+            return assembler.result()
+
+        return self.call(fetch)
+
+    def report(self, round_number: int, phase: int, model_version: int, examples: int,
+               metrics: dict[str, float]) -> None:
+        report = pb.MetricsReport(training=self.training, client_id=self.client_id, round=round_number, phase=phase,
+                                  model_version=model_version, num_examples=examples, metrics=metrics)
+        self.call(self.stub.ReportMetrics, report, timeout=30)
+
+    def upload(self, round_number: int, base_version: int, examples: int, update: Weights) -> pb.UploadReply:
+        header = pb.UpdateHeader(training=self.training, client_id=self.client_id, round=round_number,
+                                 num_examples=examples, base_version=base_version, session=self.session)
+
+        def messages() -> Iterator[pb.UpdateMessage]:
+            yield pb.UpdateMessage(header=header)
+            for chunk in iter_chunks(update):
+                yield pb.UpdateMessage(chunk=chunk)
+
+        return self.stub.UploadUpdate(messages())  # not retried: a half-sent stream is refused whole
+
+    def close(self) -> None:
+        self.channel.close()

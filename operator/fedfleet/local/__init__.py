@@ -1,0 +1,1 @@
+"""The embedded default: a whole federation as local processes, driven by the same controller core."""

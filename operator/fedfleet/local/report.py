@@ -1,0 +1,88 @@
+"""What a local run leaves behind: metrics.json, a loss/accuracy plot, and a table on the terminal."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from fedfleet.local.runner import RunResult
+
+
+def round_rows(result: RunResult) -> list[dict[str, Any]]:
+    """One row per training round; accuracy is that of the model the round produced.
+
+    Clients evaluate the global model they download at the start of the next round (or in the
+    final evaluation round), so round r's accuracy comes from round r+1's eval metrics.
+    """
+    evals = {r["round"] - 1: r["metrics"] for r in result.rounds}
+    if result.final_evaluation is not None:
+        evals[result.model_version] = result.final_evaluation["metrics"]
+    rows = []
+    for r in result.rounds:
+        evaluated = evals.get(r["round"], {})
+        rows.append({
+            "round": r["round"],
+            "clients": f"{len(r['reported'])}/{len(r['participants'])}",
+            "dropped": r["dropped"],
+            "train_loss": r["metrics"].get("train_loss"),
+            "eval_loss": evaluated.get("eval_loss"),
+            "eval_accuracy": evaluated.get("eval_accuracy"),
+            "seconds": r["seconds"],
+            "model_digest": r["model_digest"],
+        })
+    return rows
+
+
+def write_metrics(result: RunResult, out_dir: Path) -> Path:
+    path = out_dir / "metrics.json"
+    rows = round_rows(result)
+    final = rows[-1] if rows else {}
+    path.write_text(json.dumps({
+        "training": result.training,
+        "rounds": rows,
+        "final": {"model_version": result.model_version, "model_digest": result.model_digest,
+                  "eval_accuracy": final.get("eval_accuracy"), "eval_loss": final.get("eval_loss")},
+        "seconds": result.seconds,
+    }, indent=2))
+    return path
+
+
+def write_plot(result: RunResult, out_dir: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = round_rows(result)
+    rounds = [r["round"] for r in rows]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    ax_loss.plot(rounds, [r["train_loss"] for r in rows], marker="o", label="train loss")
+    ax_loss.plot(rounds, [r["eval_loss"] for r in rows], marker="o", label="held-out loss")
+    ax_loss.set_xlabel("round")
+    ax_loss.set_ylabel("loss")
+    ax_loss.legend()
+    ax_acc.plot(rounds, [r["eval_accuracy"] for r in rows], marker="o", color="tab:green")
+    ax_acc.set_xlabel("round")
+    ax_acc.set_ylabel("held-out accuracy")
+    ax_acc.set_ylim(0, 1)
+    fig.suptitle(f"{result.training}: federated training")
+    fig.tight_layout()
+    path = out_dir / "metrics.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def print_table(result: RunResult, console: Console | None = None) -> None:
+    table = Table(title=f"{result.training}: {result.model_version} rounds in {result.seconds:.1f}s")
+    for column in ("round", "clients", "train loss", "held-out loss", "accuracy", "seconds"):
+        table.add_column(column, justify="right")
+    fmt = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
+    for row in round_rows(result):
+        table.add_row(str(row["round"]), row["clients"], fmt(row["train_loss"], ".4f"), fmt(row["eval_loss"], ".4f"),
+                      fmt(row["eval_accuracy"], ".3f"), fmt(row["seconds"], ".1f"))
+    (console or Console()).print(table)

@@ -1,0 +1,256 @@
+"""`fedfleet local run`: the aggregator and one process per site client on loopback, rounds driven
+through the aggregator's Control service by the same decision core the operator uses."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from fedfleet.api.training import FederatedTraining, RetrySpec
+from fedfleet.controller import core
+from fedfleet.local.processes import Supervised
+from fedfleet.local.progress import RoundProgress
+from fedfleet.logs import get_logger
+from fedfleet.v1 import aggregator_pb2 as pb
+from fedfleet.v1 import aggregator_pb2_grpc as pb_grpc
+
+log = get_logger(component="local")
+AGGREGATOR_RETRY = RetrySpec(max_attempts=10, backoff_seconds=0.5, max_round_attempts=1)
+PHASE_NAMES = {v: k.removeprefix("ROUND_PHASE_").title() for k, v in pb.RoundPhase.items()}
+KIND_NAMES = {pb.ROUND_KIND_TRAIN: "train", pb.ROUND_KIND_EVALUATE: "evaluate"}
+
+
+class LocalRunError(RuntimeError):
+    """The federation could not finish; the message is the one-line reason."""
+
+
+@dataclass
+class RunResult:
+    training: str
+    model_version: int
+    model_digest: str
+    rounds: list[dict[str, Any]]
+    final_evaluation: dict[str, Any] | None
+    seconds: float
+
+
+@dataclass
+class LocalRunner:
+    training: FederatedTraining
+    manifest_path: Path
+    out_dir: Path
+    port: int = 0
+    show_progress: bool = True
+    processes: dict[str, Supervised] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.spec = self.training.spec
+        if not self.spec.sites.names:
+            raise LocalRunError("spec.sites: a local run needs site names (label selectors need a cluster)")
+        if errors := self.spec.semantic_errors():
+            raise LocalRunError("; ".join(errors))
+        self.port = self.port or _free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.failures: dict[int, int] = {}
+        self.last_failure = ""
+        self.evaluation: dict[str, Any] | None = None
+        self.evaluated = False
+        self.current_round = 0
+
+    # -- processes ---------------------------------------------------------------------------
+    def _plan_processes(self) -> None:
+        logs = self.out_dir / "logs"
+        manifest = str(self.manifest_path.resolve())
+        self.processes["aggregator"] = Supervised(
+            "aggregator",
+            ["aggregator", "--manifest", manifest, "--host", "127.0.0.1", "--port", str(self.port),
+             "--state-dir", str(self.out_dir / "state")],
+            logs / "aggregator.log", AGGREGATOR_RETRY,
+        )
+        total = self.spec.expected_clients()
+        for site_index, site in enumerate(self.spec.sites.names):
+            for index in range(self.spec.clients_per_site):
+                client_id = f"{site}-{index}"
+                partition = site_index * self.spec.clients_per_site + index
+                self.processes[client_id] = Supervised(
+                    client_id,
+                    ["client", "--manifest", manifest, "--aggregator", self.address, "--site", site,
+                     "--client-id", client_id, "--partition", str(partition), "--num-partitions", str(total)],
+                    logs / f"{client_id}.log", self.spec.retry,
+                )
+
+    @property
+    def clients(self) -> list[Supervised]:
+        return [p for name, p in self.processes.items() if name != "aggregator"]
+
+    def _write_pids(self) -> None:
+        pids = {name: p.pid for name, p in self.processes.items() if p.running}
+        (self.out_dir / "processes.json").write_text(json.dumps({"address": self.address, "pids": pids}))
+
+    async def _supervise(self, control: pb_grpc.ControlStub) -> None:
+        """Report dead clients to the aggregator and restart whatever may be restarted."""
+        while True:
+            changed = False
+            for proc in self.processes.values():
+                code = proc.poll_failure()
+                if code is not None and proc.name != "aggregator" and self.current_round:
+                    try:
+                        await control.DropClient(pb.DropRequest(
+                            round=self.current_round, client_id=proc.name,
+                            reason=f"client process exited with code {code}"), timeout=5)
+                    except grpc.aio.AioRpcError:
+                        pass  # not a participant, or the round is over
+                if proc.due_for_restart():
+                    proc.start()
+                    changed = True
+                changed |= code is not None
+            if changed:
+                self._write_pids()
+            await asyncio.sleep(0.2)
+
+    async def _wait_healthy(self, channel: grpc.aio.Channel, timeout: float = 120.0) -> None:
+        stub = health_pb2_grpc.HealthStub(channel)
+        until = time.monotonic() + timeout
+        while time.monotonic() < until:
+            aggregator = self.processes["aggregator"]
+            if aggregator.given_up:
+                raise LocalRunError(f"the aggregator keeps failing; see {aggregator.log_path}")
+            try:
+                reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=2)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.aio.AioRpcError:
+                pass
+            await asyncio.sleep(0.2)
+        raise LocalRunError(f"the aggregator did not become healthy in {timeout:.0f}s")
+
+    # -- rounds ------------------------------------------------------------------------------
+    def _observe(self, status: pb.AggregatorStatus, waiting_since: float) -> core.Observation:
+        current = None
+        if status.HasField("current"):
+            c = status.current
+            current = core.RoundView(c.round, KIND_NAMES.get(c.kind, "train"), PHASE_NAMES[c.phase], c.reason)
+        return core.Observation(
+            model_version=status.model_version,
+            ready_clients=tuple(status.ready_clients),
+            live_clients=sum(not p.given_up for p in self.clients),
+            current=current,
+            evaluated=self.evaluated,
+            round_failures=self.failures,
+            last_failure=self.last_failure,
+            waiting_seconds=time.monotonic() - waiting_since,
+        )
+
+    async def _drive(self, control: pb_grpc.ControlStub, channel: grpc.aio.Channel, progress: RoundProgress) -> None:
+        waiting_since = time.monotonic()
+        while True:
+            try:
+                status = await control.GetStatus(pb.StatusRequest(), timeout=10)
+                action = core.decide(self.spec, self._observe(status, waiting_since), self.spec.expected_clients())
+                if isinstance(action, core.Finish):
+                    return
+                if isinstance(action, core.FailTraining):
+                    raise LocalRunError(action.reason)
+                if isinstance(action, core.WaitForClients):
+                    await asyncio.sleep(0.3)
+                    continue
+                if isinstance(action, core.StartRound):
+                    await control.StartRound(pb.StartRoundRequest(
+                        round=action.number,
+                        kind=pb.ROUND_KIND_TRAIN if action.kind == "train" else pb.ROUND_KIND_EVALUATE,
+                        participants=list(action.participants), timeout_seconds=action.timeout_seconds,
+                        min_clients=action.min_clients), timeout=10)
+                    number = action.number
+                else:
+                    number = action.number
+                await self._watch(control, number, progress)
+                waiting_since = time.monotonic()
+            except grpc.aio.AioRpcError as err:
+                if err.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                    raise LocalRunError(f"aggregator refused: {err.code().name}: {err.details()}") from None
+                log.warning("aggregator.unreachable", code=err.code().name)
+                await self._wait_healthy(channel)  # the supervisor restarts it; it resumes from checkpoints
+
+    async def _watch(self, control: pb_grpc.ControlStub, number: int, progress: RoundProgress) -> None:
+        self.current_round = number
+        state: pb.RoundState | None = None
+        try:
+            async for state in control.WatchRound(pb.WatchRequest(round=number)):
+                progress.update(state, self.spec.rounds)
+        finally:
+            self.current_round = 0
+        if state is None:
+            return
+        if state.kind == pb.ROUND_KIND_EVALUATE and state.phase in (pb.ROUND_PHASE_SUCCEEDED,
+                                                                      pb.ROUND_PHASE_FAILED):
+            self.evaluated = state.phase == pb.ROUND_PHASE_SUCCEEDED or self.evaluated
+            if state.phase == pb.ROUND_PHASE_SUCCEEDED:
+                self.evaluation = round_dict(state)
+        if state.phase == pb.ROUND_PHASE_FAILED:
+            self.failures[number] = self.failures.get(number, 0) + 1
+            self.last_failure = state.reason
+            log.warning("round.failed", round=number, reason=state.reason, attempt=self.failures[number])
+
+    async def run(self) -> RunResult:
+        started = time.monotonic()
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self._plan_processes()
+        for proc in self.processes.values():
+            proc.start()
+        self._write_pids()
+        channel = grpc.aio.insecure_channel(self.address)
+        control = pb_grpc.ControlStub(channel)
+        supervisor = asyncio.create_task(self._supervise(control))
+        try:
+            with RoundProgress(enabled=self.show_progress) as progress:
+                await self._wait_healthy(channel)
+                await self._drive(control, channel, progress)
+            status = await control.FinishTraining(pb.FinishRequest(), timeout=10)
+            await self._wait_clients_exit(timeout=30)
+        finally:
+            supervisor.cancel()
+            for proc in self.processes.values():
+                proc.stop()
+            await channel.close()
+        return RunResult(
+            training=self.training.metadata.name,
+            model_version=status.model_version,
+            model_digest=status.model_digest,
+            rounds=[round_dict(r) for r in status.history],
+            final_evaluation=self.evaluation,
+            seconds=time.monotonic() - started,
+        )
+
+    async def _wait_clients_exit(self, timeout: float) -> None:
+        until = time.monotonic() + timeout
+        while time.monotonic() < until and any(p.running for p in self.clients):
+            await asyncio.sleep(0.1)
+
+
+def round_dict(state: pb.RoundState) -> dict[str, Any]:
+    return {
+        "round": state.round,
+        "kind": KIND_NAMES.get(state.kind, "train"),
+        "phase": PHASE_NAMES[state.phase],
+        "participants": list(state.participants),
+        "reported": list(state.reported),
+        "dropped": list(state.dropped),
+        "metrics": dict(state.metrics),
+        "model_digest": state.model_digest,
+        "seconds": max(0.0, state.finished_unix - state.started_unix),
+        "reason": state.reason,
+    }
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

@@ -1,0 +1,66 @@
+"""A plain supervised training loop that built-in and user tasks can share.
+
+It adds FedProx's proximal term when the round asks for it, so tasks get FedProx for free.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from fedfleet.tasks.base import TrainContext
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def train_epochs(
+    model: torch.nn.Module,
+    dataset: TensorDataset,
+    ctx: TrainContext,
+    *,
+    epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    loss_fn: LossFn,
+) -> float:
+    """SGD with momentum over `dataset`; returns the mean training loss of the last epoch."""
+    generator = torch.Generator().manual_seed(ctx.seed)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=generator)
+    optimizer = torch.optim.SGD(model.parameters(), lr=learning_rate, momentum=0.9)
+    anchors = {
+        name: ctx.global_weights[name].to(ctx.device)
+        for name, _ in model.named_parameters()
+        if ctx.proximal_mu > 0 and name in ctx.global_weights
+    }
+    model.train()
+    last_loss = 0.0
+    for _ in range(epochs):
+        total, seen = 0.0, 0
+        for features, labels in loader:
+            features, labels = features.to(ctx.device), labels.to(ctx.device)
+            optimizer.zero_grad(set_to_none=True)
+            loss = loss_fn(model(features), labels)
+            total += float(loss.detach()) * len(labels)
+            seen += len(labels)
+            if anchors:
+                loss = loss + ctx.proximal_mu / 2 * sum(
+                    torch.sum((param - anchors[name]) ** 2) for name, param in model.named_parameters()
+                )
+            loss.backward()
+            optimizer.step()
+        last_loss = total / max(seen, 1)
+    return last_loss
+
+
+@torch.no_grad()
+def evaluate_classifier(
+    model: torch.nn.Module, dataset: TensorDataset, device: torch.device, loss_fn: LossFn
+) -> tuple[int, dict[str, float]]:
+    model.eval()
+    features, labels = (t.to(device) for t in dataset.tensors)
+    logits = model(features)
+    loss = float(loss_fn(logits, labels))
+    accuracy = float((logits.argmax(dim=1) == labels).float().mean())
+    return len(labels), {"loss": loss, "accuracy": accuracy}

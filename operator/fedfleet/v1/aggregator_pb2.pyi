@@ -1,0 +1,276 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class RoundKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ROUND_KIND_UNSPECIFIED: _ClassVar[RoundKind]
+    ROUND_KIND_TRAIN: _ClassVar[RoundKind]
+    ROUND_KIND_EVALUATE: _ClassVar[RoundKind]
+
+class RoundPhase(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ROUND_PHASE_UNSPECIFIED: _ClassVar[RoundPhase]
+    ROUND_PHASE_PENDING: _ClassVar[RoundPhase]
+    ROUND_PHASE_TRAINING: _ClassVar[RoundPhase]
+    ROUND_PHASE_AGGREGATING: _ClassVar[RoundPhase]
+    ROUND_PHASE_SUCCEEDED: _ClassVar[RoundPhase]
+    ROUND_PHASE_FAILED: _ClassVar[RoundPhase]
+ROUND_KIND_UNSPECIFIED: RoundKind
+ROUND_KIND_TRAIN: RoundKind
+ROUND_KIND_EVALUATE: RoundKind
+ROUND_PHASE_UNSPECIFIED: RoundPhase
+ROUND_PHASE_PENDING: RoundPhase
+ROUND_PHASE_TRAINING: RoundPhase
+ROUND_PHASE_AGGREGATING: RoundPhase
+ROUND_PHASE_SUCCEEDED: RoundPhase
+ROUND_PHASE_FAILED: RoundPhase
+
+class TensorChunk(_message.Message):
+    __slots__ = ("name", "dtype", "shape", "offset", "data", "crc32")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
+    SHAPE_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    CRC32_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    dtype: str
+    shape: _containers.RepeatedScalarFieldContainer[int]
+    offset: int
+    data: bytes
+    crc32: int
+    def __init__(self, name: _Optional[str] = ..., dtype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ..., crc32: _Optional[int] = ...) -> None: ...
+
+class JoinRequest(_message.Message):
+    __slots__ = ("training", "client_id", "site", "session", "wait_seconds")
+    TRAINING_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    SITE_FIELD_NUMBER: _ClassVar[int]
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    WAIT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    training: str
+    client_id: str
+    site: str
+    session: str
+    wait_seconds: int
+    def __init__(self, training: _Optional[str] = ..., client_id: _Optional[str] = ..., site: _Optional[str] = ..., session: _Optional[str] = ..., wait_seconds: _Optional[int] = ...) -> None: ...
+
+class JoinReply(_message.Message):
+    __slots__ = ("action", "round", "model_version", "model_digest", "deadline_unix", "config_json")
+    class Action(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        ACTION_UNSPECIFIED: _ClassVar[JoinReply.Action]
+        ACTION_WAIT: _ClassVar[JoinReply.Action]
+        ACTION_TRAIN: _ClassVar[JoinReply.Action]
+        ACTION_EVALUATE: _ClassVar[JoinReply.Action]
+        ACTION_FINISHED: _ClassVar[JoinReply.Action]
+    ACTION_UNSPECIFIED: JoinReply.Action
+    ACTION_WAIT: JoinReply.Action
+    ACTION_TRAIN: JoinReply.Action
+    ACTION_EVALUATE: JoinReply.Action
+    ACTION_FINISHED: JoinReply.Action
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    MODEL_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    DEADLINE_UNIX_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_JSON_FIELD_NUMBER: _ClassVar[int]
+    action: JoinReply.Action
+    round: int
+    model_version: int
+    model_digest: str
+    deadline_unix: float
+    config_json: str
+    def __init__(self, action: _Optional[_Union[JoinReply.Action, str]] = ..., round: _Optional[int] = ..., model_version: _Optional[int] = ..., model_digest: _Optional[str] = ..., deadline_unix: _Optional[float] = ..., config_json: _Optional[str] = ...) -> None: ...
+
+class ModelRequest(_message.Message):
+    __slots__ = ("training", "client_id", "round")
+    TRAINING_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    training: str
+    client_id: str
+    round: int
+    def __init__(self, training: _Optional[str] = ..., client_id: _Optional[str] = ..., round: _Optional[int] = ...) -> None: ...
+
+class UpdateHeader(_message.Message):
+    __slots__ = ("training", "client_id", "round", "num_examples", "base_version", "session")
+    TRAINING_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    NUM_EXAMPLES_FIELD_NUMBER: _ClassVar[int]
+    BASE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    training: str
+    client_id: str
+    round: int
+    num_examples: int
+    base_version: int
+    session: str
+    def __init__(self, training: _Optional[str] = ..., client_id: _Optional[str] = ..., round: _Optional[int] = ..., num_examples: _Optional[int] = ..., base_version: _Optional[int] = ..., session: _Optional[str] = ...) -> None: ...
+
+class UpdateMessage(_message.Message):
+    __slots__ = ("header", "chunk")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    header: UpdateHeader
+    chunk: TensorChunk
+    def __init__(self, header: _Optional[_Union[UpdateHeader, _Mapping]] = ..., chunk: _Optional[_Union[TensorChunk, _Mapping]] = ...) -> None: ...
+
+class UploadReply(_message.Message):
+    __slots__ = ("bytes_received", "clients_reported")
+    BYTES_RECEIVED_FIELD_NUMBER: _ClassVar[int]
+    CLIENTS_REPORTED_FIELD_NUMBER: _ClassVar[int]
+    bytes_received: int
+    clients_reported: int
+    def __init__(self, bytes_received: _Optional[int] = ..., clients_reported: _Optional[int] = ...) -> None: ...
+
+class MetricsReport(_message.Message):
+    __slots__ = ("training", "client_id", "round", "phase", "model_version", "num_examples", "metrics")
+    class Phase(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        PHASE_UNSPECIFIED: _ClassVar[MetricsReport.Phase]
+        PHASE_TRAIN: _ClassVar[MetricsReport.Phase]
+        PHASE_EVALUATE: _ClassVar[MetricsReport.Phase]
+    PHASE_UNSPECIFIED: MetricsReport.Phase
+    PHASE_TRAIN: MetricsReport.Phase
+    PHASE_EVALUATE: MetricsReport.Phase
+    class MetricsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    TRAINING_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    NUM_EXAMPLES_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    training: str
+    client_id: str
+    round: int
+    phase: MetricsReport.Phase
+    model_version: int
+    num_examples: int
+    metrics: _containers.ScalarMap[str, float]
+    def __init__(self, training: _Optional[str] = ..., client_id: _Optional[str] = ..., round: _Optional[int] = ..., phase: _Optional[_Union[MetricsReport.Phase, str]] = ..., model_version: _Optional[int] = ..., num_examples: _Optional[int] = ..., metrics: _Optional[_Mapping[str, float]] = ...) -> None: ...
+
+class MetricsAck(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class StartRoundRequest(_message.Message):
+    __slots__ = ("round", "kind", "participants", "timeout_seconds", "min_clients")
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    PARTICIPANTS_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    MIN_CLIENTS_FIELD_NUMBER: _ClassVar[int]
+    round: int
+    kind: RoundKind
+    participants: _containers.RepeatedScalarFieldContainer[str]
+    timeout_seconds: float
+    min_clients: int
+    def __init__(self, round: _Optional[int] = ..., kind: _Optional[_Union[RoundKind, str]] = ..., participants: _Optional[_Iterable[str]] = ..., timeout_seconds: _Optional[float] = ..., min_clients: _Optional[int] = ...) -> None: ...
+
+class ClientState(_message.Message):
+    __slots__ = ("client_id", "state", "reason")
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    client_id: str
+    state: str
+    reason: str
+    def __init__(self, client_id: _Optional[str] = ..., state: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class RoundState(_message.Message):
+    __slots__ = ("round", "kind", "phase", "participants", "reported", "dropped", "reason", "metrics", "model_digest", "started_unix", "finished_unix", "model_version", "clients", "min_clients", "deadline_unix")
+    class MetricsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    PARTICIPANTS_FIELD_NUMBER: _ClassVar[int]
+    REPORTED_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    STARTED_UNIX_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_UNIX_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CLIENTS_FIELD_NUMBER: _ClassVar[int]
+    MIN_CLIENTS_FIELD_NUMBER: _ClassVar[int]
+    DEADLINE_UNIX_FIELD_NUMBER: _ClassVar[int]
+    round: int
+    kind: RoundKind
+    phase: RoundPhase
+    participants: _containers.RepeatedScalarFieldContainer[str]
+    reported: _containers.RepeatedScalarFieldContainer[str]
+    dropped: _containers.RepeatedScalarFieldContainer[str]
+    reason: str
+    metrics: _containers.ScalarMap[str, float]
+    model_digest: str
+    started_unix: float
+    finished_unix: float
+    model_version: int
+    clients: _containers.RepeatedCompositeFieldContainer[ClientState]
+    min_clients: int
+    deadline_unix: float
+    def __init__(self, round: _Optional[int] = ..., kind: _Optional[_Union[RoundKind, str]] = ..., phase: _Optional[_Union[RoundPhase, str]] = ..., participants: _Optional[_Iterable[str]] = ..., reported: _Optional[_Iterable[str]] = ..., dropped: _Optional[_Iterable[str]] = ..., reason: _Optional[str] = ..., metrics: _Optional[_Mapping[str, float]] = ..., model_digest: _Optional[str] = ..., started_unix: _Optional[float] = ..., finished_unix: _Optional[float] = ..., model_version: _Optional[int] = ..., clients: _Optional[_Iterable[_Union[ClientState, _Mapping]]] = ..., min_clients: _Optional[int] = ..., deadline_unix: _Optional[float] = ...) -> None: ...
+
+class StatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class AggregatorStatus(_message.Message):
+    __slots__ = ("training", "model_version", "model_digest", "ready_clients", "current", "history", "finished")
+    TRAINING_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    MODEL_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    READY_CLIENTS_FIELD_NUMBER: _ClassVar[int]
+    CURRENT_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_FIELD_NUMBER: _ClassVar[int]
+    training: str
+    model_version: int
+    model_digest: str
+    ready_clients: _containers.RepeatedScalarFieldContainer[str]
+    current: RoundState
+    history: _containers.RepeatedCompositeFieldContainer[RoundState]
+    finished: bool
+    def __init__(self, training: _Optional[str] = ..., model_version: _Optional[int] = ..., model_digest: _Optional[str] = ..., ready_clients: _Optional[_Iterable[str]] = ..., current: _Optional[_Union[RoundState, _Mapping]] = ..., history: _Optional[_Iterable[_Union[RoundState, _Mapping]]] = ..., finished: _Optional[bool] = ...) -> None: ...
+
+class WatchRequest(_message.Message):
+    __slots__ = ("round",)
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    round: int
+    def __init__(self, round: _Optional[int] = ...) -> None: ...
+
+class DropRequest(_message.Message):
+    __slots__ = ("round", "client_id", "reason")
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    round: int
+    client_id: str
+    reason: str
+    def __init__(self, round: _Optional[int] = ..., client_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class FinishRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
