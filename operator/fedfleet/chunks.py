@@ -26,7 +26,7 @@ def iter_chunks(weights: Weights, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Ite
     """Chunks of every tensor, sorted by name, each covering a contiguous byte range in order."""
     for name in sorted(weights):
         array = np.ascontiguousarray(weights[name])
-        raw = memoryview(array.reshape(-1)).cast("B")
+        raw = memoryview(array.reshape(-1)).cast("B")  # type: ignore[arg-type]
         step = max(array.itemsize, chunk_bytes - chunk_bytes % array.itemsize)
         for offset in range(0, max(len(raw), 1), step):
             data = bytes(raw[offset : offset + step])
@@ -42,7 +42,9 @@ def iter_chunks(weights: Weights, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Ite
 
 def verify_crc(chunk: pb.TensorChunk) -> None:
     if zlib.crc32(chunk.data) != chunk.crc32:
-        raise Refusal("DATA_LOSS", f"tensor {chunk.name!r}: checksum mismatch in chunk at byte {chunk.offset}")
+        raise Refusal(
+            "DATA_LOSS", f"tensor {chunk.name!r}: checksum mismatch in chunk at byte {chunk.offset}"
+        )
 
 
 class ChunkAssembler:
@@ -61,16 +63,22 @@ class ChunkAssembler:
             array = np.empty(tuple(chunk.shape), dtype=np.dtype(chunk.dtype))
             self._arrays[chunk.name], self._filled[chunk.name] = array, 0
         if chunk.offset != self._filled[chunk.name]:
-            raise Refusal("INVALID_ARGUMENT", f"tensor {chunk.name!r}: chunk at byte {chunk.offset} out of order")
-        raw = memoryview(array.reshape(-1)).cast("B")
+            raise Refusal(
+                "INVALID_ARGUMENT", f"tensor {chunk.name!r}: chunk at byte {chunk.offset} out of order"
+            )
+        raw = memoryview(array.reshape(-1)).cast("B")  # type: ignore[arg-type]
         end = chunk.offset + len(chunk.data)
         if end > len(raw):
-            raise Refusal("OUT_OF_RANGE", f"tensor {chunk.name!r}: chunk ends at byte {end}, tensor has {len(raw)}")
+            raise Refusal(
+                "OUT_OF_RANGE", f"tensor {chunk.name!r}: chunk ends at byte {end}, tensor has {len(raw)}"
+            )
         raw[chunk.offset : end] = chunk.data
         self._filled[chunk.name] = end
 
     def result(self) -> Weights:
         for name, array in self._arrays.items():
             if self._filled[name] != array.nbytes:
-                raise Refusal("DATA_LOSS", f"tensor {name!r}: got {self._filled[name]} of {array.nbytes} bytes")
+                raise Refusal(
+                    "DATA_LOSS", f"tensor {name!r}: got {self._filled[name]} of {array.nbytes} bytes"
+                )
         return self._arrays

@@ -13,7 +13,9 @@ from fedfleet.api.load import ManifestError, load_training
 
 
 def _add_log_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--log-format", choices=["json", "console"], help="default: console on a TTY, else JSON")
+    parser.add_argument(
+        "--log-format", choices=["json", "console"], help="default: console on a TTY, else JSON"
+    )
     parser.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING, ERROR")
 
 
@@ -37,7 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     agg.add_argument("--port", type=int, default=50051)
     agg.add_argument("--state-dir", type=Path, required=True, help="checkpoints live here; resumed on start")
     agg.add_argument("--chunk-bytes", type=int, default=2 * 1024 * 1024)
-    agg.add_argument("--staging-slots", type=int, default=2, help="uploads received at once (memory: slots x model)")
+    agg.add_argument(
+        "--staging-slots", type=int, default=2, help="uploads received at once (memory: slots x model)"
+    )
     _add_log_args(agg)
 
     client = commands.add_parser("client", help="train for one site against an aggregator")
@@ -49,7 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     client.add_argument("--num-partitions", type=int, default=1)
     client.add_argument("--data-dir", type=Path, default=None)
     client.add_argument("--device", default="", help="torch device; default: cuda when present, else cpu")
-    client.add_argument("--connect-timeout", type=float, default=120.0, help="seconds of retries before giving up")
+    client.add_argument(
+        "--connect-timeout", type=float, default=120.0, help="seconds of retries before giving up"
+    )
     client.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     _add_log_args(client)
     return parser
@@ -67,8 +73,13 @@ def _local_run(args: argparse.Namespace) -> int:
         raise ManifestError(f"{args.manifest}: {err}") from None
     out_dir = args.out or Path("out") / training.metadata.name
     try:
-        runner = LocalRunner(training, args.manifest, out_dir, port=args.port,
-                             show_progress=not args.no_progress and sys.stderr.isatty())
+        runner = LocalRunner(
+            training,
+            args.manifest,
+            out_dir,
+            port=args.port,
+            show_progress=not args.no_progress and sys.stderr.isatty(),
+        )
         result = asyncio.run(runner.run())
     except LocalRunError as err:
         print(f"fedfleet: training failed: {err} (logs: {out_dir / 'logs'})", file=sys.stderr)
@@ -83,8 +94,11 @@ def _aggregator(args: argparse.Namespace) -> int:
     from fedfleet.aggregator.app import run_aggregator
 
     training = load_training(args.manifest)
-    asyncio.run(run_aggregator(training, f"{args.host}:{args.port}", args.state_dir, args.chunk_bytes,
-                               args.staging_slots))
+    asyncio.run(
+        run_aggregator(
+            training, f"{args.host}:{args.port}", args.state_dir, args.chunk_bytes, args.staging_slots
+        )
+    )
     return 0
 
 
@@ -92,8 +106,17 @@ def _client(args: argparse.Namespace) -> int:
     from fedfleet.client.app import ClientOptions, SiteClient
 
     training = load_training(args.manifest)
-    options = ClientOptions(args.aggregator, args.site, args.client_id, args.partition, args.num_partitions,
-                            args.data_dir, args.device, args.connect_timeout, args.threads)
+    options = ClientOptions(
+        args.aggregator,
+        args.site,
+        args.client_id,
+        args.partition,
+        args.num_partitions,
+        args.data_dir,
+        args.device,
+        args.connect_timeout,
+        args.threads,
+    )
     return SiteClient(training, options).run()
 
 

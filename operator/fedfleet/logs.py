@@ -16,7 +16,9 @@ def configure(fmt: str | None = None, level: str | None = None, stream: TextIO |
     fmt = fmt or os.environ.get("FEDFLEET_LOG_FORMAT") or ("console" if stream.isatty() else "json")
     level_name = (level or os.environ.get("FEDFLEET_LOG_LEVEL") or "INFO").upper()
     renderer: Any = (
-        structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(colors=stream.isatty())
+        structlog.processors.JSONRenderer()
+        if fmt == "json"
+        else structlog.dev.ConsoleRenderer(colors=stream.isatty())
     )
     structlog.configure(
         processors=[

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 from pathlib import Path
 
@@ -29,7 +30,5 @@ async def run_aggregator(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, server.cancel)
-    try:
+    with contextlib.suppress(asyncio.CancelledError):
         await server
-    except asyncio.CancelledError:
-        pass

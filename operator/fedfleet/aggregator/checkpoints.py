@@ -82,7 +82,9 @@ class CheckpointStore:
         done = self.completed()
         return done[-1] if done else None
 
-    def save(self, round_number: int, weights: Weights, strategy_state: Weights, record: dict[str, Any]) -> Checkpoint:
+    def save(
+        self, round_number: int, weights: Weights, strategy_state: Weights, record: dict[str, Any]
+    ) -> Checkpoint:
         """Write a round atomically; fills record["model_digest"]. Refuses to overwrite a round."""
         final = self._dir(round_number)
         if final.exists():

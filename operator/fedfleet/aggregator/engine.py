@@ -77,8 +77,12 @@ class RoundEngine:
         self._changed = asyncio.Event()
         self._deadline_task: asyncio.Task[None] | None = None
         self._close_task: asyncio.Task[None] | None = None
-        self.log.info("engine.ready", model_version=self.model_version, model_digest=self.model_digest,
-                      parameters=self.layout.size)
+        self.log.info(
+            "engine.ready",
+            model_version=self.model_version,
+            model_digest=self.model_digest,
+            parameters=self.layout.size,
+        )
 
     # -- change notification ------------------------------------------------------------
     def _notify(self) -> None:
@@ -94,7 +98,9 @@ class RoundEngine:
         now = time.time()
         return sorted(cid for cid, seen in self._seen.items() if now - seen <= READY_TTL_SECONDS)
 
-    def start_round(self, number: int, kind: Kind, participants: list[str], timeout: float, min_clients: int) -> Round:
+    def start_round(
+        self, number: int, kind: Kind, participants: list[str], timeout: float, min_clients: int
+    ) -> Round:
         if self.finished:
             raise Refusal("FAILED_PRECONDITION", "the training is finished")
         current = self.current
@@ -112,16 +118,26 @@ class RoundEngine:
         if not participants or len(set(participants)) != len(participants):
             raise Refusal("INVALID_ARGUMENT", "participants must be a non-empty list of distinct client ids")
         if not 1 <= min_clients <= len(participants):
-            raise Refusal("INVALID_ARGUMENT", f"min_clients {min_clients} must be within 1..{len(participants)}")
+            raise Refusal(
+                "INVALID_ARGUMENT", f"min_clients {min_clients} must be within 1..{len(participants)}"
+            )
         if timeout <= 0:
             raise Refusal("INVALID_ARGUMENT", "timeout_seconds must be positive")
         self.sum.reset()
-        round_ = Round(number, kind, list(participants), min_clients, time.time() + timeout, self.model_version)
+        round_ = Round(
+            number, kind, list(participants), min_clients, time.time() + timeout, self.model_version
+        )
         round_.phase = Phase.TRAINING
         self.current = round_
         self._deadline_task = asyncio.create_task(self._close_at_deadline(round_))
-        self.log.info("round.started", round=number, kind=kind.value, participants=len(participants),
-                      min_clients=min_clients, timeout=timeout)
+        self.log.info(
+            "round.started",
+            round=number,
+            kind=kind.value,
+            participants=len(participants),
+            min_clients=min_clients,
+            timeout=timeout,
+        )
         self._notify()
         return round_
 
@@ -156,42 +172,73 @@ class RoundEngine:
         """A completed training round rebuilt from its checkpoint record (after a restart)."""
         for record in self.history:
             if record["round"] == number:
-                done = Round(number, Kind.TRAIN, record["participants"], record["min_clients"],
-                             record["deadline"], record["model_version"], started=record["started"])
+                done = Round(
+                    number,
+                    Kind.TRAIN,
+                    record["participants"],
+                    record["min_clients"],
+                    record["deadline"],
+                    record["model_version"],
+                    started=record["started"],
+                )
                 done.phase, done.finished = Phase.SUCCEEDED, record["finished"]
                 done.model_digest = record["model_digest"]
                 for cid in record["dropped"]:
                     done.drop(cid, record["clients"][cid]["reason"])
                 for cid in record["reported"]:
                     done.clients[cid].state = ClientPhase.REPORTED
-                done.train_reports = {"": (1, {k.removeprefix("train_"): v for k, v in record["metrics"].items()
-                                               if k.startswith("train_")})}
-                done.eval_reports = {"": (1, {k.removeprefix("eval_"): v for k, v in record["metrics"].items()
-                                              if k.startswith("eval_")})}
+                done.train_reports = {
+                    "": (
+                        1,
+                        {
+                            k.removeprefix("train_"): v
+                            for k, v in record["metrics"].items()
+                            if k.startswith("train_")
+                        },
+                    )
+                }
+                done.eval_reports = {
+                    "": (
+                        1,
+                        {
+                            k.removeprefix("eval_"): v
+                            for k, v in record["metrics"].items()
+                            if k.startswith("eval_")
+                        },
+                    )
+                }
                 return done
         return None
 
     # -- client side ----------------------------------------------------------------------
     def _check_training(self, training: str) -> None:
         if training != self.training:
-            raise Refusal("PERMISSION_DENIED", f"this aggregator serves training {self.training!r}, not {training!r}")
+            raise Refusal(
+                "PERMISSION_DENIED", f"this aggregator serves training {self.training!r}, not {training!r}"
+            )
 
     def _open_round(self, number: int) -> Round:
         current = self.current
         if current is None or current.number != number:
-            open_now = f"round {current.number} is" if current is not None and current.is_open else "no round is"
+            open_now = (
+                f"round {current.number} is" if current is not None and current.is_open else "no round is"
+            )
             raise Refusal("FAILED_PRECONDITION", f"round {number} is not open ({open_now} open)")
         if not current.is_open:
-            raise Refusal("DEADLINE_EXCEEDED", f"round {number} is closed ({current.phase.value})")
+            raise Refusal("FAILED_PRECONDITION", f"late: round {number} is closed ({current.phase.value})")
         return current
 
     def _participant(self, round_: Round, client_id: str) -> Any:
         record = round_.clients.get(client_id)
         if record is None:
-            raise Refusal("PERMISSION_DENIED", f"client {client_id!r} is not a participant of round {round_.number}")
+            raise Refusal(
+                "PERMISSION_DENIED", f"client {client_id!r} is not a participant of round {round_.number}"
+            )
         if record.state == ClientPhase.DROPPED:
-            raise Refusal("FAILED_PRECONDITION", f"client {client_id!r} was dropped from round {round_.number}: "
-                          f"{record.reason}")
+            raise Refusal(
+                "FAILED_PRECONDITION",
+                f"client {client_id!r} was dropped from round {round_.number}: {record.reason}",
+            )
         return record
 
     async def join(self, training: str, client_id: str, session: str, wait: float) -> Assignment:
@@ -202,7 +249,9 @@ class RoundEngine:
         while True:
             self._seen[client_id] = time.time()
             if self.finished:
-                return Assignment("finished", model_version=self.model_version, model_digest=self.model_digest)
+                return Assignment(
+                    "finished", model_version=self.model_version, model_digest=self.model_digest
+                )
             assignment = self._assignment(client_id, session)
             if assignment is not None:
                 return assignment
@@ -228,8 +277,9 @@ class RoundEngine:
             self._after_client_change(round_)
             return None
         config = json.dumps(self.strategy.client_config() | {"seed": self.spec.model.seed}, sort_keys=True)
-        return Assignment(round_.kind.value, round_.number, round_.model_version, self.model_digest,
-                          round_.deadline, config)
+        return Assignment(
+            round_.kind.value, round_.number, round_.model_version, self.model_digest, round_.deadline, config
+        )
 
     def model_for(self, training: str, client_id: str, number: int) -> tuple[Weights, Callable[[], bool]]:
         """The weights to stream, and a check that the round is still open between chunks."""
@@ -248,8 +298,11 @@ class RoundEngine:
         entry = (int(report.num_examples), metrics)
         if report.phase == pb.MetricsReport.PHASE_EVALUATE:
             if report.model_version != round_.model_version:
-                raise Refusal("FAILED_PRECONDITION", f"metrics for model version {report.model_version}, "
-                              f"round {round_.number} evaluates version {round_.model_version}")
+                raise Refusal(
+                    "FAILED_PRECONDITION",
+                    f"metrics for model version {report.model_version}, "
+                    f"round {round_.number} evaluates version {round_.model_version}",
+                )
             round_.eval_reports[report.client_id] = entry
             if round_.kind == Kind.EVALUATE:
                 record.state = ClientPhase.REPORTED
@@ -260,7 +313,9 @@ class RoundEngine:
             raise Refusal("INVALID_ARGUMENT", "metrics phase must be TRAIN or EVALUATE")
         self._notify()
 
-    async def receive_update(self, header: pb.UpdateHeader, chunks: AsyncIterator[pb.TensorChunk]) -> tuple[int, int]:
+    async def receive_update(
+        self, header: pb.UpdateHeader, chunks: AsyncIterator[pb.TensorChunk]
+    ) -> tuple[int, int]:
         """Stage, check and fold one upload; returns (bytes received, clients reported)."""
         self._check_training(header.training)
         round_ = self._open_round(header.round)
@@ -268,15 +323,22 @@ class RoundEngine:
             raise Refusal("FAILED_PRECONDITION", f"round {round_.number} is an evaluation round: no updates")
         record = self._participant(round_, header.client_id)
         if record.state == ClientPhase.REPORTED:
-            raise Refusal("ALREADY_EXISTS", f"client {header.client_id!r} already reported for round {round_.number}")
+            raise Refusal(
+                "ALREADY_EXISTS", f"client {header.client_id!r} already reported for round {round_.number}"
+            )
         if record.state == ClientPhase.UPLOADING:
-            raise Refusal("ALREADY_EXISTS", f"client {header.client_id!r} is already uploading for round "
-                          f"{round_.number}")
+            raise Refusal(
+                "ALREADY_EXISTS",
+                f"client {header.client_id!r} is already uploading for round {round_.number}",
+            )
         if record.session is not None and header.session != record.session:
             raise Refusal("PERMISSION_DENIED", f"client {header.client_id!r}: upload from another session")
         if header.base_version != round_.model_version:
-            raise Refusal("FAILED_PRECONDITION", f"update computed from model version {header.base_version}, "
-                          f"round {round_.number} trains version {round_.model_version}")
+            raise Refusal(
+                "FAILED_PRECONDITION",
+                f"update computed from model version {header.base_version}, "
+                f"round {round_.number} trains version {round_.model_version}",
+            )
         if header.num_examples == 0:
             raise Refusal("INVALID_ARGUMENT", "num_examples must be positive")
         record.state = ClientPhase.UPLOADING
@@ -288,7 +350,9 @@ class RoundEngine:
                 staged.add_chunk(chunk)
             staged.check_complete()
             if not round_.is_open or self.current is not round_:
-                raise Refusal("DEADLINE_EXCEEDED", f"round {round_.number} closed before the upload completed")
+                raise Refusal(
+                    "FAILED_PRECONDITION", f"late: round {round_.number} closed before the upload completed"
+                )
             self.sum.fold(staged, float(header.num_examples))
             record.state = ClientPhase.REPORTED
         except BaseException:
@@ -297,8 +361,13 @@ class RoundEngine:
             raise
         finally:
             self.sum.release(staged)
-        self.log.info("update.accepted", round=round_.number, client=header.client_id,
-                      examples=header.num_examples, bytes=staged.bytes_received)
+        self.log.info(
+            "update.accepted",
+            round=round_.number,
+            client=header.client_id,
+            examples=header.num_examples,
+            bytes=staged.bytes_received,
+        )
         self._after_client_change(round_)
         return staged.bytes_received, len(round_.reported)
 
@@ -322,8 +391,10 @@ class RoundEngine:
             reported = len(round_.reported)
             if reported < round_.min_clients:
                 round_.phase = Phase.FAILED
-                round_.reason = (f"{cause} with {reported} of {len(round_.participants)} participants reported; "
-                                 f"minClients is {round_.min_clients}")
+                round_.reason = (
+                    f"{cause} with {reported} of {len(round_.participants)} participants reported; "
+                    f"minClients is {round_.min_clients}"
+                )
             elif round_.kind == Kind.EVALUATE:
                 await asyncio.to_thread(self._save_evaluation, round_)
                 round_.phase = Phase.SUCCEEDED
@@ -331,9 +402,16 @@ class RoundEngine:
                 round_.phase = Phase.AGGREGATING
                 self._notify()
                 await self._aggregate(round_)
-            round_.finished = time.time()
-            self.log.info("round.closed", round=round_.number, phase=round_.phase.value, reason=round_.reason,
-                          reported=reported, metrics=round_.metrics())
+            round_.finished = round_.finished or time.time()
+            self.log.info(
+                "round.closed",
+                round=round_.number,
+                kind=round_.kind.value,
+                phase=round_.phase.value,
+                reason=round_.reason,
+                reported=reported,
+                metrics=round_.metrics(),
+            )
         finally:
             self._close_task = None
             self._notify()
@@ -341,10 +419,9 @@ class RoundEngine:
     async def _aggregate(self, round_: Round) -> None:
         try:
             self.strategy.apply(self.weights, self.sum.mean())
-            round_.finished = time.time()
-            round_.phase = Phase.SUCCEEDED
+            record = round_.to_record() | {"phase": Phase.SUCCEEDED.value, "finished": time.time()}
             checkpoint = await asyncio.to_thread(
-                self.store.save, round_.number, self.weights, self.strategy.state(), round_.to_record()
+                self.store.save, round_.number, self.weights, self.strategy.state(), record
             )
         except Exception as err:  # the in-memory model may be half-updated: go back to the checkpoint
             latest = self.store.latest()
@@ -354,15 +431,19 @@ class RoundEngine:
             round_.phase, round_.reason = Phase.FAILED, f"aggregation failed: {err}"
             self.log.exception("round.aggregation_failed", round=round_.number)
             return
+        # Published only now: whoever sees Succeeded can rely on the checkpoint and the new version.
         self.model_version = round_.number
         self.model_digest = round_.model_digest = checkpoint.record["model_digest"]
         self.history.append(checkpoint.record)
+        round_.phase = Phase.SUCCEEDED
 
     def _save_evaluation(self, round_: Round) -> None:
         target = self.evaluations_dir / f"version-{round_.model_version:06d}.json"
         tmp = target.with_suffix(".tmp")
         round_.model_digest = self.model_digest
-        tmp.write_text(json.dumps(round_.to_record() | {"phase": Phase.SUCCEEDED.value}, indent=2, sort_keys=True))
+        tmp.write_text(
+            json.dumps(round_.to_record() | {"phase": Phase.SUCCEEDED.value}, indent=2, sort_keys=True)
+        )
         with tmp.open("rb") as handle:
             os.fsync(handle.fileno())
         tmp.replace(target)

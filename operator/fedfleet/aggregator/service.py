@@ -20,6 +20,7 @@ from fedfleet.v1 import aggregator_pb2 as pb
 from fedfleet.v1 import aggregator_pb2_grpc as pb_grpc
 
 T = TypeVar("T")
+Context = grpc.aio.ServicerContext[Any, Any]
 log = get_logger(component="aggregator")
 
 PHASES = {
@@ -40,7 +41,7 @@ ACTIONS = {
 
 def refusals_to_status(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
     @wraps(method)
-    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> T:
+    async def wrapper(self: Any, request: Any, context: Context) -> T:
         try:
             return await method(self, request, context)
         except Refusal as refusal:
@@ -65,8 +66,10 @@ def round_to_pb(round_: Round) -> pb.RoundState:
         started_unix=round_.started,
         finished_unix=round_.finished,
         model_version=round_.model_version,
-        clients=[pb.ClientState(client_id=c.client_id, state=c.state.value, reason=c.reason)
-                 for c in round_.clients.values()],
+        clients=[
+            pb.ClientState(client_id=c.client_id, state=c.state.value, reason=c.reason)
+            for c in round_.clients.values()
+        ],
         min_clients=round_.min_clients,
         deadline_unix=round_.deadline,
     )
@@ -78,13 +81,21 @@ class AggregatorServicer(pb_grpc.AggregatorServicer):
         self.chunk_bytes = chunk_bytes
 
     @refusals_to_status
-    async def JoinRound(self, request: pb.JoinRequest, context: grpc.aio.ServicerContext) -> pb.JoinReply:
-        got = await self.engine.join(request.training, request.client_id, request.session, request.wait_seconds)
-        return pb.JoinReply(action=ACTIONS[got.action], round=got.round, model_version=got.model_version,
-                            model_digest=got.model_digest, deadline_unix=got.deadline, config_json=got.config)
+    async def JoinRound(self, request: pb.JoinRequest, context: Context) -> pb.JoinReply:
+        got = await self.engine.join(
+            request.training, request.client_id, request.session, request.wait_seconds
+        )
+        return pb.JoinReply(
+            action=ACTIONS[got.action],
+            round=got.round,
+            model_version=got.model_version,
+            model_digest=got.model_digest,
+            deadline_unix=got.deadline,
+            config_json=got.config,
+        )
 
     async def DownloadModel(
-        self, request: pb.ModelRequest, context: grpc.aio.ServicerContext
+        self, request: pb.ModelRequest, context: Context
     ) -> AsyncIterator[pb.TensorChunk]:
         try:
             weights, still_open = self.engine.model_for(request.training, request.client_id, request.round)
@@ -92,12 +103,14 @@ class AggregatorServicer(pb_grpc.AggregatorServicer):
             await context.abort(grpc.StatusCode[refusal.code], refusal.message)
         for chunk in iter_chunks(weights, self.chunk_bytes):
             if not still_open():
-                await context.abort(grpc.StatusCode.ABORTED, f"round {request.round} closed during the download")
+                await context.abort(
+                    grpc.StatusCode.ABORTED, f"round {request.round} closed during the download"
+                )
             yield chunk
 
     @refusals_to_status
     async def UploadUpdate(
-        self, request_iterator: AsyncIterator[pb.UpdateMessage], context: grpc.aio.ServicerContext
+        self, request_iterator: AsyncIterator[pb.UpdateMessage], context: Context
     ) -> pb.UploadReply:
         first = await anext(aiter(request_iterator), None)
         if first is None or first.WhichOneof("kind") != "header":
@@ -113,7 +126,7 @@ class AggregatorServicer(pb_grpc.AggregatorServicer):
         return pb.UploadReply(bytes_received=received, clients_reported=reported)
 
     @refusals_to_status
-    async def ReportMetrics(self, request: pb.MetricsReport, context: grpc.aio.ServicerContext) -> pb.MetricsAck:
+    async def ReportMetrics(self, request: pb.MetricsReport, context: Context) -> pb.MetricsAck:
         self.engine.report_metrics(request)
         return pb.MetricsAck()
 
@@ -123,7 +136,7 @@ class ControlServicer(pb_grpc.ControlServicer):
         self.engine = engine
 
     @refusals_to_status
-    async def StartRound(self, request: pb.StartRoundRequest, context: grpc.aio.ServicerContext) -> pb.RoundState:
+    async def StartRound(self, request: pb.StartRoundRequest, context: Context) -> pb.RoundState:
         kind = {pb.ROUND_KIND_TRAIN: Kind.TRAIN, pb.ROUND_KIND_EVALUATE: Kind.EVALUATE}.get(request.kind)
         if kind is None:
             raise Refusal("INVALID_ARGUMENT", "kind must be TRAIN or EVALUATE")
@@ -131,27 +144,26 @@ class ControlServicer(pb_grpc.ControlServicer):
             done = self.engine.record_of(request.round)  # already done before a restart: report it
             if done is not None:
                 return round_to_pb(done)
-        return round_to_pb(self.engine.start_round(request.round, kind, list(request.participants),
-                                                   request.timeout_seconds, request.min_clients))
+        return round_to_pb(
+            self.engine.start_round(
+                request.round, kind, list(request.participants), request.timeout_seconds, request.min_clients
+            )
+        )
 
-    async def WatchRound(self, request: pb.WatchRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[
-        pb.RoundState
-    ]:
+    async def WatchRound(self, request: pb.WatchRequest, context: Context) -> AsyncIterator[pb.RoundState]:
         async for round_ in self.engine.watch(request.round):
             yield round_to_pb(round_)
 
     @refusals_to_status
-    async def DropClient(self, request: pb.DropRequest, context: grpc.aio.ServicerContext) -> pb.RoundState:
+    async def DropClient(self, request: pb.DropRequest, context: Context) -> pb.RoundState:
         return round_to_pb(self.engine.drop(request.round, request.client_id, request.reason))
 
     @refusals_to_status
-    async def GetStatus(self, request: pb.StatusRequest, context: grpc.aio.ServicerContext) -> pb.AggregatorStatus:
+    async def GetStatus(self, request: pb.StatusRequest, context: Context) -> pb.AggregatorStatus:
         return self.status()
 
     @refusals_to_status
-    async def FinishTraining(self, request: pb.FinishRequest, context: grpc.aio.ServicerContext) -> (
-        pb.AggregatorStatus
-    ):
+    async def FinishTraining(self, request: pb.FinishRequest, context: Context) -> pb.AggregatorStatus:
         self.engine.finish()
         return self.status()
 
@@ -169,7 +181,9 @@ class ControlServicer(pb_grpc.ControlServicer):
         )
 
 
-async def serve(engine: RoundEngine, address: str, chunk_bytes: int, ready: asyncio.Event | None = None) -> None:
+async def serve(
+    engine: RoundEngine, address: str, chunk_bytes: int, ready: asyncio.Event | None = None
+) -> None:
     """Serve until cancelled or SIGTERM; health turns SERVING once the engine is loaded."""
     server = grpc.aio.server(options=GRPC_OPTIONS)
     pb_grpc.add_AggregatorServicer_to_server(AggregatorServicer(engine, chunk_bytes), server)

@@ -67,10 +67,13 @@ class StagedUpdate:
         if slot is None:
             raise Refusal("INVALID_ARGUMENT", f"unknown tensor {chunk.name!r}")
         if chunk.dtype != slot.dtype.name:
-            raise Refusal("INVALID_ARGUMENT", f"tensor {chunk.name!r}: dtype {chunk.dtype}, expected {slot.dtype.name}")
+            raise Refusal(
+                "INVALID_ARGUMENT", f"tensor {chunk.name!r}: dtype {chunk.dtype}, expected {slot.dtype.name}"
+            )
         if tuple(chunk.shape) != slot.shape:
             raise Refusal(
-                "INVALID_ARGUMENT", f"tensor {chunk.name!r}: shape {list(chunk.shape)}, expected {list(slot.shape)}"
+                "INVALID_ARGUMENT",
+                f"tensor {chunk.name!r}: shape {list(chunk.shape)}, expected {list(slot.shape)}",
             )
         verify_crc(chunk)
         expected = self._filled[chunk.name]
@@ -82,13 +85,19 @@ class StagedUpdate:
             )
         itemsize = slot.dtype.itemsize
         if len(chunk.data) % itemsize:
-            raise Refusal("INVALID_ARGUMENT", f"tensor {chunk.name!r}: chunk of {len(chunk.data)} bytes splits a value")
+            raise Refusal(
+                "INVALID_ARGUMENT", f"tensor {chunk.name!r}: chunk of {len(chunk.data)} bytes splits a value"
+            )
         end = chunk.offset + len(chunk.data)
         if end > slot.nbytes:
-            raise Refusal("OUT_OF_RANGE", f"tensor {chunk.name!r}: chunk ends at byte {end}, tensor has {slot.nbytes}")
+            raise Refusal(
+                "OUT_OF_RANGE", f"tensor {chunk.name!r}: chunk ends at byte {end}, tensor has {slot.nbytes}"
+            )
         values = np.frombuffer(chunk.data, dtype=slot.dtype)
         if not np.isfinite(values).all():
-            raise Refusal("INVALID_ARGUMENT", f"tensor {chunk.name!r}: NaN or Inf in chunk at byte {chunk.offset}")
+            raise Refusal(
+                "INVALID_ARGUMENT", f"tensor {chunk.name!r}: NaN or Inf in chunk at byte {chunk.offset}"
+            )
         first = slot.start + chunk.offset // itemsize
         self.buffer[first : first + len(values)] = values
         self._filled[chunk.name] = end
@@ -98,7 +107,9 @@ class StagedUpdate:
         for name, filled in self._filled.items():
             total = self.layout.slots[name].nbytes
             if filled != total:
-                raise Refusal("INVALID_ARGUMENT", f"incomplete update: tensor {name!r} has {filled} of {total} bytes")
+                raise Refusal(
+                    "INVALID_ARGUMENT", f"incomplete update: tensor {name!r} has {filled} of {total} bytes"
+                )
 
 
 class UpdateSum:

@@ -31,7 +31,9 @@ def format_validation_error(err: ValidationError, source: str) -> str:
         where = _field_path(tuple(issue["loc"]))
         message = issue["msg"].removeprefix("Value error, ")
         got = issue.get("input")
-        shown = "" if issue["type"] in ("missing", "model_type") or isinstance(got, dict) else f" (got {got!r})"
+        shown = (
+            "" if issue["type"] in ("missing", "model_type") or isinstance(got, dict) else f" (got {got!r})"
+        )
         lines.append(f"{source}: {where}: {message}{shown}")
     return "\n".join(lines)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, JsonValue, model_validator
 
 from fedfleet.api.base import SpecModel
 from fedfleet.strategies import STRATEGY_NAMES
@@ -28,7 +28,9 @@ class TaskSpec(SpecModel):
 class ModelSpec(SpecModel):
     """Where the base model comes from and the digest it must match."""
 
-    source: str = Field(default="", description="Local path, mounted volume path or hub id; empty: task builds it.")
+    source: str = Field(
+        default="", description="Local path, mounted volume path or hub id; empty: task builds it."
+    )
     digest: str = Field(default="", pattern=SHA256_DIGEST, description="Pinned sha256 of the base weights.")
     seed: int = Field(default=0, ge=0, description="Seed of the initial weights and of client training.")
 
@@ -55,7 +57,11 @@ class SitesSpec(SpecModel):
 class StrategySpec(SpecModel):
     """How the aggregator turns the round's mean update into the next global model."""
 
-    name: str = Field(default="FedAvg", description="Aggregation strategy.", json_schema_extra={"enum": STRATEGY_NAMES})
+    name: str = Field(
+        default="FedAvg",
+        description="Aggregation strategy.",
+        json_schema_extra={"enum": list[JsonValue](STRATEGY_NAMES)},
+    )
     proximal_mu: float = Field(default=0.01, ge=0, description="FedProx: weight of the proximal term.")
     server_learning_rate: float = Field(default=1.0, gt=0, description="Step size of the server update.")
     beta1: float = Field(default=0.9, ge=0, lt=1, description="FedAdam: first-moment decay.")
@@ -72,9 +78,15 @@ class StrategySpec(SpecModel):
 class RetrySpec(SpecModel):
     """How failures are retried: client restarts with backoff, and whole rounds."""
 
-    max_attempts: int = Field(default=3, ge=1, le=100, description="Starts of one client before it is given up.")
-    backoff_seconds: float = Field(default=2.0, ge=0, le=3600, description="First restart delay; doubles each time.")
-    max_round_attempts: int = Field(default=2, ge=1, le=100, description="Tries of one round before the training fails.")
+    max_attempts: int = Field(
+        default=3, ge=1, le=100, description="Starts of one client before it is given up."
+    )
+    backoff_seconds: float = Field(
+        default=2.0, ge=0, le=3600, description="First restart delay; doubles each time."
+    )
+    max_round_attempts: int = Field(
+        default=2, ge=1, le=100, description="Tries of one round before the training fails."
+    )
 
 
 class FederatedTrainingSpec(SpecModel):
@@ -99,7 +111,9 @@ class FederatedTrainingSpec(SpecModel):
         errors = []
         expected = self.expected_clients(site_count)
         if self.min_clients > expected:
-            errors.append(f"spec.minClients: {self.min_clients} is more than the {expected} clients the sites run")
+            errors.append(
+                f"spec.minClients: {self.min_clients} is more than the {expected} clients the sites run"
+            )
         return errors
 
 

@@ -49,12 +49,19 @@ class SiteClient:
         self.options = options
         self.device = pick_device(options.device)
         self.task: Task[Any] = load_task(training.spec.task)
-        site = SiteContext(options.site, options.client_id, options.partition, options.num_partitions,
-                           training.spec.model.seed, options.data_dir)
+        site = SiteContext(
+            options.site,
+            options.client_id,
+            options.partition,
+            options.num_partitions,
+            training.spec.model.seed,
+            options.data_dir,
+        )
         self.data = self.task.load_data(site)
         self.model = self.task.build_model(training.spec.model.seed).to(self.device)
-        self.conn = AggregatorConnection(options.address, training.metadata.name, options.client_id, options.site,
-                                         options.connect_timeout)
+        self.conn = AggregatorConnection(
+            options.address, training.metadata.name, options.client_id, options.site, options.connect_timeout
+        )
         self.log = self.conn.log.bind(device=str(self.device))
 
     def run(self) -> int:
@@ -76,22 +83,30 @@ class SiteClient:
             global_weights = self.conn.download(reply.round)
             numpy_to_state(self.model, global_weights)
             examples, metrics = self.task.evaluate(self.model, self.data, self.device)
-            self.conn.report(reply.round, pb.MetricsReport.PHASE_EVALUATE, reply.model_version, examples, metrics)
+            self.conn.report(
+                reply.round, pb.MetricsReport.PHASE_EVALUATE, reply.model_version, examples, metrics
+            )
             log.info("model.evaluated", model_version=reply.model_version, **metrics)
             if reply.action == pb.JoinReply.ACTION_EVALUATE:
                 return
             config = json.loads(reply.config_json or "{}")
             seed = round_seed(int(config.get("seed", 0)), reply.round, self.options.client_id)
             torch.manual_seed(seed)
-            ctx = TrainContext(reply.round, seed, self.device, float(config.get("proximal_mu", 0.0)),
-                               {k: torch.from_numpy(v) for k, v in global_weights.items()})
+            ctx = TrainContext(
+                reply.round,
+                seed,
+                self.device,
+                float(config.get("proximal_mu", 0.0)),
+                {k: torch.from_numpy(v) for k, v in global_weights.items()},
+            )
             examples, metrics = self.task.train(self.model, self.data, ctx)
-            self.conn.report(reply.round, pb.MetricsReport.PHASE_TRAIN, reply.model_version, examples, metrics)
+            self.conn.report(
+                reply.round, pb.MetricsReport.PHASE_TRAIN, reply.model_version, examples, metrics
+            )
             local = state_to_numpy(self.model)
             update = {name: local[name] - global_weights[name] for name in global_weights}
             result = self.conn.upload(reply.round, reply.model_version, examples, update)
             log.info("update.uploaded", examples=examples, bytes=result.bytes_received, **metrics)
         except grpc.RpcError as err:
-            if err.code() == grpc.StatusCode.UNAVAILABLE:
-                raise  # retries are exhausted: let the supervisor restart this process
+            # Refused, late, or the aggregator went away: back to joining, whose retries wait for it.
             log.warning("round.abandoned", code=err.code().name, reason=err.details())

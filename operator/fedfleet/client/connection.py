@@ -27,7 +27,9 @@ def _is_transient(err: BaseException) -> bool:
 class AggregatorConnection:
     """One client's view of the aggregator; a new process is a new session."""
 
-    def __init__(self, address: str, training: str, client_id: str, site: str, connect_timeout: float) -> None:
+    def __init__(
+        self, address: str, training: str, client_id: str, site: str, connect_timeout: float
+    ) -> None:
         self.training, self.client_id, self.site = training, client_id, site
         self.session = uuid.uuid4().hex
         self.channel = grpc.insecure_channel(address, options=GRPC_OPTIONS)
@@ -44,16 +46,26 @@ class AggregatorConnection:
     def _log_retry(self, state: RetryCallState) -> None:
         err = state.outcome.exception() if state.outcome else None
         code = err.code().name if isinstance(err, grpc.RpcError) else type(err).__name__
-        self.log.warning("aggregator.retry", attempt=state.attempt_number, code=code,
-                         wait_seconds=round(state.next_action.sleep if state.next_action else 0, 2))
+        self.log.warning(
+            "aggregator.retry",
+            attempt=state.attempt_number,
+            code=code,
+            wait_seconds=round(state.next_action.sleep if state.next_action else 0, 2),
+        )
 
     def call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         return self._retrying(fn)(*args, **kwargs)
 
     def join(self) -> pb.JoinReply:
-        request = pb.JoinRequest(training=self.training, client_id=self.client_id, site=self.site,
-                                 session=self.session, wait_seconds=JOIN_WAIT_SECONDS)
-        return self.call(self.stub.JoinRound, request, timeout=JOIN_WAIT_SECONDS + 10)
+        request = pb.JoinRequest(
+            training=self.training,
+            client_id=self.client_id,
+            site=self.site,
+            session=self.session,
+            wait_seconds=JOIN_WAIT_SECONDS,
+        )
+        reply: pb.JoinReply = self.call(self.stub.JoinRound, request, timeout=JOIN_WAIT_SECONDS + 10)
+        return reply
 
     def download(self, round_number: int) -> Weights:
         def fetch() -> Weights:
@@ -63,24 +75,47 @@ class AggregatorConnection:
                 assembler.add(chunk)
             return assembler.result()
 
-        return self.call(fetch)
+        weights: Weights = self.call(fetch)
+        return weights
 
-    def report(self, round_number: int, phase: int, model_version: int, examples: int,
-               metrics: dict[str, float]) -> None:
-        report = pb.MetricsReport(training=self.training, client_id=self.client_id, round=round_number, phase=phase,
-                                  model_version=model_version, num_examples=examples, metrics=metrics)
+    def report(
+        self,
+        round_number: int,
+        phase: pb.MetricsReport.Phase,
+        model_version: int,
+        examples: int,
+        metrics: dict[str, float],
+    ) -> None:
+        report = pb.MetricsReport(
+            training=self.training,
+            client_id=self.client_id,
+            round=round_number,
+            phase=phase,
+            model_version=model_version,
+            num_examples=examples,
+            metrics=metrics,
+        )
         self.call(self.stub.ReportMetrics, report, timeout=30)
 
     def upload(self, round_number: int, base_version: int, examples: int, update: Weights) -> pb.UploadReply:
-        header = pb.UpdateHeader(training=self.training, client_id=self.client_id, round=round_number,
-                                 num_examples=examples, base_version=base_version, session=self.session)
+        header = pb.UpdateHeader(
+            training=self.training,
+            client_id=self.client_id,
+            round=round_number,
+            num_examples=examples,
+            base_version=base_version,
+            session=self.session,
+        )
 
         def messages() -> Iterator[pb.UpdateMessage]:
             yield pb.UpdateMessage(header=header)
             for chunk in iter_chunks(update):
                 yield pb.UpdateMessage(chunk=chunk)
 
-        return self.stub.UploadUpdate(messages())  # not retried: a half-sent stream is refused whole
+        reply: pb.UploadReply = self.stub.UploadUpdate(
+            messages()
+        )  # not retried: a broken stream is refused whole
+        return reply
 
     def close(self) -> None:
         self.channel.close()

@@ -93,4 +93,4 @@ def restart_delay(retry: RetrySpec, starts_so_far: int) -> float | None:
     """Backoff before the next start of a failed client; None once it has used all its attempts."""
     if starts_so_far >= retry.max_attempts:
         return None
-    return retry.backoff_seconds * 2 ** max(0, starts_so_far - 1)
+    return float(retry.backoff_seconds * 2 ** max(0, starts_so_far - 1))

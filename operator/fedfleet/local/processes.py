@@ -67,11 +67,18 @@ class Supervised:
             log.error("process.given_up", name=self.name, exit_code=code, starts=self.starts)
         else:
             self.next_start = time.monotonic() + delay
-            log.warning("process.failed", name=self.name, exit_code=code, restart_in=delay, attempt=self.starts)
+            log.warning(
+                "process.failed", name=self.name, exit_code=code, restart_in=delay, attempt=self.starts
+            )
         return code
 
     def due_for_restart(self) -> bool:
-        return self.process is None and not self.given_up and self.starts > 0 and time.monotonic() >= self.next_start
+        return (
+            self.process is None
+            and not self.given_up
+            and self.starts > 0
+            and time.monotonic() >= self.next_start
+        )
 
     def stop(self, timeout: float = 10.0) -> None:
         if not self.running:

@@ -30,14 +30,16 @@ class RoundProgress:
         self._progress.__enter__()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self._progress.__exit__(exc_type, exc, tb)
 
     def update(self, state: pb.RoundState, total_rounds: int) -> None:
         key = (state.round, state.kind)
-        label = (f"round {state.round}/{total_rounds}" if state.kind == pb.ROUND_KIND_TRAIN
-                 else "final evaluation")
+        label = (
+            f"round {state.round}/{total_rounds}" if state.kind == pb.ROUND_KIND_TRAIN else "final evaluation"
+        )
         phase = PHASES[state.phase] + (f": {state.reason}" if state.reason else "")
         if key not in self._bars:
             self._bars[key] = self._progress.add_task(label, total=len(state.participants), phase=phase)

@@ -24,16 +24,18 @@ def round_rows(result: RunResult) -> list[dict[str, Any]]:
     rows = []
     for r in result.rounds:
         evaluated = evals.get(r["round"], {})
-        rows.append({
-            "round": r["round"],
-            "clients": f"{len(r['reported'])}/{len(r['participants'])}",
-            "dropped": r["dropped"],
-            "train_loss": r["metrics"].get("train_loss"),
-            "eval_loss": evaluated.get("eval_loss"),
-            "eval_accuracy": evaluated.get("eval_accuracy"),
-            "seconds": r["seconds"],
-            "model_digest": r["model_digest"],
-        })
+        rows.append(
+            {
+                "round": r["round"],
+                "clients": f"{len(r['reported'])}/{len(r['participants'])}",
+                "dropped": r["dropped"],
+                "train_loss": r["metrics"].get("train_loss"),
+                "eval_loss": evaluated.get("eval_loss"),
+                "eval_accuracy": evaluated.get("eval_accuracy"),
+                "seconds": r["seconds"],
+                "model_digest": r["model_digest"],
+            }
+        )
     return rows
 
 
@@ -41,13 +43,22 @@ def write_metrics(result: RunResult, out_dir: Path) -> Path:
     path = out_dir / "metrics.json"
     rows = round_rows(result)
     final = rows[-1] if rows else {}
-    path.write_text(json.dumps({
-        "training": result.training,
-        "rounds": rows,
-        "final": {"model_version": result.model_version, "model_digest": result.model_digest,
-                  "eval_accuracy": final.get("eval_accuracy"), "eval_loss": final.get("eval_loss")},
-        "seconds": result.seconds,
-    }, indent=2))
+    path.write_text(
+        json.dumps(
+            {
+                "training": result.training,
+                "rounds": rows,
+                "final": {
+                    "model_version": result.model_version,
+                    "model_digest": result.model_digest,
+                    "eval_accuracy": final.get("eval_accuracy"),
+                    "eval_loss": final.get("eval_loss"),
+                },
+                "seconds": result.seconds,
+            },
+            indent=2,
+        )
+    )
     return path
 
 
@@ -83,6 +94,12 @@ def print_table(result: RunResult, console: Console | None = None) -> None:
         table.add_column(column, justify="right")
     fmt = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
     for row in round_rows(result):
-        table.add_row(str(row["round"]), row["clients"], fmt(row["train_loss"], ".4f"), fmt(row["eval_loss"], ".4f"),
-                      fmt(row["eval_accuracy"], ".3f"), fmt(row["seconds"], ".1f"))
+        table.add_row(
+            str(row["round"]),
+            row["clients"],
+            fmt(row["train_loss"], ".4f"),
+            fmt(row["eval_loss"], ".4f"),
+            fmt(row["eval_accuracy"], ".3f"),
+            fmt(row["seconds"], ".1f"),
+        )
     (console or Console()).print(table)

@@ -4,6 +4,7 @@ through the aggregator's Control service by the same decision core the operator 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import time
@@ -71,9 +72,19 @@ class LocalRunner:
         manifest = str(self.manifest_path.resolve())
         self.processes["aggregator"] = Supervised(
             "aggregator",
-            ["aggregator", "--manifest", manifest, "--host", "127.0.0.1", "--port", str(self.port),
-             "--state-dir", str(self.out_dir / "state")],
-            logs / "aggregator.log", AGGREGATOR_RETRY,
+            [
+                "aggregator",
+                "--manifest",
+                manifest,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--state-dir",
+                str(self.out_dir / "state"),
+            ],
+            logs / "aggregator.log",
+            AGGREGATOR_RETRY,
         )
         total = self.spec.expected_clients()
         for site_index, site in enumerate(self.spec.sites.names):
@@ -82,9 +93,23 @@ class LocalRunner:
                 partition = site_index * self.spec.clients_per_site + index
                 self.processes[client_id] = Supervised(
                     client_id,
-                    ["client", "--manifest", manifest, "--aggregator", self.address, "--site", site,
-                     "--client-id", client_id, "--partition", str(partition), "--num-partitions", str(total)],
-                    logs / f"{client_id}.log", self.spec.retry,
+                    [
+                        "client",
+                        "--manifest",
+                        manifest,
+                        "--aggregator",
+                        self.address,
+                        "--site",
+                        site,
+                        "--client-id",
+                        client_id,
+                        "--partition",
+                        str(partition),
+                        "--num-partitions",
+                        str(total),
+                    ],
+                    logs / f"{client_id}.log",
+                    self.spec.retry,
                 )
 
     @property
@@ -102,12 +127,16 @@ class LocalRunner:
             for proc in self.processes.values():
                 code = proc.poll_failure()
                 if code is not None and proc.name != "aggregator" and self.current_round:
-                    try:
-                        await control.DropClient(pb.DropRequest(
-                            round=self.current_round, client_id=proc.name,
-                            reason=f"client process exited with code {code}"), timeout=5)
-                    except grpc.aio.AioRpcError:
-                        pass  # not a participant, or the round is over
+                    # not a participant any more, or the round is over: nothing to drop
+                    with contextlib.suppress(grpc.aio.AioRpcError):
+                        await control.DropClient(
+                            pb.DropRequest(
+                                round=self.current_round,
+                                client_id=proc.name,
+                                reason=f"client process exited with code {code}",
+                            ),
+                            timeout=5,
+                        )
                 if proc.due_for_restart():
                     proc.start()
                     changed = True
@@ -149,12 +178,16 @@ class LocalRunner:
             waiting_seconds=time.monotonic() - waiting_since,
         )
 
-    async def _drive(self, control: pb_grpc.ControlStub, channel: grpc.aio.Channel, progress: RoundProgress) -> None:
+    async def _drive(
+        self, control: pb_grpc.ControlStub, channel: grpc.aio.Channel, progress: RoundProgress
+    ) -> None:
         waiting_since = time.monotonic()
         while True:
             try:
                 status = await control.GetStatus(pb.StatusRequest(), timeout=10)
-                action = core.decide(self.spec, self._observe(status, waiting_since), self.spec.expected_clients())
+                action = core.decide(
+                    self.spec, self._observe(status, waiting_since), self.spec.expected_clients()
+                )
                 if isinstance(action, core.Finish):
                     return
                 if isinstance(action, core.FailTraining):
@@ -163,11 +196,16 @@ class LocalRunner:
                     await asyncio.sleep(0.3)
                     continue
                 if isinstance(action, core.StartRound):
-                    await control.StartRound(pb.StartRoundRequest(
-                        round=action.number,
-                        kind=pb.ROUND_KIND_TRAIN if action.kind == "train" else pb.ROUND_KIND_EVALUATE,
-                        participants=list(action.participants), timeout_seconds=action.timeout_seconds,
-                        min_clients=action.min_clients), timeout=10)
+                    await control.StartRound(
+                        pb.StartRoundRequest(
+                            round=action.number,
+                            kind=pb.ROUND_KIND_TRAIN if action.kind == "train" else pb.ROUND_KIND_EVALUATE,
+                            participants=list(action.participants),
+                            timeout_seconds=action.timeout_seconds,
+                            min_clients=action.min_clients,
+                        ),
+                        timeout=10,
+                    )
                     number = action.number
                 else:
                     number = action.number
@@ -189,8 +227,10 @@ class LocalRunner:
             self.current_round = 0
         if state is None:
             return
-        if state.kind == pb.ROUND_KIND_EVALUATE and state.phase in (pb.ROUND_PHASE_SUCCEEDED,
-                                                                      pb.ROUND_PHASE_FAILED):
+        if state.kind == pb.ROUND_KIND_EVALUATE and state.phase in (
+            pb.ROUND_PHASE_SUCCEEDED,
+            pb.ROUND_PHASE_FAILED,
+        ):
             self.evaluated = state.phase == pb.ROUND_PHASE_SUCCEEDED or self.evaluated
             if state.phase == pb.ROUND_PHASE_SUCCEEDED:
                 self.evaluation = round_dict(state)
@@ -219,7 +259,7 @@ class LocalRunner:
             supervisor.cancel()
             for proc in self.processes.values():
                 proc.stop()
-            await channel.close()
+            await channel.close(grace=None)
         return RunResult(
             training=self.training.metadata.name,
             model_version=status.model_version,

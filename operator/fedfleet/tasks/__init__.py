@@ -10,8 +10,8 @@ from fedfleet.tasks.base import (
     TaskError,
     TrainContext,
     load_task,
-    state_to_numpy,
     numpy_to_state,
+    state_to_numpy,
 )
 
 __all__ = [

@@ -71,7 +71,9 @@ class Task(ABC, Generic[ConfigT]):
         """Train in place; return (examples used, metrics such as loss)."""
 
     @abstractmethod
-    def evaluate(self, model: torch.nn.Module, data: Any, device: torch.device) -> tuple[int, dict[str, float]]:
+    def evaluate(
+        self, model: torch.nn.Module, data: Any, device: torch.device
+    ) -> tuple[int, dict[str, float]]:
         """Evaluate on the held-out split; return (examples, metrics such as loss and accuracy)."""
 
 
@@ -93,7 +95,11 @@ def load_task(spec: TaskSpec) -> Task[Any]:
     try:
         config = cls.Config.model_validate(spec.config)
     except ValidationError as err:
-        raise TaskError(format_validation_error(err, "spec.task.config").replace("spec.task.config: ", "spec.task.config.")) from None
+        raise TaskError(
+            format_validation_error(err, "spec.task.config").replace(
+                "spec.task.config: ", "spec.task.config."
+            )
+        ) from None
     return cls(config)
 
 
@@ -114,4 +120,6 @@ def numpy_to_state(model: torch.nn.Module, weights: Weights) -> None:
     if set(own) != set(weights):
         missing, extra = sorted(set(own) - set(weights)), sorted(set(weights) - set(own))
         raise TaskError(f"global model does not fit the task's model: missing {missing}, unexpected {extra}")
-    model.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in weights.items()}, strict=False)
+    model.load_state_dict(
+        {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in weights.items()}, strict=False
+    )

@@ -69,14 +69,20 @@ class DigitsMLPTask(Task[DigitsConfig]):
         digits = load_digits()
         features = (digits.data / 16.0).astype(np.float32)
         labels = digits.target.astype(np.int64)
-        parts = dirichlet_partition(labels, site.num_partitions, self.config.alpha, self.config.partition_seed)
-        mine = np.random.default_rng(self.config.partition_seed + 1 + site.partition).permutation(parts[site.partition])
-        n_test = max(1, int(round(len(mine) * self.config.test_fraction)))
+        parts = dirichlet_partition(
+            labels, site.num_partitions, self.config.alpha, self.config.partition_seed
+        )
+        mine = np.random.default_rng(self.config.partition_seed + 1 + site.partition).permutation(
+            parts[site.partition]
+        )
+        n_test = max(1, round(len(mine) * self.config.test_fraction))
         test, train = mine[:n_test], mine[n_test:]
         as_set = lambda idx: TensorDataset(torch.from_numpy(features[idx]), torch.from_numpy(labels[idx]))  # noqa: E731
         return SiteData(train=as_set(train), test=as_set(test))
 
-    def train(self, model: torch.nn.Module, data: SiteData, ctx: TrainContext) -> tuple[int, dict[str, float]]:
+    def train(
+        self, model: torch.nn.Module, data: SiteData, ctx: TrainContext
+    ) -> tuple[int, dict[str, float]]:
         loss = train_epochs(
             model,
             data.train,
@@ -88,5 +94,7 @@ class DigitsMLPTask(Task[DigitsConfig]):
         )
         return len(data.train), {"loss": loss}
 
-    def evaluate(self, model: torch.nn.Module, data: SiteData, device: torch.device) -> tuple[int, dict[str, float]]:
+    def evaluate(
+        self, model: torch.nn.Module, data: SiteData, device: torch.device
+    ) -> tuple[int, dict[str, float]]:
         return evaluate_classifier(model, data.test, device, torch.nn.functional.cross_entropy)

@@ -38,8 +38,8 @@ def train_epochs(
     last_loss = 0.0
     for _ in range(epochs):
         total, seen = 0.0, 0
-        for features, labels in loader:
-            features, labels = features.to(ctx.device), labels.to(ctx.device)
+        for batch_features, batch_labels in loader:
+            features, labels = batch_features.to(ctx.device), batch_labels.to(ctx.device)
             optimizer.zero_grad(set_to_none=True)
             loss = loss_fn(model(features), labels)
             total += float(loss.detach()) * len(labels)

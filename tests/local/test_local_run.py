@@ -1,0 +1,173 @@
+"""`fedfleet local run` end to end: real aggregator and client processes over loopback gRPC."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+from fedfleet.v1 import aggregator_pb2 as pb
+from fedfleet.v1 import aggregator_pb2_grpc as pb_grpc
+from safetensors.numpy import load_file
+
+from tests.dataplane.harness import write_manifest
+
+SLOW_TASK = {"name": "digits-mlp", "config": {"hidden": 16, "localEpochs": 60}}
+
+
+def local_run(manifest: Path, out: Path) -> subprocess.Popen[str]:
+    env = os.environ | {"FEDFLEET_LOG_FORMAT": "json"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "fedfleet", "local", "run", str(manifest), "--out", str(out), "--no-progress"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+
+
+def finish(run: subprocess.Popen[str], timeout: float = 240) -> str:
+    output, _ = run.communicate(timeout=timeout)
+    assert run.returncode == 0, output[-3000:]
+    return output
+
+
+def wait_for(condition: Callable[[], Any], timeout: float = 120, what: str = "condition") -> Any:
+    until = time.monotonic() + timeout
+    while time.monotonic() < until:
+        try:
+            if result := condition():
+                return result
+        except (OSError, ValueError, KeyError, grpc.RpcError):
+            pass
+        time.sleep(0.05)
+    raise TimeoutError(what)
+
+
+class RunningFederation:
+    """Reads a running local federation's process table and aggregator status."""
+
+    def __init__(self, out: Path) -> None:
+        self.table = wait_for(lambda: json.loads((out / "processes.json").read_text()), what="processes.json")
+        self.channel = grpc.insecure_channel(self.table["address"])
+        self.control = pb_grpc.ControlStub(self.channel)
+
+    def client_training(self, number: int, client: str) -> bool:
+        status = self.control.GetStatus(pb.StatusRequest(), timeout=2)
+        current = status.current
+        states = {c.client_id: c.state for c in current.clients}
+        return (
+            current.round == number
+            and current.phase == pb.ROUND_PHASE_TRAINING
+            and states.get(client) == "training"
+        )
+
+    def pid(self, out: Path, name: str) -> int:
+        return int(json.loads((out / "processes.json").read_text())["pids"][name])
+
+
+def test_a_local_run_trains_the_federation_and_writes_its_results(tmp_path: Path) -> None:
+    manifest = write_manifest(
+        tmp_path / "digits.yaml",
+        name="digits",
+        rounds=4,
+        minClients=3,
+        task={"name": "digits-mlp", "config": {"alpha": 1.0, "localEpochs": 3}},
+    )
+    output = finish(local_run(manifest, tmp_path / "out"))
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    rounds = metrics["rounds"]
+    assert [r["round"] for r in rounds] == [1, 2, 3, 4]
+    assert all(r["clients"] == "3/3" for r in rounds)
+    accuracies = [r["eval_accuracy"] for r in rounds]
+    assert accuracies[-1] > 0.8 and accuracies[-1] > accuracies[0], accuracies
+    assert rounds[-1]["train_loss"] < rounds[0]["train_loss"]
+    assert (tmp_path / "out" / "metrics.png").read_bytes()[:4] == b"\x89PNG"
+    assert metrics["final"]["model_digest"] in output
+    assert sorted(p.name for p in (tmp_path / "out" / "state" / "rounds").iterdir()) == [
+        f"round-{n:06d}" for n in range(5)
+    ]
+
+
+def test_a_failing_manifest_exits_nonzero_with_a_one_line_reason(tmp_path: Path) -> None:
+    manifest = write_manifest(tmp_path / "bad.yaml", minClients=5)
+    run = local_run(manifest, tmp_path / "out")
+    output = finish_failed(run)
+    assert "spec.minClients: 5 is more than the 3 clients the sites run" in output
+
+
+def finish_failed(run: subprocess.Popen[str]) -> str:
+    output, _ = run.communicate(timeout=60)
+    assert run.returncode != 0
+    return output
+
+
+def test_a_client_killed_mid_round_is_dropped_then_rejoins_the_next_round(tmp_path: Path) -> None:
+    manifest = write_manifest(
+        tmp_path / "m.yaml",
+        rounds=3,
+        minClients=2,
+        task=SLOW_TASK,
+        retry={"maxAttempts": 3, "backoffSeconds": 0.5},
+    )
+    out = tmp_path / "out"
+    run = local_run(manifest, out)
+    federation = RunningFederation(out)
+    wait_for(lambda: federation.client_training(2, "site-b-0"), what="site-b-0 training in round 2")
+    victim = federation.pid(out, "site-b-0")
+    os.kill(victim, signal.SIGKILL)
+    finish(run)
+    rounds = {r["round"]: r for r in json.loads((out / "metrics.json").read_text())["rounds"]}
+    assert rounds[2]["clients"] == "2/3" and rounds[2]["dropped"] == ["site-b-0"]
+    assert rounds[3]["clients"] == "3/3", "the restarted client rejoins the next round"
+    restarted = [
+        json.loads(line)
+        for line in (out / "logs" / "site-b-0.log").read_text().splitlines()
+        if line.startswith("{")
+    ]
+    assert sum(e["event"] == "client.started" for e in restarted) == 2
+    assert federation.pid(out, "site-b-0") != victim
+
+
+def final_model(out: Path) -> dict[str, np.ndarray]:
+    latest = sorted((out / "state" / "rounds").iterdir())[-1]
+    return load_file(str(latest / "model.safetensors"))
+
+
+def test_the_aggregator_killed_mid_round_resumes_and_ends_with_the_same_model(tmp_path: Path) -> None:
+    manifest = write_manifest(tmp_path / "m.yaml", rounds=3, minClients=3, task=SLOW_TASK)
+    calm, crashed = tmp_path / "calm", tmp_path / "crashed"
+    finish(local_run(manifest, calm))
+
+    run = local_run(manifest, crashed)
+    federation = RunningFederation(crashed)
+    wait_for(lambda: federation.client_training(2, "site-a-0"), what="round 2 training")
+    first_aggregator = federation.pid(crashed, "aggregator")
+    os.kill(first_aggregator, signal.SIGKILL)
+    finish(run)
+
+    events = [
+        json.loads(line)
+        for line in (crashed / "logs" / "aggregator.log").read_text().splitlines()
+        if line.startswith("{")
+    ]
+    starts = [e for e in events if e["event"] == "engine.ready"]
+    assert [s["model_version"] for s in starts] == [0, 1], "resumed at the last completed round"
+    closed = [
+        e["round"]
+        for e in events
+        if e["event"] == "round.closed" and e["kind"] == "train" and e["phase"] == "Succeeded"
+    ]
+    assert closed == [1, 2, 3], "no completed round repeated or skipped"
+    a, b = final_model(calm), final_model(crashed)
+    assert a.keys() == b.keys()
+    for name in a:
+        np.testing.assert_allclose(a[name], b[name], rtol=1e-4, atol=1e-5)

@@ -1,0 +1,116 @@
+"""Manifests: the shipped examples load, and every malformed one names the field at fault."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from fedfleet.api import ManifestError, load_training, parse_training
+from fedfleet.tasks import TaskError, load_task
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def manifest(**spec: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {"task": {"name": "digits-mlp"}, "rounds": 3, "sites": {"names": ["a", "b"]}}
+    return {
+        "apiVersion": "fedfleet.io/v1alpha1",
+        "kind": "FederatedTraining",
+        "metadata": {"name": "t"},
+        "spec": base | spec,
+    }
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "examples").glob("*.yaml")), ids=lambda p: p.name)
+def test_examples_load(path: Path) -> None:
+    training = load_training(path)
+    assert training.spec.rounds >= 1
+
+
+def test_defaults_are_filled() -> None:
+    spec = parse_training(manifest()).spec
+    assert spec.strategy.name == "FedAvg" and spec.clients_per_site == 1 and spec.retry.max_attempts == 3
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"rounds": 0}, "spec.rounds: Input should be greater than or equal to 1 (got 0)"),
+        ({"rounds": "many"}, "spec.rounds: Input should be a valid integer"),
+        ({"minClients": 0}, "spec.minClients: Input should be greater than or equal to 1"),
+        (
+            {"strategy": {"name": "FedMagic"}},
+            "spec.strategy: unknown strategy 'FedMagic'; one of FedAdam, FedAvg",
+        ),
+        ({"strategy": {"name": "FedAvg", "lr": 1}}, "spec.strategy.lr: Extra inputs are not permitted"),
+        ({"roundTimeoutSecs": 5}, "spec.roundTimeoutSecs: Extra inputs are not permitted"),
+        ({"sites": {"names": []}}, "spec.sites: give exactly one of names or selector"),
+        ({"sites": {"names": ["a", "a"]}}, "spec.sites: site names must be unique"),
+        ({"model": {"digest": "md5:abc"}}, "spec.model.digest: String should match pattern"),
+        (
+            {"retry": {"maxAttempts": -1}},
+            "spec.retry.maxAttempts: Input should be greater than or equal to 1",
+        ),
+    ],
+)
+def test_malformed_manifests_name_the_field(spec: dict[str, Any], message: str) -> None:
+    with pytest.raises(ManifestError) as err:
+        parse_training(manifest(**spec), "m.yaml")
+    assert f"m.yaml: {message}" in str(err.value)
+
+
+def test_missing_spec_fields_and_wrong_kind() -> None:
+    document = manifest()
+    del document["spec"]["rounds"]
+    document["kind"] = "Deployment"
+    with pytest.raises(ManifestError) as err:
+        parse_training(document, "m.yaml")
+    assert "m.yaml: kind: Input should be 'FederatedTraining'" in str(err.value)
+    assert "m.yaml: spec.rounds: Field required" in str(err.value)
+
+
+def test_semantic_errors_name_the_field() -> None:
+    spec = parse_training(manifest(minClients=3)).spec
+    assert spec.semantic_errors() == ["spec.minClients: 3 is more than the 2 clients the sites run"]
+
+
+def test_task_config_errors_name_the_field() -> None:
+    training = parse_training(
+        manifest(task={"name": "digits-mlp", "config": {"localEpochs": 0, "colour": 1}})
+    )
+    with pytest.raises(TaskError) as err:
+        load_task(training.spec.task)
+    assert "spec.task.config.localEpochs: Input should be greater than or equal to 1" in str(err.value)
+    assert "spec.task.config.colour: Extra inputs are not permitted" in str(err.value)
+    with pytest.raises(TaskError, match=r"spec\.task\.name: cannot load 'nowhere\.mod:Task'"):
+        load_task(parse_training(manifest(task={"name": "nowhere.mod:Task"})).spec.task)
+
+
+def test_cli_reports_a_bad_manifest_in_one_line_and_exit_code_2(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(manifest(rounds=-2)))
+    run = subprocess.run(
+        [sys.executable, "-m", "fedfleet", "local", "run", str(bad)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 2
+    assert (
+        f"fedfleet: invalid manifest: {bad}: spec.rounds: Input should be greater than or equal to 1"
+        in run.stderr
+    )
+    (tmp_path / "broken.yaml").write_text("spec: [unclosed")
+    run = subprocess.run(
+        [sys.executable, "-m", "fedfleet", "local", "run", str(tmp_path / "broken.yaml")],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 2 and "not valid YAML" in run.stderr
