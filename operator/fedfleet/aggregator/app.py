@@ -12,7 +12,6 @@ from fedfleet.aggregator.service import serve
 from fedfleet.api.training import FederatedTraining
 from fedfleet.chunks import DEFAULT_CHUNK_BYTES
 from fedfleet.models import initial_weights
-from fedfleet.tasks.base import load_task
 
 
 async def run_aggregator(
@@ -22,10 +21,13 @@ async def run_aggregator(
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     staging_slots: int = 2,
 ) -> None:
-    def build() -> dict:  # type: ignore[type-arg]
-        return initial_weights(load_task(training.spec.task), training.spec.model)
-
-    engine = RoundEngine(training.metadata.name, training.spec, build, state_dir, staging_slots)
+    engine = RoundEngine(
+        training.metadata.name,
+        training.spec,
+        lambda: initial_weights(training.spec),
+        state_dir,
+        staging_slots,
+    )
     server = asyncio.create_task(serve(engine, address, chunk_bytes))
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
