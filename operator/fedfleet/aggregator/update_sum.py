@@ -158,8 +158,10 @@ class UpdateSum:
         self.count += 1
 
     def mean(self) -> Weights:
-        """The weighted mean update per tensor (views into a scaled copy of the sum)."""
+        """The weighted mean update per tensor: the sum is scaled in place (no model-sized copy),
+        so it is spent afterwards until `reset()`."""
         if self.total_weight <= 0:
             raise ValueError("no update was accepted")
-        mean = self.total / np.float32(self.total_weight)
-        return {slot.name: view for slot, view in self.layout.views(mean)}
+        self.total /= np.float32(self.total_weight)
+        self.total_weight = 0.0
+        return {slot.name: view for slot, view in self.layout.views(self.total)}
