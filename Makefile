@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PROTOS := $(wildcard proto/fedfleet/v1/*.proto)
 
-.PHONY: demo test lint typecheck unit proto bench clean
+.PHONY: demo test lint unit proto crds bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,9 @@ unit: $(STAMP)
 test: lint unit
 
 # Regenerate the committed stubs; tests/test_proto_stubs.py fails when they are stale.
+crds: $(STAMP)
+	$(PY) -m fedfleet.api.crds crds
+
 proto: $(STAMP)
 	$(PY) -m grpc_tools.protoc -Iproto --python_out=operator --pyi_out=operator \
 		--grpc_python_out=operator $(PROTOS)

@@ -58,6 +58,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     client.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     _add_log_args(client)
+
+    op = commands.add_parser("operator", help="run the Kubernetes operator (kopf)")
+    scope = op.add_mutually_exclusive_group()
+    scope.add_argument("--namespace", action="append", default=[], help="watch this namespace (repeatable)")
+    scope.add_argument("--all-namespaces", action="store_true", help="watch the whole cluster (default)")
+    op.add_argument("--standalone", action="store_true", help="no peering: for a single replica")
+    op.add_argument("--peering", default="fedfleet", help="kopf peering name for leader election")
+    op.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="health endpoint; empty: none")
+    op.add_argument("--metrics-port", type=int, default=9090, help="Prometheus metrics; 0: none")
+    _add_log_args(op)
     return parser
 
 
@@ -120,10 +130,17 @@ def _client(args: argparse.Namespace) -> int:
     return SiteClient(training, options).run()
 
 
+def _operator(args: argparse.Namespace) -> int:
+    from fedfleet.controller.app import run_operator
+
+    asyncio.run(run_operator(args.namespace, args.standalone, args.peering, args.liveness, args.metrics_port))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logs.configure(args.log_format, args.log_level)
-    handlers = {"local": _local_run, "aggregator": _aggregator, "client": _client}
+    handlers = {"local": _local_run, "aggregator": _aggregator, "client": _client, "operator": _operator}
     try:
         return handlers[args.command](args)
     except ManifestError as err:

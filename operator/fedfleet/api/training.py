@@ -11,6 +11,7 @@ from typing import Any, Literal
 from pydantic import Field, JsonValue, model_validator
 
 from fedfleet.api.base import SpecModel
+from fedfleet.api.pods import AggregatorSettings, PodSettings
 from fedfleet.strategies import STRATEGY_NAMES
 
 API_VERSION = "fedfleet.io/v1alpha1"
@@ -101,6 +102,8 @@ class FederatedTrainingSpec(SpecModel):
     round_timeout_seconds: float = Field(default=600, gt=0, le=7 * 24 * 3600, description="Round deadline.")
     strategy: StrategySpec = Field(default_factory=StrategySpec)
     retry: RetrySpec = Field(default_factory=RetrySpec)
+    aggregator: AggregatorSettings = Field(default_factory=AggregatorSettings)
+    client: PodSettings = Field(default_factory=PodSettings)
 
     def expected_clients(self, site_count: int | None = None) -> int:
         sites = len(self.sites.names) if site_count is None else site_count

@@ -1,0 +1,40 @@
+"""Pod settings a manifest may give the aggregator and the clients (image, resources, placement)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from fedfleet import __version__
+from fedfleet.api.base import SpecModel
+
+DEFAULT_IMAGE = f"ghcr.io/fedfleet/fedfleet:{__version__}"
+Quantity = str | int
+
+
+class Resources(SpecModel):
+    """Kubernetes resource requests and limits, e.g. limits: {nvidia.com/gpu: 1}."""
+
+    requests: dict[str, Quantity] = Field(default_factory=dict)
+    limits: dict[str, Quantity] = Field(default_factory=dict)
+
+
+class PodSettings(SpecModel):
+    image: str = Field(
+        default=DEFAULT_IMAGE, min_length=1, description="Container image with the fedfleet entrypoint."
+    )
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    resources: Resources = Field(default_factory=Resources)
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class AggregatorSettings(PodSettings):
+    port: int = Field(default=50051, ge=1, le=65535, description="gRPC port of the aggregator Service.")
+    staging_slots: int = Field(
+        default=2, ge=1, le=64, description="Uploads received at once (memory: slots x model)."
+    )
+    state_volume_size: str = Field(
+        default="", description="Size of a state PersistentVolumeClaim; empty: emptyDir."
+    )

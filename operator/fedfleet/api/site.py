@@ -1,0 +1,40 @@
+"""FederationSite: where one site's clients run. Created by the per-site Helm chart."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+
+from fedfleet.api.base import SpecModel
+
+
+class GpuSpec(SpecModel):
+    resource_name: str = Field(
+        default="nvidia.com/gpu", description="Extended resource of the GPU device plugin."
+    )
+    count: int = Field(default=0, ge=0, le=64, description="GPUs per client pod; 0 trains on CPU.")
+
+
+class SitePolicy(SpecModel):
+    allowed_base_digests: list[str] = Field(
+        default_factory=list, description="Base model digests this site agrees to train; empty: any."
+    )
+
+
+class FederationSiteSpec(SpecModel):
+    """Placement and limits of one site's client pods."""
+
+    namespace: str = Field(default="", description="Namespace of the client pods; empty: the site's own.")
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[dict[str, Any]] = Field(default_factory=list)
+    gpu: GpuSpec = Field(default_factory=GpuSpec)
+    data_volume_claim: str = Field(
+        default="", description="PersistentVolumeClaim mounted at /data in client pods."
+    )
+    capacity: int = Field(default=1, ge=1, le=1000, description="Most client pods this site runs at once.")
+    identity_secret: str = Field(default="", description="Secret with this site's client identity (mTLS).")
+    policy: SitePolicy = Field(default_factory=SitePolicy)
+
+    def allows(self, digest: str) -> bool:
+        return not self.policy.allowed_base_digests or digest in self.policy.allowed_base_digests

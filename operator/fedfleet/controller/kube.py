@@ -1,0 +1,135 @@
+"""A small async adapter over the Kubernetes REST API: plain dicts in and out.
+
+It uses the official client's configured ApiClient (kubeconfig or in-cluster) for transport
+and auth, and speaks raw paths, so one code path serves core objects and our CRs alike.
+Creates are create-or-adopt: a 409 returns the existing object, which makes every reconcile
+idempotent after a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+from urllib.parse import quote
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+Object = dict[str, Any]
+CORE = {
+    "Namespace": "namespaces",
+    "Pod": "pods",
+    "Service": "services",
+    "ConfigMap": "configmaps",
+    "Secret": "secrets",
+    "PersistentVolumeClaim": "persistentvolumeclaims",
+    "Event": "events",
+}
+GROUP, VERSION = "fedfleet.io", "v1alpha1"
+CUSTOM = {
+    "FederatedTraining": "federatedtrainings",
+    "FederatedRound": "federatedrounds",
+    "FederationSite": "federationsites",
+}
+
+
+def path(kind: str, namespace: str | None, name: str = "", subresource: str = "") -> str:
+    if kind in CORE:
+        base, plural = "/api/v1", CORE[kind]
+    else:
+        base, plural = f"/apis/{GROUP}/{VERSION}", CUSTOM[kind]
+    ns = f"/namespaces/{quote(namespace)}" if namespace and kind != "Namespace" else ""
+    tail = f"/{quote(name)}" if name else ""
+    return f"{base}{ns}/{plural}{tail}" + (f"/{subresource}" if subresource else "")
+
+
+def load_api_client() -> client.ApiClient:
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+    return client.ApiClient()
+
+
+class Kube:
+    def __init__(self, api: client.ApiClient | None = None) -> None:
+        self.api = api or load_api_client()
+
+    def _call(
+        self,
+        method: str,
+        url: str,
+        body: Any = None,
+        query: list[tuple[str, str]] | None = None,
+        content_type: str = "application/json",
+    ) -> Object:
+        response = self.api.call_api(  # type: ignore[call-arg]
+            url,
+            method,
+            query_params=query or [],
+            body=body,
+            auth_settings=["BearerToken"],
+            header_params={"Content-Type": content_type, "Accept": "application/json"},
+            _preload_content=False,
+            _return_http_data_only=True,
+        )
+        data = response.data
+        return json.loads(data) if data else {}
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        body: Any = None,
+        query: list[tuple[str, str]] | None = None,
+        content_type: str = "application/json",
+    ) -> Object:
+        return await asyncio.to_thread(self._call, method, url, body, query, content_type)
+
+    async def get(self, kind: str, namespace: str | None, name: str) -> Object | None:
+        try:
+            return await self.request("GET", path(kind, namespace, name))
+        except ApiException as err:
+            if err.status == 404:
+                return None
+            raise
+
+    async def list(self, kind: str, namespace: str | None = None, selector: str = "") -> list[Object]:
+        query = [("labelSelector", selector)] if selector else []
+        return list((await self.request("GET", path(kind, namespace), query=query)).get("items", []))
+
+    async def create(self, obj: Object) -> tuple[Object, bool]:
+        """Create, or return the object that already has this name; the flag says which."""
+        meta = obj["metadata"]
+        try:
+            return await self.request("POST", path(obj["kind"], meta.get("namespace")), obj), True
+        except ApiException as err:
+            if err.status != 409:
+                raise
+            conflict = err
+        existing = await self.get(obj["kind"], meta.get("namespace"), meta["name"])
+        if existing is None:  # deleted in between: the next reconcile creates it
+            raise conflict
+        return existing, False
+
+    async def delete(self, kind: str, namespace: str | None, name: str) -> bool:
+        try:
+            await self.request(
+                "DELETE",
+                path(kind, namespace, name),
+                body={"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"},
+            )
+            return True
+        except ApiException as err:
+            if err.status == 404:
+                return False
+            raise
+
+    async def patch_status(self, kind: str, namespace: str, name: str, status: Object) -> Object:
+        return await self.request(
+            "PATCH",
+            path(kind, namespace, name, "status"),
+            {"status": status},
+            content_type="application/merge-patch+json",
+        )

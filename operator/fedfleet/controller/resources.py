@@ -1,0 +1,305 @@
+"""The Kubernetes objects a training needs, built as plain dicts (pure: no API calls).
+
+Names are deterministic, so a reconcile after any restart finds, rather than duplicates, what
+an earlier one created. Every pod runs under the restricted Pod Security Standard.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from fedfleet.api.pods import PodSettings
+from fedfleet.api.site import FederationSiteSpec
+from fedfleet.api.training import FederatedTrainingSpec
+
+Object = dict[str, Any]
+GROUP = "fedfleet.io"
+MANIFEST_PATH = "/etc/fedfleet/manifest.json"
+STATE_PATH = "/var/lib/fedfleet"
+DATA_PATH = "/data"
+
+
+@dataclass(frozen=True)
+class TrainingRef:
+    name: str
+    namespace: str
+    uid: str
+
+    def owner_reference(self) -> Object:
+        return {
+            "apiVersion": f"{GROUP}/v1alpha1",
+            "kind": "FederatedTraining",
+            "name": self.name,
+            "uid": self.uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+
+
+@dataclass(frozen=True)
+class SiteRef:
+    name: str
+    namespace: str  # where the site's client pods run
+    spec: FederationSiteSpec
+
+
+def labels(training: str, component: str, **extra: str) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": "fedfleet",
+        "app.kubernetes.io/component": component,
+        "app.kubernetes.io/instance": training,
+        "app.kubernetes.io/managed-by": "fedfleet-operator",
+        f"{GROUP}/training": training,
+        **{f"{GROUP}/{k}": v for k, v in extra.items()},
+    }
+
+
+def aggregator_name(training: str) -> str:
+    return f"{training}-aggregator"
+
+
+def manifest_name(training: str) -> str:
+    return f"{training}-manifest"
+
+
+def client_id(site: str, index: int) -> str:
+    return f"{site}-{index}"
+
+
+def client_pod_name(training: str, client: str) -> str:
+    return f"{training}-{client}"
+
+
+def round_name(training: str, number: int, kind: str) -> str:
+    return f"{training}-eval" if kind == "evaluate" else f"{training}-r{number:04d}"
+
+
+RESTRICTED_CONTAINER: Object = {
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "runAsNonRoot": True,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+RESTRICTED_POD: Object = {
+    "runAsNonRoot": True,
+    "runAsUser": 10001,
+    "runAsGroup": 10001,
+    "fsGroup": 10001,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+
+def _container(name: str, settings: PodSettings, args: list[str], mounts: list[Object]) -> Object:
+    return {
+        "name": name,
+        "image": settings.image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "command": ["fedfleet"],
+        "args": args,
+        "env": [
+            {"name": "FEDFLEET_LOG_FORMAT", "value": "json"},
+            {"name": "PYTHONUNBUFFERED", "value": "1"},
+            {"name": "HOME", "value": "/tmp"},
+        ],
+        "resources": settings.resources.model_dump(exclude_defaults=True),
+        "securityContext": RESTRICTED_CONTAINER,
+        "volumeMounts": [*mounts, {"name": "tmp", "mountPath": "/tmp"}],
+    }
+
+
+def owned_in(ref: TrainingRef, namespace: str) -> Object:
+    """Owner references only work within a namespace; elsewhere the finalizer cleans up."""
+    return {"ownerReferences": [ref.owner_reference()]} if namespace == ref.namespace else {}
+
+
+def manifest_config_map(ref: TrainingRef, manifest: Object, namespace: str) -> Object:
+    """The manifest the pods read, one copy per namespace that runs pods of the training."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": manifest_name(ref.name),
+            "namespace": namespace,
+            "labels": labels(ref.name, "manifest"),
+            **owned_in(ref, namespace),
+        },
+        "data": {"manifest.json": json.dumps(manifest, sort_keys=True)},
+    }
+
+
+def aggregator_service(ref: TrainingRef, spec: FederatedTrainingSpec) -> Object:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": aggregator_name(ref.name),
+            "namespace": ref.namespace,
+            "labels": labels(ref.name, "aggregator"),
+            "ownerReferences": [ref.owner_reference()],
+        },
+        "spec": {
+            "selector": {f"{GROUP}/training": ref.name, "app.kubernetes.io/component": "aggregator"},
+            "ports": [
+                {
+                    "name": "grpc",
+                    "port": spec.aggregator.port,
+                    "targetPort": spec.aggregator.port,
+                    "appProtocol": "grpc",
+                }
+            ],
+        },
+    }
+
+
+def aggregator_pod(ref: TrainingRef, spec: FederatedTrainingSpec) -> Object:
+    settings = spec.aggregator
+    state_volume: Object = (
+        {"persistentVolumeClaim": {"claimName": f"{ref.name}-state"}}
+        if settings.state_volume_size
+        else {"emptyDir": {}}
+    )
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": aggregator_name(ref.name),
+            "namespace": ref.namespace,
+            "labels": labels(ref.name, "aggregator"),
+            "ownerReferences": [ref.owner_reference()],
+        },
+        "spec": {
+            "restartPolicy": "OnFailure",
+            "securityContext": RESTRICTED_POD,
+            "nodeSelector": settings.node_selector,
+            "tolerations": settings.tolerations,
+            "containers": [
+                _container(
+                    "aggregator",
+                    settings,
+                    [
+                        "aggregator",
+                        "--manifest",
+                        MANIFEST_PATH,
+                        "--port",
+                        str(settings.port),
+                        "--state-dir",
+                        STATE_PATH,
+                        "--staging-slots",
+                        str(settings.staging_slots),
+                    ],
+                    [
+                        {"name": "manifest", "mountPath": "/etc/fedfleet", "readOnly": True},
+                        {"name": "state", "mountPath": STATE_PATH},
+                    ],
+                )
+                | {
+                    "ports": [{"name": "grpc", "containerPort": settings.port}],
+                    "readinessProbe": {"grpc": {"port": settings.port}, "periodSeconds": 5},
+                }
+            ],
+            "volumes": [
+                {"name": "manifest", "configMap": {"name": manifest_name(ref.name)}},
+                {"name": "state", **state_volume},
+                {"name": "tmp", "emptyDir": {}},
+            ],
+        },
+    }
+
+
+def state_claim(ref: TrainingRef, spec: FederatedTrainingSpec) -> Object | None:
+    if not spec.aggregator.state_volume_size:
+        return None
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {
+            "name": f"{ref.name}-state",
+            "namespace": ref.namespace,
+            "labels": labels(ref.name, "aggregator"),
+            "ownerReferences": [ref.owner_reference()],
+        },
+        "spec": {
+            "accessModes": ["ReadWriteOnce"],
+            "resources": {"requests": {"storage": spec.aggregator.state_volume_size}},
+        },
+    }
+
+
+def client_pod(
+    ref: TrainingRef,
+    spec: FederatedTrainingSpec,
+    site: SiteRef,
+    index: int,
+    partition: int,
+    aggregator_address: str,
+    attempt: int,
+) -> Object:
+    """One site client. Pods in the training's namespace are owned by it; pods elsewhere are
+    removed by the training's finalizer (owner references cannot cross namespaces)."""
+    cid = client_id(site.name, index)
+    settings = spec.client
+    resources = settings.resources.model_dump(exclude_defaults=True)
+    if site.spec.gpu.count:
+        for kind in ("requests", "limits"):
+            resources.setdefault(kind, {})[site.spec.gpu.resource_name] = site.spec.gpu.count
+    mounts, volumes = (
+        [],
+        [
+            {"name": "manifest", "configMap": {"name": manifest_name(ref.name)}},
+            {"name": "tmp", "emptyDir": {}},
+        ],
+    )
+    args = [
+        "client",
+        "--manifest",
+        MANIFEST_PATH,
+        "--aggregator",
+        aggregator_address,
+        "--site",
+        site.name,
+        "--client-id",
+        cid,
+        "--partition",
+        str(partition),
+        "--num-partitions",
+        str(spec.expected_clients()),
+    ]
+    if site.spec.data_volume_claim:
+        mounts.append({"name": "data", "mountPath": DATA_PATH, "readOnly": True})
+        volumes.append(
+            {
+                "name": "data",
+                "persistentVolumeClaim": {"claimName": site.spec.data_volume_claim, "readOnly": True},
+            }
+        )
+        args += ["--data-dir", DATA_PATH]
+    metadata: Object = {
+        "name": client_pod_name(ref.name, cid),
+        "namespace": site.namespace,
+        "labels": labels(ref.name, "client", site=site.name, client=cid),
+        "annotations": {f"{GROUP}/attempt": str(attempt)},
+        **owned_in(ref, site.namespace),
+    }
+    container = _container(
+        "client",
+        settings,
+        args,
+        [{"name": "manifest", "mountPath": "/etc/fedfleet", "readOnly": True}, *mounts],
+    )
+    container["resources"] = resources
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": metadata,
+        "spec": {
+            "restartPolicy": "Never",  # the operator restarts clients, with backoff and a limit
+            "securityContext": RESTRICTED_POD,
+            "nodeSelector": {**settings.node_selector, **site.spec.node_selector},
+            "tolerations": [*settings.tolerations, *site.spec.tolerations],
+            "containers": [container],
+            "volumes": volumes,
+        },
+    }

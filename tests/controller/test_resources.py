@@ -1,0 +1,108 @@
+"""What the operator creates: deterministic names, labels, owners, placement and restricted pods."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from fedfleet.api import parse_training
+from fedfleet.api.site import FederationSiteSpec
+from fedfleet.controller import resources as res
+
+REF = res.TrainingRef("digits", "hub", "uid-1")
+SPEC = parse_training(
+    {
+        "apiVersion": "fedfleet.io/v1alpha1",
+        "kind": "FederatedTraining",
+        "metadata": {"name": "digits"},
+        "spec": {
+            "task": {"name": "digits-mlp"},
+            "rounds": 3,
+            "sites": {"names": ["a", "b"]},
+            "clientsPerSite": 2,
+            "client": {"resources": {"limits": {"memory": "2Gi"}}, "tolerations": [{"key": "spot"}]},
+            "aggregator": {"port": 6000, "stateVolumeSize": "1Gi"},
+        },
+    }
+).spec
+GPU_SITE = res.SiteRef(
+    "a",
+    "site-a",
+    FederationSiteSpec.model_validate(
+        {
+            "gpu": {"count": 2},
+            "nodeSelector": {"gpu": "h100"},
+            "dataVolumeClaim": "digits-data",
+            "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        }
+    ),
+)
+LOCAL_SITE = res.SiteRef("b", "hub", FederationSiteSpec())
+
+
+def pods() -> list[dict[str, Any]]:
+    return [
+        res.aggregator_pod(REF, SPEC),
+        res.client_pod(REF, SPEC, GPU_SITE, 1, 1, "agg:6000", 1),
+        res.client_pod(REF, SPEC, LOCAL_SITE, 0, 2, "agg:6000", 3),
+    ]
+
+
+@pytest.mark.parametrize("pod", pods(), ids=lambda p: p["metadata"]["name"])
+def test_every_pod_is_restricted(pod: dict[str, Any]) -> None:
+    assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+    assert pod["spec"]["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    for container in pod["spec"]["containers"]:
+        ctx = container["securityContext"]
+        assert ctx["allowPrivilegeEscalation"] is False and ctx["readOnlyRootFilesystem"] is True
+        assert ctx["capabilities"] == {"drop": ["ALL"]}
+        assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]  # writable scratch
+
+
+def test_names_and_labels_are_deterministic() -> None:
+    client = res.client_pod(REF, SPEC, GPU_SITE, 1, 1, "agg:6000", 1)
+    assert client == res.client_pod(REF, SPEC, GPU_SITE, 1, 1, "agg:6000", 1)
+    assert client["metadata"]["name"] == "digits-a-1"
+    assert client["metadata"]["labels"] | {} == {
+        "app.kubernetes.io/name": "fedfleet",
+        "app.kubernetes.io/component": "client",
+        "app.kubernetes.io/instance": "digits",
+        "app.kubernetes.io/managed-by": "fedfleet-operator",
+        "fedfleet.io/training": "digits",
+        "fedfleet.io/site": "a",
+        "fedfleet.io/client": "a-1",
+    }
+    assert res.round_name("digits", 7, "train") == "digits-r0007"
+    assert res.round_name("digits", 3, "evaluate") == "digits-eval"
+
+
+def test_client_pods_follow_their_site() -> None:
+    pod = res.client_pod(REF, SPEC, GPU_SITE, 1, 1, "agg:6000", 1)
+    container = pod["spec"]["containers"][0]
+    assert pod["metadata"]["namespace"] == "site-a"
+    assert "ownerReferences" not in pod["metadata"], "no cross-namespace owners; the finalizer cleans up"
+    assert container["resources"] == {
+        "limits": {"memory": "2Gi", "nvidia.com/gpu": 2},
+        "requests": {"nvidia.com/gpu": 2},
+    }
+    assert pod["spec"]["nodeSelector"] == {"gpu": "h100"}
+    assert pod["spec"]["tolerations"] == [{"key": "spot"}, GPU_SITE.spec.tolerations[0]]
+    assert {"name": "data", "persistentVolumeClaim": {"claimName": "digits-data", "readOnly": True}} in (
+        pod["spec"]["volumes"]
+    )
+    args = container["args"]
+    assert args[args.index("--client-id") + 1] == "a-1" and args[args.index("--data-dir") + 1] == "/data"
+    assert args[args.index("--num-partitions") + 1] == "4"
+    local = res.client_pod(REF, SPEC, LOCAL_SITE, 0, 2, "agg:6000", 3)
+    assert local["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
+    assert local["metadata"]["annotations"]["fedfleet.io/attempt"] == "3"
+
+
+def test_aggregator_service_and_state_claim() -> None:
+    service = res.aggregator_service(REF, SPEC)
+    assert service["spec"]["ports"][0]["port"] == 6000
+    pod = res.aggregator_pod(REF, SPEC)
+    assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+    claim = res.state_claim(REF, SPEC)
+    assert claim is not None and claim["spec"]["resources"]["requests"]["storage"] == "1Gi"
+    assert {"name": "state", "persistentVolumeClaim": {"claimName": "digits-state"}} in pod["spec"]["volumes"]
