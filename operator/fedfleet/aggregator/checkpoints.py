@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,9 +84,18 @@ class CheckpointStore:
         return done[-1] if done else None
 
     def save(
-        self, round_number: int, weights: Weights, strategy_state: Weights, record: dict[str, Any]
+        self,
+        round_number: int,
+        weights: Weights,
+        strategy_state: Weights,
+        record: dict[str, Any],
+        attachments: Callable[[Path, dict[str, Any]], None] | None = None,
     ) -> Checkpoint:
-        """Write a round atomically; fills record["model_digest"]. Refuses to overwrite a round."""
+        """Write a round atomically; fills record["model_digest"]. Refuses to overwrite a round.
+
+        `attachments(tmp_dir, record)` may add files (a lineage record, say) that must appear
+        together with the checkpoint they describe: they are written before the rename.
+        """
         final = self._dir(round_number)
         if final.exists():
             raise FileExistsError(f"round {round_number} is already checkpointed at {final}")
@@ -96,6 +106,8 @@ class CheckpointStore:
                 save_file(strategy_state, str(tmp / STRATEGY_FILE))
             record = {**record, "round": round_number, "model_digest": file_digest(tmp / MODEL_FILE)}
             (tmp / RECORD_FILE).write_text(json.dumps(record, indent=2, sort_keys=True))
+            if attachments is not None:
+                attachments(tmp, record)
             for path in tmp.iterdir():
                 _fsync_path(path)
             _fsync_path(tmp)
