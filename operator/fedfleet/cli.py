@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -132,6 +133,9 @@ def _client(args: argparse.Namespace) -> int:
 
 def _operator(args: argparse.Namespace) -> int:
     from fedfleet.controller.app import run_operator
+
+    if args.log_level:
+        os.environ["FEDFLEET_LOG_LEVEL"] = args.log_level
 
     asyncio.run(run_operator(args.namespace, args.standalone, args.peering, args.liveness, args.metrics_port))
     return 0

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 import kopf
 from prometheus_client import start_http_server
 
@@ -11,12 +14,18 @@ async def run_operator(
 ) -> None:
     from fedfleet.controller import handlers  # noqa: F401  (registers the handlers)
 
+    json_logs = os.environ.get("FEDFLEET_LOG_FORMAT", "json" if not sys.stderr.isatty() else "") == "json"
+    debug = os.environ.get("FEDFLEET_LOG_LEVEL", "").upper() == "DEBUG"
+    kopf.configure(
+        debug=debug, log_format=kopf.LogFormat.JSON if json_logs else kopf.LogFormat.FULL, log_refkey="object"
+    )
+
     if metrics_port:
         start_http_server(metrics_port)
     await kopf.operator(
         clusterwide=not namespaces,
         namespaces=namespaces,
         standalone=standalone,
-        peering_name=peering,
+        peering_name=None if standalone else peering,
         liveness_endpoint=liveness or None,
     )

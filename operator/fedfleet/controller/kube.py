@@ -64,18 +64,20 @@ class Kube:
         query: list[tuple[str, str]] | None = None,
         content_type: str = "application/json",
     ) -> Object:
-        response = self.api.call_api(  # type: ignore[call-arg]
-            url,
-            method,
+        serialized = self.api.param_serialize(
+            method=method,
+            resource_path=url,
             query_params=query or [],
             body=body,
             auth_settings=["BearerToken"],
             header_params={"Content-Type": content_type, "Accept": "application/json"},
-            _preload_content=False,
-            _return_http_data_only=True,
         )
-        data = response.data
-        return json.loads(data) if data else {}
+        response = self.api.call_api(*serialized)
+        response.read()
+        text = response.data.decode() if response.data else ""
+        if not 200 <= response.status <= 299:
+            raise ApiException.from_response(http_resp=response, body=text, data=None)
+        return json.loads(text) if text else {}
 
     async def request(
         self,

@@ -1,0 +1,157 @@
+"""The operator end to end: CRs in through a real HTTP API, real aggregator and client processes
+started by a test kubelet, rounds over real gRPC, state back where `kubectl get` shows it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.controller.cluster import Cluster, site, start_operator, training_manifest, wait_for
+from tests.dataplane.harness import free_port
+from tests.kube.fixtures import start_kubelet
+from tests.kube.kubelet import Kubelet
+
+SITES = ["site-a", "site-b", "site-c"]
+
+
+class Fleet:
+    """A cluster under test: API, kubelet and operator process."""
+
+    def __init__(self, kubeconfig: Path, root: Path, **kubelet_options: Any) -> None:
+        self.root = root
+        self.cluster = Cluster(kubeconfig)
+        self.kubelet: Kubelet = start_kubelet(kubeconfig, root / "kubelet", **kubelet_options)
+        self.operator_log = root / "operator.log"
+        self.operator = start_operator(kubeconfig, self.operator_log)
+
+    def restart_operator(self) -> None:
+        self.operator.send_signal(signal.SIGKILL)
+        self.operator.wait()
+        self.operator = start_operator(self.cluster.kubeconfig, self.operator_log)
+
+    def training(self, name: str) -> dict[str, Any]:
+        found = self.cluster.get("FederatedTraining", "default", name)
+        assert found is not None
+        return found
+
+    def phase(self, name: str) -> str:
+        return str((self.training(name).get("status") or {}).get("phase", ""))
+
+    def wait_phase(self, name: str, phase: str, timeout: float = 240) -> dict[str, Any]:
+        wait_for(
+            lambda: (
+                self.phase(name) == phase or self.phase(name) in ("Succeeded", "Failed") and self.phase(name)
+            ),
+            timeout,
+            f"{name} {phase}",
+        )
+        assert self.phase(name) == phase, (
+            self.training(name).get("status"),
+            self.operator_log.read_text()[-3000:],
+        )
+        return self.training(name)
+
+    def close(self) -> None:
+        self.operator.terminate()
+        try:
+            self.operator.wait(15)
+        except subprocess.TimeoutExpired:
+            self.operator.kill()
+        self.kubelet.stop()
+
+
+@pytest.fixture
+def fleet_factory(kubeconfig: Path, tmp_path: Path) -> Iterator[Any]:
+    fleets: list[Fleet] = []
+
+    def make(**options: Any) -> Fleet:
+        fleet = Fleet(kubeconfig, tmp_path, **options)
+        fleets.append(fleet)
+        for name in SITES:
+            fleet.cluster.apply(site(name))
+        return fleet
+
+    yield make
+    for fleet in fleets:
+        fleet.close()
+
+
+def fail_first_starts(client: str, failures: int) -> Any:
+    """Kubelet policy: the first `failures` starts of one client's pod exit with code 3."""
+
+    def decide(pod: dict[str, Any]) -> int | None:
+        meta = pod["metadata"]
+        attempt = int(meta.get("annotations", {}).get("fedfleet.io/attempt", "1"))
+        if meta.get("labels", {}).get("fedfleet.io/client") == client and attempt <= failures:
+            return 3
+        return None
+
+    return decide
+
+
+def test_a_training_runs_to_success_with_a_client_retried_and_kubectl_shows_it(
+    fleet_factory: Any, kubeconfig: Path
+) -> None:
+    fleet = fleet_factory(fail=fail_first_starts("site-b-0", 2))
+    fleet.cluster.apply(training_manifest("digits", free_port(), SITES, minClients=3))
+    done = fleet.wait_phase("digits", "Succeeded")
+
+    status = done["status"]
+    assert status["completedRounds"] == 3 and status["roundProgress"] == "3/3"
+    assert status["clientStarts"] == {"site-a-0": 1, "site-b-0": 3, "site-c-0": 1}
+    assert status["modelDigest"].startswith("sha256:") and status["lastLoss"] > 0
+    ready = {c["type"]: c for c in status["conditions"]}["Ready"]
+    assert ready["status"] == "True" and ready["reason"] == "Succeeded" and ready["observedGeneration"] == 1
+    rounds = {r["metadata"]["name"]: r for r in fleet.cluster.items("FederatedRound", "default")}
+    assert sorted(rounds) == ["digits-eval", "digits-r0001", "digits-r0002", "digits-r0003"]
+    for name in ("digits-r0001", "digits-r0002", "digits-r0003"):
+        round_status = rounds[name]["status"]
+        assert round_status["phase"] == "Succeeded" and round_status["reported"] == 3, round_status
+        assert round_status["aggregateDigest"].startswith("sha256:")
+    assert rounds["digits-eval"]["status"]["metrics"]["eval_accuracy"] > 0.3
+
+    events = fleet.cluster.events("digits")
+    restarts = [m for r, m in events if r == "ClientRestarted"]
+    assert restarts == [
+        "client site-b-0 started again (attempt 2 of 3)",
+        "client site-b-0 started again (attempt 3 of 3)",
+    ]
+    assert {"RoundStarted", "RoundSucceeded", "TrainingSucceeded"} <= {r for r, _ in events}
+
+    shown = subprocess.run(
+        ["kubectl", "--kubeconfig", str(kubeconfig), "get", "ft,fr", "-n", "default"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout
+    lines = [line.split() for line in shown.splitlines() if line.strip()]
+    training_row = next(line for line in lines if line[0].endswith("/digits"))
+    assert training_row[1:4] == ["Succeeded", "3/3", "0/3"] or training_row[1:3] == ["Succeeded", "3/3"]
+    round_row = next(line for line in lines if line[0].endswith("/digits-r0002"))
+    assert round_row[1:7] == ["digits", "2", "Succeeded", "3", "3", "0"], shown
+    wide = subprocess.run(
+        ["kubectl", "--kubeconfig", str(kubeconfig), "get", "ft", "digits", "-o", "wide"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout
+    assert status["modelDigest"] in wide
+
+    fleet.cluster.delete("FederatedTraining", "default", "digits")
+    wait_for(
+        lambda: fleet.cluster.get("FederatedTraining", "default", "digits") is None, 60, "training deleted"
+    )
+    wait_for(
+        lambda: not fleet.cluster.items("Pod", selector="fedfleet.io/training=digits"), 60, "pods deleted"
+    )
+    assert not fleet.cluster.items("FederatedRound", "default")
+    assert not fleet.cluster.items("ConfigMap", selector="fedfleet.io/training=digits")
+    assert not fleet.cluster.items("Service", selector="fedfleet.io/training=digits")

@@ -1,0 +1,103 @@
+"""pytest fixtures: a real-HTTP test API server (or a real cluster) and a test kubelet."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import config
+
+from tests.kube.kubelet import Kubelet
+from tests.kube.server import TestApiServer, serve
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class ApiServerHandle:
+    """The server on a background event loop, with a kubeconfig for kubectl, kopf and clients."""
+
+    def __init__(self, root: Path) -> None:
+        self.server = TestApiServer()
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._holder: dict[str, Any] = {}
+        self._thread = threading.Thread(target=self._run, name="test-apiserver", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(30):
+            raise RuntimeError("test API server did not start")
+        self.url = self._holder["url"]
+        self.kubeconfig = root / "kubeconfig"
+        self.kubeconfig.write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "current-context": "test",
+                    "clusters": [{"name": "test", "cluster": {"server": self.url}}],
+                    "users": [{"name": "test", "user": {"token": "test"}}],
+                    "contexts": [
+                        {
+                            "name": "test",
+                            "context": {"cluster": "test", "user": "test", "namespace": "default"},
+                        }
+                    ],
+                }
+            )
+        )
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._stop = asyncio.Event()
+        ready = asyncio.Event()
+
+        async def main() -> None:
+            task = asyncio.create_task(serve(self.server, 0, ready, self._stop, self._holder))
+            await ready.wait()
+            self._ready.set()
+            await task
+
+        self._loop.run_until_complete(main())
+
+    def register_crd(self, crd: dict[str, Any]) -> None:
+        self._loop.call_soon_threadsafe(self.server.register_crd, crd)
+
+    def add_namespace(self, name: str) -> None:
+        self._loop.call_soon_threadsafe(self.server.add_namespace, name)
+
+    @property
+    def calls(self) -> list[Any]:
+        return list(self.server.calls)
+
+    def close(self) -> None:
+        self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(10)
+
+
+def load_crds() -> list[dict[str, Any]]:
+    return [yaml.safe_load(p.read_text()) for p in sorted((REPO / "crds").glob("*.yaml"))]
+
+
+@pytest.fixture
+def kube_api(tmp_path: Path) -> Iterator[ApiServerHandle]:
+    handle = ApiServerHandle(tmp_path)
+    for crd in load_crds():
+        handle.register_crd(crd)
+    yield handle
+    handle.close()
+
+
+@pytest.fixture
+def kubeconfig(kube_api: ApiServerHandle) -> Path:
+    """A real cluster when FEDFLEET_TEST_KUBECONFIG is set (CRDs must be installed), else the test server."""
+    real = os.environ.get("FEDFLEET_TEST_KUBECONFIG")
+    return Path(real) if real else kube_api.kubeconfig
+
+
+def start_kubelet(kubeconfig: Path, root: Path, **options: Any) -> Kubelet:
+    return Kubelet(config.new_client_from_config(str(kubeconfig)), root, **options).start()

@@ -1,0 +1,227 @@
+"""A test kubelet: runs the pods the operator creates as local processes and reports their status.
+
+Volumes become directories (configMap and secret contents written out, one directory per
+PersistentVolumeClaim shared by the pods that mount it); mount paths are rewritten to those
+directories in the container's args and env. `fedfleet` runs as this interpreter's
+`-m fedfleet`. Restart policies Always and OnFailure restart the container like a kubelet.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import datetime
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+Object = dict[str, Any]
+FailPolicy = Callable[[Object], int | None]
+
+
+def _now() -> str:
+    return datetime.datetime.now(tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class RunningPod:
+    namespace: str
+    name: str
+    uid: str
+    process: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    finished: bool = False
+    log: Path | None = None
+    argv: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+
+
+class Kubelet:
+    def __init__(
+        self,
+        api: client.ApiClient,
+        root: Path,
+        phase_only: bool = False,
+        fail: FailPolicy | None = None,
+        interval: float = 0.1,
+    ) -> None:
+        self.core = client.CoreV1Api(api)
+        self.api = api
+        self.root = root
+        self.phase_only = phase_only
+        self.fail = fail
+        self.interval = interval
+        self.pods: dict[str, RunningPod] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="test-kubelet", daemon=True)
+
+    def start(self) -> Kubelet:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        for pod in self.pods.values():
+            self._kill(pod)
+
+    def logs(self, name: str) -> str:
+        pod = next((p for p in self.pods.values() if p.name == name), None)
+        return pod.log.read_text() if pod and pod.log and pod.log.exists() else ""
+
+    # -- loop ------------------------------------------------------------------------------------
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            with contextlib.suppress(ApiException):  # the server is going away, or a pod vanished
+                self._sync()
+            self._stop.wait(self.interval)
+
+    def _sync(self) -> None:
+        seen = set()
+        for item in self.core.list_pod_for_all_namespaces().items:
+            pod = self.api.sanitize_for_serialization(item)
+            uid = pod["metadata"]["uid"]
+            seen.add(uid)
+            running = self.pods.get(uid)
+            if running is None:
+                running = self.pods[uid] = RunningPod(
+                    pod["metadata"]["namespace"], pod["metadata"]["name"], uid
+                )
+                self._start(pod, running)
+            elif not running.finished:
+                self._check(pod, running)
+        for uid in [u for u in self.pods if u not in seen]:
+            self._kill(self.pods.pop(uid))
+
+    def _start(self, pod: Object, running: RunningPod) -> None:
+        if self.phase_only:
+            self._report(running, "Running", {"running": {"startedAt": _now()}})
+            running.finished = True
+            return
+        code = self.fail(pod) if self.fail else None
+        if code is not None:
+            self._report(
+                running, "Failed", {"terminated": {"exitCode": code, "reason": "Error", "finishedAt": _now()}}
+            )
+            running.finished = True
+            return
+        running.argv, running.env = self._command(pod)
+        running.log = self.root / "logs" / f"{running.namespace}-{running.name}.log"
+        running.log.parent.mkdir(parents=True, exist_ok=True)
+        self._spawn(running)
+        self._report(running, "Running", {"running": {"startedAt": _now()}})
+
+    def _spawn(self, running: RunningPod) -> None:
+        assert running.log is not None
+        with running.log.open("ab") as out:
+            running.process = subprocess.Popen(
+                running.argv, stdout=out, stderr=subprocess.STDOUT, env=running.env
+            )
+
+    def _check(self, pod: Object, running: RunningPod) -> None:
+        process = running.process
+        if process is None or process.poll() is None:
+            return
+        code = process.returncode
+        policy = pod["spec"].get("restartPolicy", "Always")
+        if policy == "Always" or (policy == "OnFailure" and code != 0):
+            running.restarts += 1
+            self._spawn(running)
+            return
+        running.finished = True
+        phase = "Succeeded" if code == 0 else "Failed"
+        self._report(
+            running,
+            phase,
+            {
+                "terminated": {
+                    "exitCode": code,
+                    "reason": "Completed" if code == 0 else "Error",
+                    "finishedAt": _now(),
+                }
+            },
+        )
+
+    def _kill(self, running: RunningPod) -> None:
+        if running.process is not None and running.process.poll() is None:
+            running.process.kill()
+            running.process.wait()
+
+    def _report(self, running: RunningPod, phase: str, state: Object) -> None:
+        status = {
+            "phase": phase,
+            "podIP": "127.0.0.1",
+            "containerStatuses": [
+                {
+                    "name": "main",
+                    "state": state,
+                    "ready": phase == "Running",
+                    "restartCount": running.restarts,
+                    "image": "local",
+                    "imageID": "",
+                    "started": phase == "Running",
+                }
+            ],
+        }
+        try:
+            self.core.patch_namespaced_pod_status(running.name, running.namespace, {"status": status})
+        except ApiException as err:
+            if err.status != 404:
+                raise
+
+    # -- pod spec -> local process ---------------------------------------------------------------
+    def _volume_dirs(self, pod: Object) -> dict[str, Path]:
+        meta = pod["metadata"]
+        base = self.root / "pods" / meta["namespace"] / meta["name"]
+        dirs: dict[str, Path] = {}
+        for volume in pod["spec"].get("volumes") or []:
+            name = volume["name"]
+            if "persistentVolumeClaim" in volume:
+                path = self.root / "claims" / meta["namespace"] / volume["persistentVolumeClaim"]["claimName"]
+            else:
+                path = base / "volumes" / name
+            path.mkdir(parents=True, exist_ok=True)
+            if "configMap" in volume:
+                source = self.core.read_namespaced_config_map(volume["configMap"]["name"], meta["namespace"])
+                for key, value in (source.data or {}).items():
+                    (path / key).write_text(value)
+            if "secret" in volume:
+                secret = self.core.read_namespaced_secret(volume["secret"]["secretName"], meta["namespace"])
+                for key, value in (secret.data or {}).items():
+                    (path / key).write_bytes(base64.b64decode(value))
+            dirs[name] = path
+        return dirs
+
+    def _command(self, pod: Object) -> tuple[list[str], dict[str, str]]:
+        container = pod["spec"]["containers"][0]
+        dirs = self._volume_dirs(pod)
+        mounts = sorted(
+            ((m["mountPath"], dirs[m["name"]]) for m in container.get("volumeMounts") or []),
+            key=lambda m: -len(m[0]),
+        )
+
+        def local(text: str) -> str:
+            for mount_path, directory in mounts:
+                if text == mount_path or text.startswith(mount_path + "/"):
+                    return str(directory) + text[len(mount_path) :]
+            return text
+
+        command = list(container.get("command") or [])
+        if command[:1] == ["fedfleet"]:
+            command = [sys.executable, "-m", "fedfleet", *command[1:]]
+        argv = [local(a) for a in command + list(container.get("args") or [])]
+        env = dict(os.environ)
+        for var in container.get("env") or []:
+            if "value" in var:
+                env[var["name"]] = local(str(var["value"]))
+            elif ref := (var.get("valueFrom") or {}).get("fieldRef"):
+                env[var["name"]] = str(pod["metadata"].get(ref["fieldPath"].split(".")[-1], ""))
+        return argv, env

@@ -1,0 +1,69 @@
+"""CR validation like the API server's: a CRD's openAPIV3Schema checked with jsonschema (Draft 4).
+
+Unknown fields are refused (as `kubectl apply`'s strict field validation does), except under
+x-kubernetes-preserve-unknown-fields. CEL rules are not evaluated.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import jsonschema
+
+Schema = dict[str, Any]
+NESTED = ("properties", "items", "additionalProperties")
+
+
+def to_jsonschema(schema: Any) -> Any:
+    if isinstance(schema, list):
+        return [to_jsonschema(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {
+        k: (to_jsonschema(v) if k in ("items", "additionalProperties", "not") else v)
+        for k, v in schema.items()
+    }
+    if "properties" in out:
+        out["properties"] = {k: to_jsonschema(v) for k, v in out["properties"].items()}
+    if out.pop("nullable", False) and "type" in out:
+        out["type"] = [out["type"], "null"]
+    if out.pop("x-kubernetes-int-or-string", False):
+        out.pop("type", None)
+        out["anyOf"] = [{"type": "integer"}, {"type": "string"}]
+    preserve = out.pop("x-kubernetes-preserve-unknown-fields", False)
+    if (
+        out.get("type") == "object"
+        and "properties" in out
+        and not preserve
+        and "additionalProperties" not in out
+    ):
+        out["additionalProperties"] = False
+    for key in [k for k in out if k.startswith("x-kubernetes-")]:
+        del out[key]
+    return out
+
+
+def crd_validator(crd: Schema, version: str) -> jsonschema.Draft4Validator:
+    served = next(v for v in crd["spec"]["versions"] if v["name"] == version)
+    schema = to_jsonschema(copy.deepcopy(served["schema"]["openAPIV3Schema"]))
+    schema["properties"]["metadata"] = {"type": "object"}  # the server validates metadata itself
+    jsonschema.Draft4Validator.check_schema(schema)
+    return jsonschema.Draft4Validator(schema)
+
+
+def field_errors(validator: jsonschema.Draft4Validator, obj: Schema) -> list[str]:
+    """Messages in the API server's shape: `spec.rounds: Invalid value: ...`."""
+    errors = []
+    for error in sorted(validator.iter_errors(obj), key=lambda e: list(map(str, e.absolute_path))):
+        path = ".".join(str(p) for p in error.absolute_path)
+        if error.validator == "additionalProperties":
+            unknown = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+            errors += [
+                f"{path + '.' if path else ''}{name}: Unsupported value: unknown field" for name in unknown
+            ]
+        elif error.validator == "required":
+            errors.append(f"{path + '.' if path else ''}{error.message.split(chr(39))[1]}: Required value")
+        else:
+            errors.append(f"{path}: Invalid value: {error.instance!r}: {error.message}")
+    return errors
