@@ -72,3 +72,8 @@ def test_fails_after_too_many_round_failures_or_too_few_clients() -> None:
 def test_restart_backoff_doubles_and_stops_at_max_attempts() -> None:
     retry = RetrySpec(max_attempts=3, backoff_seconds=2)
     assert [restart_delay(retry, n) for n in (1, 2, 3)] == [2, 4, None]
+
+
+def test_clients_given_up_on_are_not_waited_for() -> None:
+    two_left = obs(ready_clients=("a-0", "b-0"), live_clients=2)
+    assert decide(SPEC, two_left, 3) == StartRound(1, "train", ("a-0", "b-0"), 30, 2)

@@ -3,7 +3,6 @@ started by a test kubelet, rounds over real gRPC, state back where `kubectl get`
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -45,9 +44,7 @@ class Fleet:
 
     def wait_phase(self, name: str, phase: str, timeout: float = 240) -> dict[str, Any]:
         wait_for(
-            lambda: (
-                self.phase(name) == phase or self.phase(name) in ("Succeeded", "Failed") and self.phase(name)
-            ),
+            lambda: self.phase(name) in (phase, "Succeeded", "Failed"),
             timeout,
             f"{name} {phase}",
         )
@@ -155,3 +152,54 @@ def test_a_training_runs_to_success_with_a_client_retried_and_kubectl_shows_it(
     assert not fleet.cluster.items("FederatedRound", "default")
     assert not fleet.cluster.items("ConfigMap", selector="fedfleet.io/training=digits")
     assert not fleet.cluster.items("Service", selector="fedfleet.io/training=digits")
+
+
+SLOW_TASK = {"name": "digits-mlp", "config": {"hidden": 16, "localEpochs": 60}}
+
+
+def test_an_operator_killed_mid_round_resumes_without_duplicates(fleet_factory: Any, kube_api: Any) -> None:
+    fleet = fleet_factory()
+    fleet.cluster.apply(training_manifest("resume", free_port(), SITES, minClients=3, task=SLOW_TASK))
+
+    def round_two_training() -> bool:
+        found = fleet.cluster.get("FederatedRound", "default", "resume-r0002")
+        return bool(found and (found.get("status") or {}).get("phase") == "Training")
+
+    wait_for(round_two_training, 240, "round 2 training")
+    fleet.restart_operator()
+    done = fleet.wait_phase("resume", "Succeeded")
+
+    assert done["status"]["clientStarts"] == {"site-a-0": 1, "site-b-0": 1, "site-c-0": 1}
+    rounds = {r["metadata"]["name"]: r for r in fleet.cluster.items("FederatedRound", "default")}
+    assert sorted(rounds) == ["resume-eval", "resume-r0001", "resume-r0002", "resume-r0003"]
+    assert all(r["status"]["phase"] == "Succeeded" and r["spec"]["attempt"] == 1 for r in rounds.values())
+    if kube_api.kubeconfig == fleet.cluster.kubeconfig:  # the test server records every request
+        pod_creates = [c for c in kube_api.calls if c.verb == "create" and c.resource == "pods"]
+        round_creates = [c for c in kube_api.calls if c.verb == "create" and c.resource == "federatedrounds"]
+        assert len(pod_creates) >= 4 and len(round_creates) >= 4
+        names = {
+            p["metadata"]["name"] for p in fleet.cluster.items("Pod", selector="fedfleet.io/training=resume")
+        }
+        assert names == {"resume-aggregator", "resume-site-a-0", "resume-site-b-0", "resume-site-c-0"}
+
+
+def test_a_client_failing_beyond_max_attempts_leaves_the_round_to_min_clients(fleet_factory: Any) -> None:
+    fleet = fleet_factory(fail=fail_first_starts("site-c-0", 99))
+    retry = {"maxAttempts": 2, "backoffSeconds": 0.2, "maxRoundAttempts": 2}
+    fleet.cluster.apply(training_manifest("fewer", free_port(), SITES, minClients=2, rounds=2, retry=retry))
+    fleet.cluster.apply(training_manifest("toofew", free_port(), SITES, minClients=3, rounds=2, retry=retry))
+
+    done = fleet.wait_phase("fewer", "Succeeded")
+    assert done["status"]["clientStarts"]["site-c-0"] == 2
+    for number in (1, 2):
+        round_status = fleet.cluster.get("FederatedRound", "default", f"fewer-r{number:04d}")["status"]
+        assert round_status["reported"] == 2 and round_status["expected"] == 2, round_status
+    assert ("ClientGivenUp", "client site-c-0 failed 2 times (exit code 3); not restarted") in (
+        fleet.cluster.events("fewer")
+    )
+
+    failed = fleet.wait_phase("toofew", "Failed")
+    assert failed["status"]["message"] == "2 clients left, fewer than minClients 3"
+    condition = {c["type"]: c for c in failed["status"]["conditions"]}["Failed"]
+    assert condition["status"] == "True" and condition["message"] == "2 clients left, fewer than minClients 3"
+    assert ("TrainingFailed", "2 clients left, fewer than minClients 3") in fleet.cluster.events("toofew")

@@ -84,7 +84,8 @@ def decide(spec: FederatedTrainingSpec, obs: Observation, expected_clients: int)
         return FailTraining(f"{obs.live_clients} clients left, fewer than minClients {spec.min_clients}")
     ready = tuple(sorted(obs.ready_clients))
     enough = len(ready) >= spec.min_clients
-    if len(ready) >= expected_clients or (enough and obs.waiting_seconds >= SCHEDULING_GRACE_SECONDS):
+    everyone = min(expected_clients, obs.live_clients)  # clients given up on are not waited for
+    if len(ready) >= everyone or (enough and obs.waiting_seconds >= SCHEDULING_GRACE_SECONDS):
         return StartRound(number, kind, ready, spec.round_timeout_seconds, min(spec.min_clients, len(ready)))
     return WaitForClients(f"{len(ready)} of {expected_clients} clients ready")
 

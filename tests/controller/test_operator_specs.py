@@ -1,0 +1,80 @@
+"""Bad manifests: refused by the API server's schema, or accepted but marked InvalidSpec."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes.client.exceptions import ApiException
+
+from tests.controller.cluster import Cluster, site, start_operator, training_manifest, wait_for
+
+
+@pytest.mark.parametrize(
+    ("spec", "field"),
+    [
+        ({"rounds": 0}, "spec.rounds: Invalid value: 0"),
+        ({"strategy": {"name": "FedMagic"}}, "spec.strategy.name: Invalid value: 'FedMagic'"),
+        ({"clientsPerSite": "two"}, "spec.clientsPerSite: Invalid value: 'two'"),
+        ({"roundTimeoutSecs": 5}, "spec.roundTimeoutSecs: Unsupported value: unknown field"),
+    ],
+)
+def test_the_api_server_refuses_a_bad_manifest_naming_the_field(
+    kubeconfig: Path, spec: dict[str, Any], field: str
+) -> None:
+    with pytest.raises(ApiException) as refused:
+        Cluster(kubeconfig).apply(training_manifest("bad", 5000, ["site-a"], **spec))
+    assert refused.value.status == 422
+    assert field in str(refused.value.body)
+
+
+def test_kubectl_apply_shows_the_refusal(kubeconfig: Path, tmp_path: Path) -> None:
+    manifest = tmp_path / "bad.yaml"
+    manifest.write_text(
+        "apiVersion: fedfleet.io/v1alpha1\nkind: FederatedTraining\nmetadata: {name: bad}\n"
+        "spec: {task: {name: digits-mlp}, rounds: -1, sites: {names: [a]}}\n"
+    )
+    run = subprocess.run(
+        ["kubectl", "--kubeconfig", str(kubeconfig), "create", "--validate=false", "-f", str(manifest)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert run.returncode != 0 and "spec.rounds: Invalid value: -1" in run.stderr
+
+
+def test_a_semantically_invalid_spec_gets_invalidspec_and_nothing_is_scheduled(
+    kubeconfig: Path, tmp_path: Path
+) -> None:
+    cluster = Cluster(kubeconfig)
+    for name in ("site-a", "site-b"):
+        cluster.apply(site(name))
+    cluster.apply(training_manifest("greedy", 5000, ["site-a", "site-b"], minClients=5))
+    cluster.apply(training_manifest("lost", 5001, ["site-a", "site-x"]))
+    operator = start_operator(kubeconfig, tmp_path / "operator.log")
+    try:
+
+        def ready_condition(name: str) -> dict[str, Any] | None:
+            found = cluster.get("FederatedTraining", "default", name) or {}
+            conditions = {c["type"]: c for c in (found.get("status") or {}).get("conditions", [])}
+            return conditions.get("Ready")
+
+        greedy = wait_for(lambda: ready_condition("greedy"), 60, "greedy condition")
+        assert (greedy["status"], greedy["reason"]) == ("False", "InvalidSpec")
+        assert greedy["message"] == "spec.minClients: 5 is more than the 2 clients the sites run"
+        lost = wait_for(lambda: ready_condition("lost"), 60, "lost condition")
+        assert (
+            lost["reason"] == "InvalidSpec"
+            and lost["message"] == "spec.sites.names: no FederationSite named site-x"
+        )
+        wait_for(
+            lambda: ("InvalidSpec", greedy["message"]) in cluster.events("greedy"), 30, "InvalidSpec event"
+        )
+        assert not cluster.items("Pod", selector="fedfleet.io/training in (greedy,lost)")
+        assert not cluster.items("FederatedRound", "default")
+    finally:
+        operator.terminate()
+        operator.wait(15)
