@@ -87,6 +87,7 @@ def scenario(workdir: Path, model_bytes: int, clients: int, workers: int) -> dic
                     "rounds": 1,
                     "sites": {"names": [f"s{i}" for i in range(clients)]},
                     "roundTimeoutSeconds": 3600,
+                    "secureAggregation": {"enabled": False},
                 },
             }
         )

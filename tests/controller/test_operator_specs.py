@@ -52,7 +52,11 @@ def test_a_semantically_invalid_spec_gets_invalidspec_and_nothing_is_scheduled(
     cluster = Cluster(kubeconfig)
     for name in ("site-a", "site-b"):
         cluster.apply(site(name))
-    cluster.apply(training_manifest("greedy", 5000, ["site-a", "site-b"], minClients=5))
+    cluster.apply(
+        training_manifest(
+            "greedy", 5000, ["site-a", "site-b"], minClients=5, secureAggregation={"enabled": False}
+        )
+    )
     cluster.apply(training_manifest("lost", 5001, ["site-a", "site-x"]))
     operator = start_operator(kubeconfig, tmp_path / "operator.log")
     try:

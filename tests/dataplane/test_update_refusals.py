@@ -18,11 +18,12 @@ from fedfleet.v1 import aggregator_pb2 as pb
 from tests.dataplane.harness import Aggregator, chunks_of, rechecksum, running_aggregator
 
 PARTICIPANTS = ["site-a-0", "site-b-0"]
+PLAIN = {"enabled": False}  # these tests inspect plain updates; SecAgg+ has its own
 
 
 @pytest.fixture(scope="module")
 def aggregator(tmp_path_factory: pytest.TempPathFactory) -> Aggregator:
-    with running_aggregator(tmp_path_factory.mktemp("agg"), rounds=100) as agg:
+    with running_aggregator(tmp_path_factory.mktemp("agg"), rounds=100, secureAggregation=PLAIN) as agg:
         yield agg
 
 
@@ -152,7 +153,7 @@ def test_duplicate_late_and_foreign_updates_are_refused(aggregator: Aggregator) 
 
 
 def test_round_fails_at_deadline_below_min_clients_and_keeps_the_model(tmp_path: Path) -> None:
-    with running_aggregator(tmp_path, rounds=5) as agg:
+    with running_aggregator(tmp_path, rounds=5, secureAggregation=PLAIN) as agg:
         before = agg.status().model_digest
         agg.start_round(1, PARTICIPANTS, min_clients=2, timeout=1.5)
         agg.join(PARTICIPANTS[0])

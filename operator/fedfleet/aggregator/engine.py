@@ -22,10 +22,12 @@ import numpy as np
 
 from fedfleet.aggregator.checkpoints import CheckpointStore
 from fedfleet.aggregator.rounds import TERMINAL, ClientPhase, Kind, Phase, Round
+from fedfleet.aggregator.secure import SecureRound
 from fedfleet.aggregator.update_sum import ModelLayout, UpdateSum
 from fedfleet.api.training import FederatedTrainingSpec
 from fedfleet.logs import get_logger
 from fedfleet.refusal import Refusal
+from fedfleet.secagg import MASKED_TENSOR, ProtocolError, SecAggAbort
 from fedfleet.strategies import make_strategy
 from fedfleet.v1 import aggregator_pb2 as pb
 
@@ -71,6 +73,8 @@ class RoundEngine:
         self.history: list[dict[str, Any]] = [c.record for c in self.store.completed() if c.round > 0]
         self.layout = ModelLayout(self.weights)
         self.sum = UpdateSum(self.layout, staging_slots)
+        masked_layout = ModelLayout({MASKED_TENSOR: np.empty(self.layout.size + 1, dtype=np.uint32)})
+        self.masked_sum = UpdateSum(masked_layout, staging_slots, np.uint32)
         self.current: Round | None = None
         self.finished = False
         self._seen: dict[str, float] = {}
@@ -123,10 +127,15 @@ class RoundEngine:
             )
         if timeout <= 0:
             raise Refusal("INVALID_ARGUMENT", "timeout_seconds must be positive")
+        secure = None
+        if kind == Kind.TRAIN and self.spec.secure_aggregation.enabled:
+            secure = SecureRound(self.training, number, list(participants), self.spec.secure_aggregation)
         self.sum.reset()
+        self.masked_sum.reset()
         round_ = Round(
             number, kind, list(participants), min_clients, time.time() + timeout, self.model_version
         )
+        round_.secure = secure
         round_.phase = Phase.TRAINING
         self.current = round_
         self._deadline_task = asyncio.create_task(self._close_at_deadline(round_))
@@ -276,7 +285,10 @@ class RoundEngine:
             self.log.info("client.dropped", round=round_.number, client=client_id, reason="new session")
             self._after_client_change(round_)
             return None
-        config = json.dumps(self.strategy.client_config() | {"seed": self.spec.model.seed}, sort_keys=True)
+        settings = self.strategy.client_config() | {"seed": self.spec.model.seed}
+        if round_.secure is not None:
+            settings |= round_.secure.client_config()
+        config = json.dumps(settings, sort_keys=True)
         return Assignment(
             round_.kind.value, round_.number, round_.model_version, self.model_digest, round_.deadline, config
         )
@@ -313,6 +325,27 @@ class RoundEngine:
             raise Refusal("INVALID_ARGUMENT", "metrics phase must be TRAIN or EVALUATE")
         self._notify()
 
+    async def secagg(self, request: pb.SecAggRequest) -> tuple[bytes, bool]:
+        self._check_training(request.training)
+        round_ = self.current
+        if round_ is None or round_.number != request.round:
+            raise Refusal("FAILED_PRECONDITION", f"round {request.round} is not the current round")
+        if round_.secure is None:
+            raise Refusal("FAILED_PRECONDITION", f"round {round_.number} does not use secure aggregation")
+        if round_.phase not in (Phase.TRAINING, Phase.AGGREGATING):
+            raise Refusal(
+                "FAILED_PRECONDITION", f"late: round {round_.number} is closed ({round_.phase.value})"
+            )
+        record = self._participant(round_, request.client_id)
+        if record.session is not None and request.session != record.session:
+            raise Refusal(
+                "PERMISSION_DENIED", f"client {request.client_id!r}: SecAgg message from another session"
+            )
+        reply: tuple[bytes, bool] = await round_.secure.exchange(
+            request.stage, request.client_id, request.payload
+        )
+        return reply
+
     async def receive_update(
         self, header: pb.UpdateHeader, chunks: AsyncIterator[pb.TensorChunk]
     ) -> tuple[int, int]:
@@ -341,8 +374,15 @@ class RoundEngine:
             )
         if header.num_examples == 0:
             raise Refusal("INVALID_ARGUMENT", "num_examples must be positive")
+        update_sum = self.sum
+        if round_.secure is not None:
+            try:
+                round_.secure.server.check_input(header.client_id)
+            except ProtocolError as err:
+                raise Refusal(err.code, str(err)) from None  # type: ignore[arg-type]
+            update_sum = self.masked_sum
         record.state = ClientPhase.UPLOADING
-        staged = await self.sum.acquire()
+        staged = await update_sum.acquire()
         try:
             async for chunk in chunks:
                 if not round_.is_open:
@@ -353,14 +393,14 @@ class RoundEngine:
                 raise Refusal(
                     "FAILED_PRECONDITION", f"late: round {round_.number} closed before the upload completed"
                 )
-            self.sum.fold(staged, float(header.num_examples))
+            update_sum.fold(staged, float(header.num_examples))
             record.state = ClientPhase.REPORTED
         except BaseException:
             if record.state == ClientPhase.UPLOADING:
                 record.state = ClientPhase.TRAINING  # the client may upload again; the sum is untouched
             raise
         finally:
-            self.sum.release(staged)
+            update_sum.release(staged)
         self.log.info(
             "update.accepted",
             round=round_.number,
@@ -388,6 +428,8 @@ class RoundEngine:
                 return
             if self._deadline_task is not None and self._deadline_task is not asyncio.current_task():
                 self._deadline_task.cancel()
+            if round_.secure is not None:
+                round_.secure.cancel()
             reported = len(round_.reported)
             if reported < round_.min_clients:
                 round_.phase = Phase.FAILED
@@ -418,7 +460,7 @@ class RoundEngine:
 
     async def _aggregate(self, round_: Round) -> None:
         try:
-            self.strategy.apply(self.weights, self.sum.mean())
+            self.strategy.apply(self.weights, await self._mean_update(round_))
             record = round_.to_record() | {"phase": Phase.SUCCEEDED.value, "finished": time.time()}
             checkpoint = await asyncio.to_thread(
                 self.store.save, round_.number, self.weights, self.strategy.state(), record
@@ -436,6 +478,15 @@ class RoundEngine:
         self.model_digest = round_.model_digest = checkpoint.record["model_digest"]
         self.history.append(checkpoint.record)
         round_.phase = Phase.SUCCEEDED
+
+    async def _mean_update(self, round_: Round) -> Weights:
+        if round_.secure is None:
+            return self.sum.mean()
+        values, weight = await round_.secure.unmask(self.masked_sum.total, set(round_.reported))
+        if weight <= 0:
+            raise SecAggAbort("the unmasked total weight is not positive")
+        values /= np.float32(weight)
+        return {slot.name: view for slot, view in self.layout.views(values)}
 
     def _save_evaluation(self, round_: Round) -> None:
         target = self.evaluations_dir / f"version-{round_.model_version:06d}.json"

@@ -66,6 +66,7 @@ class Round:
     clients: dict[str, ClientRecord] = field(default_factory=dict)
     train_reports: dict[str, tuple[int, dict[str, float]]] = field(default_factory=dict)
     eval_reports: dict[str, tuple[int, dict[str, float]]] = field(default_factory=dict)
+    secure: Any = None  # a SecureRound when SecAgg+ protects this round
 
     def __post_init__(self) -> None:
         self.clients = {cid: ClientRecord(cid) for cid in self.participants}

@@ -126,6 +126,11 @@ class AggregatorServicer(pb_grpc.AggregatorServicer):
         return pb.UploadReply(bytes_received=received, clients_reported=reported)
 
     @refusals_to_status
+    async def SecAgg(self, request: pb.SecAggRequest, context: Context) -> pb.SecAggReply:
+        payload, done = await self.engine.secagg(request)
+        return pb.SecAggReply(payload=payload, done=done)
+
+    @refusals_to_status
     async def ReportMetrics(self, request: pb.MetricsReport, context: Context) -> pb.MetricsAck:
         self.engine.report_metrics(request)
         return pb.MetricsAck()

@@ -115,11 +115,13 @@ class StagedUpdate:
 class UpdateSum:
     """Sum of weight x delta over accepted updates, plus the sum of weights."""
 
-    def __init__(self, layout: ModelLayout, staging_slots: int = 2) -> None:
+    def __init__(self, layout: ModelLayout, staging_slots: int = 2, dtype: type = np.float32) -> None:
+        """float32: sum of weight x update. uint32: sum mod 2^32 of masked uploads (weights travel inside)."""
         if staging_slots < 1:
             raise ValueError("staging_slots must be at least 1")
         self.layout = layout
-        self.total = np.zeros(layout.size, dtype=np.float32)
+        self.dtype = np.dtype(dtype)
+        self.total = np.zeros(layout.size, dtype=self.dtype)
         self.total_weight = 0.0
         self.count = 0
         self._free: list[np.ndarray] = []
@@ -138,7 +140,7 @@ class UpdateSum:
         if self._free:
             buffer = self._free.pop()
         else:
-            buffer = np.empty(self.layout.size, dtype=np.float32)
+            buffer = np.empty(self.layout.size, dtype=self.dtype)
             self._allocated += 1
         return StagedUpdate(self.layout, buffer)
 
@@ -150,10 +152,12 @@ class UpdateSum:
         """Add weight x update into the sum, in place and in blocks; the staging buffer is consumed."""
         staged.check_complete()
         source, weight32 = staged.buffer, np.float32(weight)
+        masked = self.dtype == np.uint32
         for begin in range(0, self.layout.size, FOLD_BLOCK):
             block = source[begin : begin + FOLD_BLOCK]
-            block *= weight32
-            self.total[begin : begin + FOLD_BLOCK] += block
+            if not masked:
+                block *= weight32
+            self.total[begin : begin + FOLD_BLOCK] += block  # uint32 wraps: arithmetic mod 2^32
         self.total_weight += weight
         self.count += 1
 

@@ -76,6 +76,27 @@ class StrategySpec(SpecModel):
         return self
 
 
+class SecureAggregationSpec(SpecModel):
+    """SecAgg+: the aggregator sees only the sum of the surviving clients' updates."""
+
+    enabled: bool = Field(default=True, description="Mask every update; needs at least 3 clients per round.")
+    neighbours: int = Field(
+        default=0, ge=0, le=10_000, description="k; 0 picks ~2 log2(n); n-1 is classic SecAgg."
+    )
+    threshold_ratio: float = Field(
+        default=0.5, gt=0, le=1, description="t = ceil(ratio x k) shares recover a secret."
+    )
+    clip_range: float = Field(
+        default=8.0, gt=0, description="Update values are clipped to [-c, c] before encoding."
+    )
+    max_weight: float = Field(
+        default=100_000, gt=0, description="Example counts above it are capped when weighting."
+    )
+    stage_timeout_seconds: float = Field(
+        default=60, gt=0, le=3600, description="Deadline of each key-exchange stage."
+    )
+
+
 class RetrySpec(SpecModel):
     """How failures are retried: client restarts with backoff, and whole rounds."""
 
@@ -102,6 +123,7 @@ class FederatedTrainingSpec(SpecModel):
     round_timeout_seconds: float = Field(default=600, gt=0, le=7 * 24 * 3600, description="Round deadline.")
     strategy: StrategySpec = Field(default_factory=StrategySpec)
     retry: RetrySpec = Field(default_factory=RetrySpec)
+    secure_aggregation: SecureAggregationSpec = Field(default_factory=SecureAggregationSpec)
     aggregator: AggregatorSettings = Field(default_factory=AggregatorSettings)
     client: PodSettings = Field(default_factory=PodSettings)
 
@@ -116,6 +138,11 @@ class FederatedTrainingSpec(SpecModel):
         if self.min_clients > expected:
             errors.append(
                 f"spec.minClients: {self.min_clients} is more than the {expected} clients the sites run"
+            )
+        if self.secure_aggregation.enabled and expected < 3:
+            errors.append(
+                f"spec.secureAggregation: needs at least 3 clients, the sites run {expected}; "
+                "disable it for smaller federations"
             )
         return errors
 

@@ -9,10 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import numpy as np
 import torch
 
 from fedfleet.api.training import FederatedTraining
 from fedfleet.client.connection import AggregatorConnection
+from fedfleet.secagg import MASKED_TENSOR, ProtocolError, SecAggClient, SecAggParams
 from fedfleet.tasks.base import SiteContext, Task, TrainContext, load_task, numpy_to_state, state_to_numpy
 from fedfleet.v1 import aggregator_pb2 as pb
 
@@ -77,9 +79,37 @@ class SiteClient:
         finally:
             self.conn.close()
 
+    def _exchange_keys(self, round_number: int, config: dict[str, Any]) -> SecAggClient:
+        """SecAgg+ stages 1 and 2, before training: keys out, neighbours' keys and shares in."""
+        settings = config["secagg"]
+        params = SecAggParams(
+            int(settings["participants"]),
+            int(settings["neighbours"]),
+            int(settings["threshold"]),
+            float(settings["clip"]),
+            float(settings["maxWeight"]),
+        )
+        secure = SecAggClient(self.training.metadata.name, round_number, self.options.client_id, params)
+        neighbours = self.conn.secagg(round_number, pb.SecAggRequest.STAGE_ADVERTISE_KEYS, secure.advertise())
+        shares = self.conn.secagg(
+            round_number, pb.SecAggRequest.STAGE_SHARE_KEYS, secure.share_keys(neighbours.payload)
+        )
+        secure.receive_shares(shares.payload)
+        return secure
+
+    def _reveal(self, round_number: int, secure: SecAggClient) -> None:
+        """SecAgg+ stage 4: once uploads close, reveal exactly the shares the aggregator may have."""
+        while True:
+            request = self.conn.secagg(round_number, pb.SecAggRequest.STAGE_UNMASK, b"")
+            if request.payload:
+                self.conn.secagg(round_number, pb.SecAggRequest.STAGE_UNMASK, secure.reveal(request.payload))
+                return
+
     def _round(self, reply: pb.JoinReply) -> None:
         log = self.log.bind(round=reply.round)
+        config = json.loads(reply.config_json or "{}")
         try:
+            secure = self._exchange_keys(reply.round, config) if "secagg" in config else None
             global_weights = self.conn.download(reply.round)
             numpy_to_state(self.model, global_weights)
             examples, metrics = self.task.evaluate(self.model, self.data, self.device)
@@ -89,7 +119,6 @@ class SiteClient:
             log.info("model.evaluated", model_version=reply.model_version, **metrics)
             if reply.action == pb.JoinReply.ACTION_EVALUATE:
                 return
-            config = json.loads(reply.config_json or "{}")
             seed = round_seed(int(config.get("seed", 0)), reply.round, self.options.client_id)
             torch.manual_seed(seed)
             ctx = TrainContext(
@@ -105,8 +134,21 @@ class SiteClient:
             )
             local = state_to_numpy(self.model)
             update = {name: local[name] - global_weights[name] for name in global_weights}
+            if secure is not None:
+                flat = np.concatenate([update[name].ravel() for name in sorted(update)]).astype(np.float32)
+                update = {MASKED_TENSOR: secure.mask_update(flat, float(examples))}
             result = self.conn.upload(reply.round, reply.model_version, examples, update)
-            log.info("update.uploaded", examples=examples, bytes=result.bytes_received, **metrics)
+            log.info(
+                "update.uploaded",
+                examples=examples,
+                bytes=result.bytes_received,
+                masked=secure is not None,
+                **metrics,
+            )
+            if secure is not None:
+                self._reveal(reply.round, secure)
         except grpc.RpcError as err:
             # Refused, late, or the aggregator went away: back to joining, whose retries wait for it.
             log.warning("round.abandoned", code=err.code().name, reason=err.details())
+        except ProtocolError as err:  # the aggregator asked for something a client must not give
+            log.error("round.abandoned", code=err.code, reason=str(err))

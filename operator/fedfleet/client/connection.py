@@ -117,5 +117,17 @@ class AggregatorConnection:
         )  # not retried: a broken stream is refused whole
         return reply
 
+    def secagg(self, round_number: int, stage: pb.SecAggRequest.Stage, payload: bytes) -> pb.SecAggReply:
+        request = pb.SecAggRequest(
+            training=self.training,
+            client_id=self.client_id,
+            round=round_number,
+            session=self.session,
+            stage=stage,
+            payload=payload,
+        )
+        reply: pb.SecAggReply = self.call(self.stub.SecAgg, request, timeout=180)
+        return reply
+
     def close(self) -> None:
         self.channel.close()

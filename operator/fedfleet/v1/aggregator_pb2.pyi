@@ -168,6 +168,40 @@ class MetricsAck(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class SecAggRequest(_message.Message):
+    __slots__ = ("training", "client_id", "round", "session", "stage", "payload")
+    class Stage(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        STAGE_UNSPECIFIED: _ClassVar[SecAggRequest.Stage]
+        STAGE_ADVERTISE_KEYS: _ClassVar[SecAggRequest.Stage]
+        STAGE_SHARE_KEYS: _ClassVar[SecAggRequest.Stage]
+        STAGE_UNMASK: _ClassVar[SecAggRequest.Stage]
+    STAGE_UNSPECIFIED: SecAggRequest.Stage
+    STAGE_ADVERTISE_KEYS: SecAggRequest.Stage
+    STAGE_SHARE_KEYS: SecAggRequest.Stage
+    STAGE_UNMASK: SecAggRequest.Stage
+    TRAINING_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    training: str
+    client_id: str
+    round: int
+    session: str
+    stage: SecAggRequest.Stage
+    payload: bytes
+    def __init__(self, training: _Optional[str] = ..., client_id: _Optional[str] = ..., round: _Optional[int] = ..., session: _Optional[str] = ..., stage: _Optional[_Union[SecAggRequest.Stage, str]] = ..., payload: _Optional[bytes] = ...) -> None: ...
+
+class SecAggReply(_message.Message):
+    __slots__ = ("payload", "done")
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    payload: bytes
+    done: bool
+    def __init__(self, payload: _Optional[bytes] = ..., done: _Optional[bool] = ...) -> None: ...
+
 class StartRoundRequest(_message.Message):
     __slots__ = ("round", "kind", "participants", "timeout_seconds", "min_clients")
     ROUND_FIELD_NUMBER: _ClassVar[int]

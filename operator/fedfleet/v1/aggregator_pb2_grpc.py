@@ -55,6 +55,11 @@ class AggregatorStub:
                 request_serializer=fedfleet_dot_v1_dot_aggregator__pb2.MetricsReport.SerializeToString,
                 response_deserializer=fedfleet_dot_v1_dot_aggregator__pb2.MetricsAck.FromString,
                 _registered_method=True)
+        self.SecAgg = channel.unary_unary(
+                '/fedfleet.v1.Aggregator/SecAgg',
+                request_serializer=fedfleet_dot_v1_dot_aggregator__pb2.SecAggRequest.SerializeToString,
+                response_deserializer=fedfleet_dot_v1_dot_aggregator__pb2.SecAggReply.FromString,
+                _registered_method=True)
 
 
 class AggregatorServicer:
@@ -85,6 +90,12 @@ class AggregatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SecAgg(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AggregatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -107,6 +118,11 @@ def add_AggregatorServicer_to_server(servicer, server):
                     servicer.ReportMetrics,
                     request_deserializer=fedfleet_dot_v1_dot_aggregator__pb2.MetricsReport.FromString,
                     response_serializer=fedfleet_dot_v1_dot_aggregator__pb2.MetricsAck.SerializeToString,
+            ),
+            'SecAgg': grpc.unary_unary_rpc_method_handler(
+                    servicer.SecAgg,
+                    request_deserializer=fedfleet_dot_v1_dot_aggregator__pb2.SecAggRequest.FromString,
+                    response_serializer=fedfleet_dot_v1_dot_aggregator__pb2.SecAggReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -218,6 +234,33 @@ class Aggregator:
             '/fedfleet.v1.Aggregator/ReportMetrics',
             fedfleet_dot_v1_dot_aggregator__pb2.MetricsReport.SerializeToString,
             fedfleet_dot_v1_dot_aggregator__pb2.MetricsAck.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SecAgg(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedfleet.v1.Aggregator/SecAgg',
+            fedfleet_dot_v1_dot_aggregator__pb2.SecAggRequest.SerializeToString,
+            fedfleet_dot_v1_dot_aggregator__pb2.SecAggReply.FromString,
             options,
             channel_credentials,
             insecure,

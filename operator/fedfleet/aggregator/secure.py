@@ -1,0 +1,136 @@
+"""One round's SecAgg+ on the aggregator: stage deadlines and long-polls around the protocol server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+from fedfleet.api.training import SecureAggregationSpec
+from fedfleet.refusal import Refusal
+from fedfleet.secagg import ProtocolError, SecAggAbort, SecAggParams, SecAggServer
+from fedfleet.v1 import aggregator_pb2 as pb
+
+LONG_POLL_SECONDS = 30.0
+Stage = pb.SecAggRequest.Stage
+
+
+class SecureRound:
+    def __init__(
+        self, training: str, number: int, participants: list[str], spec: SecureAggregationSpec
+    ) -> None:
+        if len(participants) < 3:
+            raise Refusal("INVALID_ARGUMENT", "secure aggregation needs at least 3 participants")
+        self.params = SecAggParams.build(
+            len(participants), spec.neighbours, spec.threshold_ratio, spec.clip_range, spec.max_weight
+        )
+        self.server = SecAggServer(training, number, participants, self.params)
+        self.stage_timeout = spec.stage_timeout_seconds
+        self.abort_reason = ""
+        self._changed = asyncio.Event()
+        self._deadlines = asyncio.create_task(self._close_stages_at_deadlines())
+
+    def client_config(self) -> dict[str, Any]:
+        p = self.params
+        return {
+            "secagg": {
+                "participants": p.participants,
+                "neighbours": p.neighbours,
+                "threshold": p.threshold,
+                "clip": p.clip,
+                "maxWeight": p.max_weight,
+            }
+        }
+
+    # -- waiting -------------------------------------------------------------------------------
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def _wait(self, done: Any, timeout: float) -> bool:
+        until = time.monotonic() + timeout
+        while not done() and not self.abort_reason:
+            remaining = until - time.monotonic()
+            if remaining <= 0:
+                return False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), remaining)
+        return not self.abort_reason
+
+    def _abort(self, err: SecAggAbort) -> None:
+        self.abort_reason = f"secure aggregation aborted: {err}"
+        self._notify()
+
+    def _close(self, closer: Any) -> None:
+        try:
+            closer()
+        except SecAggAbort as err:
+            self._abort(err)
+        self._notify()
+
+    async def _close_stages_at_deadlines(self) -> None:
+        server = self.server
+        if (
+            not await self._wait(lambda: server.stage != "keys", self.stage_timeout)
+            and server.stage == "keys"
+        ):
+            self._close(server.close_keys)
+        if (
+            not await self._wait(lambda: server.stage != "shares", self.stage_timeout)
+            and server.stage == "shares"
+        ):
+            self._close(server.close_shares)
+
+    def cancel(self) -> None:
+        self._deadlines.cancel()
+
+    def _refuse_if_aborted(self) -> None:
+        if self.abort_reason:
+            raise Refusal("ABORTED", self.abort_reason)
+
+    # -- the client exchange ---------------------------------------------------------------------
+    async def exchange(self, stage: int, client: str, payload: bytes) -> tuple[bytes, bool]:
+        """One SecAgg request: returns (reply payload, done). Waits for the stage to close."""
+        self._refuse_if_aborted()
+        server = self.server
+        try:
+            if stage == Stage.STAGE_ADVERTISE_KEYS:
+                server.add_keys(client, payload)
+                if server.all_advertised:
+                    self._close(server.close_keys)
+                self._notify()
+                await self._wait(lambda: server.stage != "keys", self.stage_timeout + 5)
+                self._refuse_if_aborted()
+                return server.neighbours_payload(client), True
+            if stage == Stage.STAGE_SHARE_KEYS:
+                server.add_shares(client, payload)
+                if server.all_shared:
+                    self._close(server.close_shares)
+                self._notify()
+                await self._wait(lambda: server.stage != "shares", self.stage_timeout + 5)
+                self._refuse_if_aborted()
+                return server.shares_payload(client), True
+            if stage == Stage.STAGE_UNMASK and not payload:
+                ready = await self._wait(lambda: server.stage not in ("inputs",), LONG_POLL_SECONDS)
+                self._refuse_if_aborted()
+                return (server.request_for(client), False) if ready else (b"", False)
+            if stage == Stage.STAGE_UNMASK:
+                server.add_reveal(client, payload)
+                self._notify()
+                return b"", True
+        except ProtocolError as err:
+            raise Refusal(err.code, str(err)) from None  # type: ignore[arg-type]
+        raise Refusal("INVALID_ARGUMENT", "unknown SecAgg stage")
+
+    async def unmask(self, summed: Any, uploaded: set[str]) -> tuple[Any, float]:
+        """Close inputs, wait for reveals (until all or the stage deadline), remove the masks."""
+        self._refuse_if_aborted()
+        try:
+            self.server.close_inputs(uploaded)
+            self._notify()
+            await self._wait(lambda: self.server.all_revealed, self.stage_timeout)
+            return self.server.unmask(summed)
+        except SecAggAbort as err:
+            self._abort(err)
+            raise
