@@ -34,6 +34,9 @@ SPEC = parse_training(
         },
     }
 ).spec
+PLAIN = SPEC.model_copy(
+    update={"secure_aggregation": SPEC.secure_aggregation.model_copy(update={"enabled": False})}
+)
 ALL = ("a-0", "b-0", "c-0")
 
 
@@ -49,7 +52,8 @@ def test_starts_the_next_round_with_every_ready_client() -> None:
 def test_waits_for_clients_then_starts_with_enough_after_the_grace_period() -> None:
     assert isinstance(decide(SPEC, obs(ready_clients=("a-0", "b-0")), 3), WaitForClients)
     late = obs(ready_clients=("a-0", "b-0"), waiting_seconds=SCHEDULING_GRACE_SECONDS)
-    assert decide(SPEC, late, 3) == StartRound(1, "train", ("a-0", "b-0"), 30, 2)
+    assert decide(PLAIN, late, 3) == StartRound(1, "train", ("a-0", "b-0"), 30, 2)
+    assert isinstance(decide(SPEC, late, 3), WaitForClients), "SecAgg+ needs three"
     assert isinstance(decide(SPEC, obs(ready_clients=("a-0",), waiting_seconds=999), 3), WaitForClients)
 
 
@@ -66,7 +70,11 @@ def test_fails_after_too_many_round_failures_or_too_few_clients() -> None:
     failed = decide(SPEC, obs(round_failures={1: 2}, last_failure="deadline passed"), 3)
     assert failed == FailTraining("round 1 failed 2 times; last: deadline passed")
     assert decide(SPEC, obs(round_failures={1: 1}), 3) == StartRound(1, "train", ALL, 30, 2)
-    assert decide(SPEC, obs(live_clients=1), 3) == FailTraining("1 clients left, fewer than minClients 2")
+    assert decide(PLAIN, obs(live_clients=1), 3) == FailTraining("1 clients left, fewer than minClients 2")
+    assert decide(SPEC, obs(live_clients=2), 3) == FailTraining(
+        "2 clients left, fewer than the 3 secure aggregation needs"
+    )
+    assert decide(SPEC, obs(live_clients=2, model_version=2), 3) == StartRound(2, "evaluate", ALL, 30, 2)
 
 
 def test_restart_backoff_doubles_and_stops_at_max_attempts() -> None:
@@ -76,4 +84,4 @@ def test_restart_backoff_doubles_and_stops_at_max_attempts() -> None:
 
 def test_clients_given_up_on_are_not_waited_for() -> None:
     two_left = obs(ready_clients=("a-0", "b-0"), live_clients=2)
-    assert decide(SPEC, two_left, 3) == StartRound(1, "train", ("a-0", "b-0"), 30, 2)
+    assert decide(PLAIN, two_left, 3) == StartRound(1, "train", ("a-0", "b-0"), 30, 2)

@@ -25,7 +25,9 @@ def manifest(**spec: Any) -> dict[str, Any]:
     }
 
 
-TRAININGS = sorted(p for p in (REPO / "examples").glob("*.yaml") if "kind: FederatedTraining" in p.read_text())
+TRAININGS = sorted(
+    p for p in (REPO / "examples").glob("*.yaml") if "kind: FederatedTraining" in p.read_text()
+)
 
 
 @pytest.mark.parametrize("path", TRAININGS, ids=lambda p: p.name)

@@ -204,7 +204,12 @@ def test_an_operator_killed_mid_round_resumes_without_duplicates(fleet_factory: 
 def test_a_client_failing_beyond_max_attempts_leaves_the_round_to_min_clients(fleet_factory: Any) -> None:
     fleet = fleet_factory(fail=fail_first_starts("site-c-0", 99))
     retry = {"maxAttempts": 2, "backoffSeconds": 0.2, "maxRoundAttempts": 2}
-    fleet.cluster.apply(training_manifest("fewer", free_port(), SITES, minClients=2, rounds=2, retry=retry))
+    plain = {"enabled": False}  # two clients left: SecAgg+ needs three, and is never dropped silently
+    fleet.cluster.apply(
+        training_manifest(
+            "fewer", free_port(), SITES, minClients=2, rounds=2, retry=retry, secureAggregation=plain
+        )
+    )
     fleet.cluster.apply(training_manifest("toofew", free_port(), SITES, minClients=3, rounds=2, retry=retry))
 
     done = fleet.wait_phase("fewer", "Succeeded")

@@ -74,27 +74,38 @@ class RunningFederation:
         return int(json.loads((out / "processes.json").read_text())["pids"][name])
 
 
-def test_a_local_run_trains_the_federation_and_writes_its_results(tmp_path: Path) -> None:
-    manifest = write_manifest(
-        tmp_path / "digits.yaml",
-        name="digits",
-        rounds=4,
-        minClients=3,
-        task={"name": "digits-mlp", "config": {"alpha": 1.0, "localEpochs": 3}},
-    )
-    output = finish(local_run(manifest, tmp_path / "out"))
-    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
-    rounds = metrics["rounds"]
-    assert [r["round"] for r in rounds] == [1, 2, 3, 4]
-    assert all(r["clients"] == "3/3" for r in rounds)
-    accuracies = [r["eval_accuracy"] for r in rounds]
-    assert accuracies[-1] > 0.8 and accuracies[-1] > accuracies[0], accuracies
-    assert rounds[-1]["train_loss"] < rounds[0]["train_loss"]
-    assert (tmp_path / "out" / "metrics.png").read_bytes()[:4] == b"\x89PNG"
-    assert metrics["final"]["model_digest"] in output
-    assert sorted(p.name for p in (tmp_path / "out" / "state" / "rounds").iterdir()) == [
-        f"round-{n:06d}" for n in range(5)
-    ]
+def test_a_local_run_trains_with_secure_aggregation_as_well_as_without(tmp_path: Path) -> None:
+    """The full run writes its results; SecAgg+ (on by default) matches plain aggregation's accuracy."""
+    task = {"name": "digits-mlp", "config": {"alpha": 1.0, "localEpochs": 3}}
+    final = {}
+    for mode, enabled in (("secure", True), ("plain", False)):
+        manifest = write_manifest(
+            tmp_path / f"{mode}.yaml",
+            name=mode,
+            rounds=4,
+            minClients=3,
+            task=task,
+            secureAggregation={"enabled": enabled},
+        )
+        output = finish(local_run(manifest, tmp_path / mode))
+        metrics = json.loads((tmp_path / mode / "metrics.json").read_text())
+        rounds = metrics["rounds"]
+        assert [r["round"] for r in rounds] == [1, 2, 3, 4]
+        assert all(r["clients"] == "3/3" for r in rounds)
+        accuracies = [r["eval_accuracy"] for r in rounds]
+        assert accuracies[-1] > 0.8 and accuracies[-1] > accuracies[0], accuracies
+        assert rounds[-1]["train_loss"] < rounds[0]["train_loss"]
+        assert (tmp_path / mode / "metrics.png").read_bytes()[:4] == b"\x89PNG"
+        assert metrics["final"]["model_digest"] in output
+        assert sorted(p.name for p in (tmp_path / mode / "state" / "rounds").iterdir()) == [
+            f"round-{n:06d}" for n in range(5)
+        ]
+        uploads = (tmp_path / mode / "logs" / "site-a-0.log").read_text().splitlines()
+        assert [json.loads(line)["masked"] for line in uploads if '"update.uploaded"' in line] == [
+            enabled
+        ] * 4
+        final[mode] = accuracies[-1]
+    assert abs(final["secure"] - final["plain"]) <= 0.01, final
 
 
 def test_a_failing_manifest_exits_nonzero_with_a_one_line_reason(tmp_path: Path) -> None:
@@ -111,10 +122,14 @@ def finish_failed(run: subprocess.Popen[str]) -> str:
 
 
 def test_a_client_killed_mid_round_is_dropped_then_rejoins_the_next_round(tmp_path: Path) -> None:
+    four = {
+        "names": ["site-a", "site-b", "site-c", "site-d"]
+    }  # SecAgg+ with 4 (k=3, t=2) survives one dropout
     manifest = write_manifest(
         tmp_path / "m.yaml",
         rounds=3,
-        minClients=2,
+        sites=four,
+        minClients=3,
         task=SLOW_TASK,
         retry={"maxAttempts": 3, "backoffSeconds": 0.5},
     )
@@ -126,8 +141,8 @@ def test_a_client_killed_mid_round_is_dropped_then_rejoins_the_next_round(tmp_pa
     os.kill(victim, signal.SIGKILL)
     finish(run)
     rounds = {r["round"]: r for r in json.loads((out / "metrics.json").read_text())["rounds"]}
-    assert rounds[2]["clients"] == "2/3" and rounds[2]["dropped"] == ["site-b-0"]
-    assert rounds[3]["clients"] == "3/3", "the restarted client rejoins the next round"
+    assert rounds[2]["clients"] == "3/4" and rounds[2]["dropped"] == ["site-b-0"]
+    assert rounds[3]["clients"] == "4/4", "the restarted client rejoins the next round"
     restarted = [
         json.loads(line)
         for line in (out / "logs" / "site-b-0.log").read_text().splitlines()

@@ -466,11 +466,12 @@ class RoundEngine:
                 self.store.save, round_.number, self.weights, self.strategy.state(), record
             )
         except Exception as err:  # the in-memory model may be half-updated: go back to the checkpoint
+            reason = round_.secure.abort_reason if isinstance(err, SecAggAbort) and round_.secure else ""
             latest = self.store.latest()
             assert latest is not None
             self.weights = latest.load_weights()
             self.strategy.load_state(latest.load_strategy_state())
-            round_.phase, round_.reason = Phase.FAILED, f"aggregation failed: {err}"
+            round_.phase, round_.reason = Phase.FAILED, reason or f"aggregation failed: {err}"
             self.log.exception("round.aggregation_failed", round=round_.number)
             return
         # Published only now: whoever sees Succeeded can rely on the checkpoint and the new version.

@@ -13,6 +13,7 @@ from fedfleet.api.training import FederatedTrainingSpec, RetrySpec
 
 ACTIVE_PHASES = frozenset({"Pending", "Training", "Aggregating"})
 SCHEDULING_GRACE_SECONDS = 30.0
+SECURE_MIN_CLIENTS = 3
 
 
 @dataclass(frozen=True)
@@ -80,14 +81,27 @@ def decide(spec: FederatedTrainingSpec, obs: Observation, expected_clients: int)
         if training_done:
             return Finish()  # the model is trained; only its final evaluation failed
         return FailTraining(f"round {number} failed {failures} times; last: {obs.last_failure}")
-    if obs.live_clients < spec.min_clients:
-        return FailTraining(f"{obs.live_clients} clients left, fewer than minClients {spec.min_clients}")
+    needed = spec.min_clients if training_done else clients_needed(spec)  # evaluation rounds are not masked
+    if obs.live_clients < needed:
+        reason = f"minClients {spec.min_clients}" if training_done else _needed_reason(spec)
+        return FailTraining(f"{obs.live_clients} clients left, fewer than {reason}")
     ready = tuple(sorted(obs.ready_clients))
-    enough = len(ready) >= spec.min_clients
+    enough = len(ready) >= needed
     everyone = min(expected_clients, obs.live_clients)  # clients given up on are not waited for
     if len(ready) >= everyone or (enough and obs.waiting_seconds >= SCHEDULING_GRACE_SECONDS):
         return StartRound(number, kind, ready, spec.round_timeout_seconds, min(spec.min_clients, len(ready)))
     return WaitForClients(f"{len(ready)} of {expected_clients} clients ready")
+
+
+def clients_needed(spec: FederatedTrainingSpec) -> int:
+    """A round needs minClients updates, and SecAgg+ needs 3 participants: it is never dropped silently."""
+    return max(spec.min_clients, SECURE_MIN_CLIENTS if spec.secure_aggregation.enabled else 1)
+
+
+def _needed_reason(spec: FederatedTrainingSpec) -> str:
+    if clients_needed(spec) > spec.min_clients:
+        return f"the {SECURE_MIN_CLIENTS} secure aggregation needs"
+    return f"minClients {spec.min_clients}"
 
 
 def restart_delay(retry: RetrySpec, starts_so_far: int) -> float | None:
