@@ -7,7 +7,6 @@ order, a replay, or a request to reveal both secrets of one neighbour is refused
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,7 +37,8 @@ class SecAggClient:
         self.client = client_id
         self.params = params
         self.c_keys, self.s_keys = KeyPair.generate(), KeyPair.generate()
-        self.self_seed = os.urandom(KEY_BYTES)
+        self.self_seed = shamir.random_secret()
+        self._share_keys: dict[str, bytes] = {}
         self.neighbours: dict[str, Peer] = {}
         self.partners: dict[str, Peer] = {}  # neighbours whose shares arrived: the masks we add
         self.held: dict[str, tuple[bytes, bytes]] = {}
@@ -102,10 +102,16 @@ class SecAggClient:
                     "sk": wire.b64(key_shares[peer.index]),
                 }
             )
-            key = self.c_keys.agree(peer.c_pk, self.context + b"/shares")
+            key = self._share_key(peer)
             sealed[peer.client] = wire.b64(seal(key, plaintext, self._aad(self.client, peer.client)))
         self.stage = "receive"
         return wire.encode({"context": self.context.decode(), "client": self.client, "shares": sealed})
+
+    def _share_key(self, peer: Peer) -> bytes:
+        """The same key encrypts shares both ways between two neighbours: agree once."""
+        if peer.client not in self._share_keys:
+            self._share_keys[peer.client] = self.c_keys.agree(peer.c_pk, self.context + b"/shares")
+        return self._share_keys[peer.client]
 
     def _aad(self, sender: str, receiver: str) -> bytes:
         return self.context + b"|" + sender.encode() + b"|" + receiver.encode()
@@ -118,7 +124,7 @@ class SecAggClient:
             peer = self.neighbours.get(sender)
             if peer is None:
                 raise ProtocolError("INVALID_ARGUMENT", f"share from {sender!r}, who is not a neighbour")
-            key = self.c_keys.agree(peer.c_pk, self.context + b"/shares")
+            key = self._share_key(peer)
             inner = wire.decode(
                 unseal(key, wire.unb64(blob, what="share"), self._aad(sender, self.client)),
                 ("from", "to", "b", "sk"),

@@ -30,7 +30,10 @@ class KeyPair:
 
     @classmethod
     def generate(cls) -> KeyPair:
-        return cls(X25519PrivateKey.generate())
+        """A fresh key whose raw private bytes are a valid Shamir secret (below the field prime)."""
+        from fedfleet.secagg.shamir import random_secret
+
+        return cls(X25519PrivateKey.from_private_bytes(random_secret()))
 
     @classmethod
     def from_private_bytes(cls, raw: bytes) -> KeyPair:

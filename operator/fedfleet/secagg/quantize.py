@@ -21,17 +21,17 @@ def quantize_into(
 ) -> None:
     """float32 `values` -> uint32 `out` (same length), in blocks, with stochastic rounding."""
     work = np.empty(min(BLOCK, len(values)), dtype=np.float64)
-    noise = np.empty_like(work)
+    noise = np.empty(len(work), dtype=np.float32)
+    low, high = -clip * scale, clip * scale
     for begin in range(0, len(values), BLOCK):
         n = min(BLOCK, len(values) - begin)
         w, u = work[:n], noise[:n]
-        np.clip(values[begin : begin + n], -clip, clip, out=w)
-        w += clip
-        w *= scale
-        rng.random(out=u)
+        np.multiply(values[begin : begin + n], scale, out=w)
+        np.clip(w, low, high, out=w)
+        w += high  # float64: the offset is up to 2^32 / n, far beyond float32's precision
+        rng.random(out=u, dtype=np.float32)  # the rounding noise itself needs no more than float32
         w += u
-        np.floor(w, out=w)
-        out[begin : begin + n] = w
+        out[begin : begin + n] = w  # truncation of a non-negative value is floor
 
 
 def dequantize(summed: np.ndarray, summands: int, clip: float, scale: float) -> np.ndarray:

@@ -46,6 +46,7 @@ class SecAggServer:
         self.u2: set[str] = set()
         self.u3: set[str] = set()
         self.reveals: dict[str, dict[str, tuple[str, bytes]]] = {}
+        self._by_owner: dict[tuple[str, str], dict[int, bytes]] = {}  # (owner, kind) -> holder index -> share
         self.stage = "keys"
 
     # -- guards ----------------------------------------------------------------------------
@@ -201,14 +202,11 @@ class SecAggServer:
                 )
             parsed[owner] = (expected, wire.unb64(entry.get("share"), shamir.SHARE_BYTES, "share"))
         self.reveals[client] = parsed
+        for owner, (kind, share) in parsed.items():
+            self._by_owner.setdefault((owner, kind), {})[self.index[client]] = share
 
     def _collected(self, owner: str, kind: str) -> dict[int, bytes]:
-        return {
-            self.index[holder]: share
-            for holder, got in self.reveals.items()
-            for o, (k, share) in got.items()
-            if o == owner and k == kind
-        }
+        return self._by_owner.get((owner, kind), {})
 
     def missing(self) -> list[str]:
         t = self.params.threshold
