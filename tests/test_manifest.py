@@ -80,7 +80,11 @@ def test_missing_spec_fields_and_wrong_kind() -> None:
 
 def test_semantic_errors_name_the_field() -> None:
     spec = parse_training(manifest(minClients=3)).spec
-    assert spec.semantic_errors() == ["spec.minClients: 3 is more than the 2 clients the sites run"]
+    assert spec.semantic_errors() == [
+        "spec.minClients: 3 is more than the 2 clients the sites run",
+        "spec.secureAggregation: needs at least 3 clients, the sites run 2; "
+        "disable it for smaller federations",
+    ]
 
 
 def test_task_config_errors_name_the_field() -> None:

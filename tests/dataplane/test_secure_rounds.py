@@ -107,3 +107,26 @@ def test_secure_stage_messages_are_refused_out_of_order_or_from_strangers(tmp_pa
         # only one client advertises: at the stage deadline the round cannot be secured and says so
         status, details = code(IDS[0], Stage.STAGE_ADVERTISE_KEYS, advert)
         assert status == grpc.StatusCode.ABORTED and "1 of 3 clients advertised keys" in details
+
+
+def test_a_client_dropped_during_the_key_exchange_is_not_waited_for(tmp_path: Path) -> None:
+    four = [*IDS, "site-d-0"]
+    spec = {"secureAggregation": {"stageTimeoutSeconds": 120}, "roundTimeoutSeconds": 600}
+    with running_aggregator(tmp_path, rounds=2, **spec) as agg:
+        agg.start_round(1, four, min_clients=3, timeout=600)
+        with ThreadPoolExecutor(3) as pool:
+            pending = [pool.submit(keys_and_shares, agg, c) for c in IDS]
+            # site-d-0 never speaks: the controller reports it gone, and the stage closes without it
+            agg.control.DropClient(pb.DropRequest(round=1, client_id="site-d-0", reason="pod failed"))
+            secure = {c: f.result(timeout=20) for c, f in zip(IDS, pending, strict=True)}
+        model = agg.download(IDS[0], 1)
+        flat_size = sum(v.size for v in model.values())
+        for c in IDS:
+            words = secure[c].mask_update(np.full(flat_size, 0.5, dtype=np.float32), 10.0)
+            agg.upload(c, 1, chunks_of({MASKED_TENSOR: words}, 1 << 16), examples=10)
+        for c in IDS:
+            request = exchange(agg, c, Stage.STAGE_UNMASK, b"")
+            exchange(agg, c, Stage.STAGE_UNMASK, secure[c].reveal(request.payload))
+        final = list(agg.control.WatchRound(pb.WatchRequest(round=1)))[-1]
+        assert final.phase == pb.ROUND_PHASE_SUCCEEDED, final.reason
+        assert list(final.dropped) == ["site-d-0"] and sorted(final.reported) == IDS

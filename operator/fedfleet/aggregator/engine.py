@@ -129,7 +129,9 @@ class RoundEngine:
             raise Refusal("INVALID_ARGUMENT", "timeout_seconds must be positive")
         secure = None
         if kind == Kind.TRAIN and self.spec.secure_aggregation.enabled:
-            secure = SecureRound(self.training, number, list(participants), self.spec.secure_aggregation)
+            secure = SecureRound(
+                self.training, number, list(participants), self.spec.secure_aggregation, time.time() + timeout
+            )
         self.sum.reset()
         self.masked_sum.reset()
         round_ = Round(
@@ -413,6 +415,10 @@ class RoundEngine:
 
     # -- closing --------------------------------------------------------------------------
     def _after_client_change(self, round_: Round) -> None:
+        if round_.secure is not None:
+            for client in round_.dropped:
+                if client not in round_.secure.gone:
+                    round_.secure.drop(client)
         self._notify()
         if round_.is_open and round_.all_accounted and self._close_task is None:
             self._close_task = asyncio.create_task(self._close(round_, "all participants accounted for"))

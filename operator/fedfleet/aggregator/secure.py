@@ -18,7 +18,12 @@ Stage = pb.SecAggRequest.Stage
 
 class SecureRound:
     def __init__(
-        self, training: str, number: int, participants: list[str], spec: SecureAggregationSpec
+        self,
+        training: str,
+        number: int,
+        participants: list[str],
+        spec: SecureAggregationSpec,
+        deadline: float,
     ) -> None:
         if len(participants) < 3:
             raise Refusal("INVALID_ARGUMENT", "secure aggregation needs at least 3 participants")
@@ -26,7 +31,10 @@ class SecureRound:
             len(participants), spec.neighbours, spec.threshold_ratio, spec.clip_range, spec.max_weight
         )
         self.server = SecAggServer(training, number, participants, self.params)
-        self.stage_timeout = spec.stage_timeout_seconds
+        # no stage may outlast the round: a quarter of the round at most for each key-exchange stage
+        self.stage_timeout = min(spec.stage_timeout_seconds, max(1.0, (deadline - time.time()) / 4))
+        self.participants = set(participants)
+        self.gone: set[str] = set()
         self.abort_reason = ""
         self._changed = asyncio.Event()
         self._deadlines = asyncio.create_task(self._close_stages_at_deadlines())
@@ -82,6 +90,19 @@ class SecureRound:
         ):
             self._close(server.close_shares)
 
+    def _all_in(self, arrived: set[str], expected: set[str]) -> bool:
+        return arrived >= expected - self.gone
+
+    def drop(self, client: str) -> None:
+        """The controller saw this client go: stop waiting for it in the key-exchange stages."""
+        self.gone.add(client)
+        server = self.server
+        if server.stage == "keys" and server.keys and self._all_in(set(server.keys), self.participants):
+            self._close(server.close_keys)
+        elif server.stage == "shares" and self._all_in(set(server.sealed), set(server.graph)):
+            self._close(server.close_shares)
+        self._notify()
+
     def cancel(self) -> None:
         self._deadlines.cancel()
 
@@ -97,7 +118,7 @@ class SecureRound:
         try:
             if stage == Stage.STAGE_ADVERTISE_KEYS:
                 server.add_keys(client, payload)
-                if server.all_advertised:
+                if self._all_in(set(server.keys), self.participants):
                     self._close(server.close_keys)
                 self._notify()
                 await self._wait(lambda: server.stage != "keys", self.stage_timeout + 5)
@@ -105,7 +126,7 @@ class SecureRound:
                 return server.neighbours_payload(client), True
             if stage == Stage.STAGE_SHARE_KEYS:
                 server.add_shares(client, payload)
-                if server.all_shared:
+                if self._all_in(set(server.sealed), set(server.graph)):
                     self._close(server.close_shares)
                 self._notify()
                 await self._wait(lambda: server.stage != "shares", self.stage_timeout + 5)

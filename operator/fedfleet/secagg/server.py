@@ -81,10 +81,6 @@ class SecAggServer:
             raise ProtocolError("INVALID_ARGUMENT", "public keys must be fresh and distinct")
         self.keys[client] = keys
 
-    @property
-    def all_advertised(self) -> bool:
-        return len(self.keys) == len(self.index)
-
     def close_keys(self) -> None:
         u1 = sorted(self.keys)
         k = min(self.params.neighbours, len(u1) - 1)
@@ -132,10 +128,6 @@ class SecAggServer:
         if any(not isinstance(v, str) or len(v) > MAX_SHARE_CIPHERTEXT for v in shares.values()):
             raise ProtocolError("RESOURCE_EXHAUSTED", "a share ciphertext is oversized")
         self.sealed[client] = {str(k): str(v) for k, v in shares.items()}
-
-    @property
-    def all_shared(self) -> bool:
-        return set(self.sealed) == set(self.graph)
 
     def close_shares(self) -> None:
         self.u2 = set(self.sealed)
