@@ -42,8 +42,8 @@ def main() -> None:
         names = [f"site-{i:03d}" for i in range(args.sites)]
         for name in names:
             cluster.apply(site(name, capacity=args.clients))
-        kubelet = start_kubelet(api.kubeconfig, root / "kubelet", phase_only=True, interval=0.5)
-        operator = start_operator(api.kubeconfig, root / "operator.log")
+        kubelet = start_kubelet(api.kubeconfig, root / "kubelet", phase_only=True, interval=2.0)
+        operator = start_operator(api.kubeconfig, root / "operator.log", interval=1.0)
         watched = psutil.Process(operator.pid)
         expected = args.sites * args.clients + 1  # clients and the aggregator
         try:
@@ -59,7 +59,7 @@ def main() -> None:
                 running = sum((p.get("status") or {}).get("phase") == "Running" for p in pods)
                 if running >= expected:
                     break
-                time.sleep(0.5)
+                time.sleep(2.0)
             seconds = time.perf_counter() - started
             cpu = watched.cpu_times()
             peak_kb = next(

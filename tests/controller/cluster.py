@@ -106,13 +106,13 @@ def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: 
 
 
 def start_operator(
-    kubeconfig: Path, log: Path, aggregator_address: str = "127.0.0.1:{port}"
+    kubeconfig: Path, log: Path, aggregator_address: str = "127.0.0.1:{port}", interval: float = 0.3
 ) -> subprocess.Popen[bytes]:
     """`fedfleet operator` as a real process; pods reach aggregators on loopback in tests."""
     env = os.environ | {
         "KUBECONFIG": str(kubeconfig),
         "FEDFLEET_AGGREGATOR_ADDRESS": aggregator_address,
-        "FEDFLEET_RECONCILE_INTERVAL": "0.3",
+        "FEDFLEET_RECONCILE_INTERVAL": str(interval),
         "FEDFLEET_LOG_LEVEL": os.environ.get("FEDFLEET_TEST_OPERATOR_LOG_LEVEL", "INFO"),
         "FEDFLEET_LOG_FORMAT": "json",
         "PYTHONUNBUFFERED": "1",
