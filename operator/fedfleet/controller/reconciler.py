@@ -8,6 +8,7 @@ and every object has a deterministic name, so a restarted operator picks up wher
 from __future__ import annotations
 
 import contextlib
+import datetime
 import os
 import time
 from collections.abc import Awaitable, Callable
@@ -524,8 +525,6 @@ def _exit_code(pod: Object) -> int | None:
 
 
 def _age(pod: Object, finished: bool = False) -> float:
-    import datetime
-
     stamp = pod["metadata"].get("creationTimestamp")
     if finished:
         for container in (pod.get("status") or {}).get("containerStatuses", []):
