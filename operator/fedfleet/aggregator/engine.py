@@ -132,8 +132,8 @@ class RoundEngine:
             secure = SecureRound(
                 self.training, number, list(participants), self.spec.secure_aggregation, time.time() + timeout
             )
-        self.sum.reset()
-        self.masked_sum.reset()
+        # reset only the sum this round uses: zeroing touches every page of a model-sized buffer
+        (self.masked_sum if secure is not None else self.sum).reset()
         round_ = Round(
             number, kind, list(participants), min_clients, time.time() + timeout, self.model_version
         )
