@@ -169,15 +169,20 @@ class RoundEngine:
     async def watch(self, number: int) -> AsyncIterator[Round]:
         """Yields the round after every change until it ends; waits for it to start if need be."""
         while True:
-            current = self.current
+            # Take the phase and the change event before yielding: the round may move on while
+            # the consumer holds the yield, and that change must neither end the stream early
+            # (the terminal state is always the last message) nor go unnoticed.
+            changed, current = self._changed, self.current
             if current is not None and current.number == number:
+                phase = current.phase
                 yield current
-                if current.phase in TERMINAL:
+                if phase in TERMINAL:
                     return
             elif number <= self.model_version and (record := self.record_of(number)) is not None:
                 yield record
                 return
-            await self._wait_change(5.0)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), 5.0)
 
     def record_of(self, number: int) -> Round | None:
         """A completed training round rebuilt from its checkpoint record (after a restart)."""
