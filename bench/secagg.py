@@ -1,138 +1,303 @@
-"""SecAgg+ compute cost against this machine's own limit for the same work.
+"""SecAgg+ cost against this machine's own limit for the same work.
 
 For each (N clients, M parameters), in one process and one run: client compute per client,
-server compute, the whole round, peak RSS, and alongside the limit: the time to expand the
-same number of AES-128-CTR mask words into a reused buffer and add the same uint32 words with
-numpy. Prints JSON and a table with the ratio ours/limit.
+server compute, the whole round (all clients then the server, one after another), peak RSS,
+and alongside, the limit for the same work, measured right after each round (medians over
+--repeats rounds): expanding the same number of AES-128-CTR mask words into a reused buffer
+and doing the same uint32 adds with numpy (client: k + 1 masks of M + 1 words; server: N
+uploads summed plus N self masks removed). The ratio ours/limit is the overhead of everything
+else (quantization, key agreement, Shamir, messages). Because the limit leaves out key
+agreement, the "keys" column gives the measured cost of the 2k + 2 X25519 operations a client
+cannot avoid, and ratio_floor compares against limit + keys.
 
-    python bench/secagg.py [--quick]
+    python bench/secagg.py [--quick] [--neighbours K] [--repeats R] [--json PATH]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import gc
 import json
-import resource
+import math
+import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "operator"))
 
-from fedfleet.secagg import SecAggClient, SecAggParams, SecAggServer  # noqa: E402
-from fedfleet.secagg.masks import MaskExpander  # noqa: E402
+from fedfleet.secagg import WEIGHT_WORDS, SecAggClient, SecAggParams, SecAggServer  # noqa: E402
+from fedfleet.secagg.crypto import KeyPair  # noqa: E402
+from fedfleet.secagg.masks import DEFAULT_BLOCK_WORDS, Keystream, Scratch  # noqa: E402
 
 CASES = [(10, 1_000_000), (50, 1_000_000), (100, 100_000), (10, 10_000_000)]
+QUICK = [(10, 100_000), (20, 50_000)]
+CHUNK_WORDS = 1 << 18  # 1 MiB chunks on the (simulated) wire
 
 
-def machine_limit(mask_words: int, add_words: int, m: int) -> float:
-    """Seconds to expand `mask_words` AES-CTR words and do `add_words` uint32 adds, in M-word passes."""
-    expander, out = MaskExpander(), np.zeros(m + 1, dtype=np.uint32)
-    seed = bytes(32)
-    started = time.perf_counter()
-    for _ in range(mask_words // (m + 1)):
-        expander.apply(seed, out, 0)  # one keystream pass + one add pass, the minimum a mask costs
-    rest = add_words - mask_words
-    other = np.ones(m + 1, dtype=np.uint32)
-    for _ in range(max(0, rest) // (m + 1)):
-        out += other
-    return time.perf_counter() - started
+def proc_status_mb(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
-def one_round(n: int, m: int) -> dict[str, float]:
-    params = SecAggParams.build(n, clip=1.0, max_weight=1000)
-    ids = [f"c{i:03d}" for i in range(n)]
-    rng = np.random.default_rng(0)
-    update = rng.uniform(-0.5, 0.5, m).astype(np.float32)
-    server = SecAggServer("bench", 1, ids, params)
-    clients = {c: SecAggClient("bench", 1, c, params) for c in ids}
+def reset_peak_rss() -> None:
+    """Linux: writing 5 to clear_refs resets VmHWM, so each case reports its own peak."""
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
+
+
+class Limit:
+    """The least any implementation can spend on the same mask and add work: AES-CTR keystream
+    into a reused block buffer plus numpy uint32 adds into preallocated, already touched arrays."""
+
+    def __init__(self, words: int) -> None:
+        self.out = np.empty(words, dtype=np.uint32)
+        self.other = np.empty(words, dtype=np.uint32)
+        self.out.fill(0)
+        self.other.fill(1)
+        self.scratch = Scratch(DEFAULT_BLOCK_WORDS)
+
+    def masks(self, streams: int) -> float:
+        """Seconds to expand `streams` keystreams of all words and add each into `out`."""
+        keystreams = [Keystream(bytes([j % 256]) * 32) for j in range(streams)]
+        step = self.scratch.block_words
+        started = time.perf_counter()
+        for begin in range(0, len(self.out), step):
+            target = self.out[begin : begin + step]
+            for stream in keystreams:
+                np.add(target, stream.fill(self.scratch, begin, len(target)), out=target)
+        return time.perf_counter() - started
+
+    def adds(self, count: int) -> float:
+        """Seconds for `count` uint32 `out += other` over all words."""
+        started = time.perf_counter()
+        for _ in range(count):
+            np.add(self.out, self.other, out=self.out)
+        return time.perf_counter() - started
+
+
+def key_floor(k: int, repeats: int = 3) -> float:
+    """Seconds for one client's unavoidable public-key work: 2 key pairs, 2k X25519 agreements."""
+    runs = []
+    for _ in range(repeats):
+        peers = [KeyPair.generate().public for _ in range(k)]
+        started = time.perf_counter()
+        mine = [KeyPair.generate(), KeyPair.generate()]
+        for pair in mine:
+            for peer in peers:
+                pair.agree(peer, b"bench")
+        runs.append(time.perf_counter() - started)
+    return statistics.median(runs)
+
+
+def one_round(
+    params: SecAggParams, update: np.ndarray, out: np.ndarray, accumulator: np.ndarray
+) -> dict[str, float]:
+    """One whole round (all clients, then the server); seconds of client and server compute."""
+    n, m = params.participants, len(update)
+    ids = [f"client-{i:03d}" for i in range(n)]
+    weights = {c: float(1 + (i * 37) % 1000) for i, c in enumerate(ids)}
     client_s = server_s = 0.0
+    round_started = time.perf_counter()
 
-    def timed(fn, *args):  # type: ignore[no-untyped-def]
-        started = time.perf_counter()
-        result = fn(*args)
-        return result, time.perf_counter() - started
+    t = time.perf_counter()
+    server = SecAggServer("bench", 1, ids, params, dimension=m, accumulator=accumulator)
+    server_s += time.perf_counter() - t
+    t = time.perf_counter()
+    clients = {c: SecAggClient("bench", 1, c, params) for c in ids}
+    adverts = {c: clients[c].advertise() for c in ids}
+    client_s += time.perf_counter() - t
+
+    t = time.perf_counter()
+    for c in ids:
+        server.add_keys(c, adverts[c])
+    server.close_keys()
+    neighbour_keys = {c: server.neighbours_payload(c) for c in ids}
+    server_s += time.perf_counter() - t
+
+    t = time.perf_counter()
+    sealed = {c: clients[c].share_keys(neighbour_keys[c]) for c in ids}
+    client_s += time.perf_counter() - t
+
+    t = time.perf_counter()
+    for c in ids:
+        server.add_shares(c, sealed[c])
+    server.close_shares()
+    inboxes = {c: server.shares_payload(c) for c in ids}
+    server_s += time.perf_counter() - t
 
     for c in ids:
-        advert, t = timed(clients[c].advertise)
-        client_s += t
-        _, t = timed(server.add_keys, c, advert)
-        server_s += t
-    _, t = timed(server.close_keys)
-    server_s += t
+        client = clients[c]
+        t = time.perf_counter()
+        client.receive_shares(inboxes[c])
+        client.start_upload(m, weights[c])
+        client_s += time.perf_counter() - t
+        for offset in range(0, m, CHUNK_WORDS):
+            chunk = update[offset : offset + CHUNK_WORDS]
+            t = time.perf_counter()
+            words = client.mask_chunk(offset, chunk, out[: len(chunk)])
+            t2 = time.perf_counter()
+            server.add_chunk(c, offset, words)
+            t3 = time.perf_counter()
+            client_s += t2 - t
+            server_s += t3 - t2
+        t = time.perf_counter()
+        weight_words = client.weight_words()
+        t2 = time.perf_counter()
+        server.add_chunk(c, m, weight_words)
+        client_s += t2 - t
+        server_s += time.perf_counter() - t2
+
+    t = time.perf_counter()
+    server.close_inputs()
+    requests = {c: server.request_for(c) for c in ids}
+    server_s += time.perf_counter() - t
+    t = time.perf_counter()
+    reveals = {c: clients[c].reveal(requests[c]) for c in ids}
+    client_s += time.perf_counter() - t
+    t = time.perf_counter()
     for c in ids:
-        sent, t = timed(clients[c].share_keys, server.neighbours_payload(c))
-        client_s += t
-        _, t = timed(server.add_shares, c, sent)
-        server_s += t
-    _, t = timed(server.close_shares)
-    server_s += t
-    total = np.zeros(m + 1, dtype=np.uint32)
-    for c in ids:
-        _, t = timed(clients[c].receive_shares, server.shares_payload(c))
-        client_s += t
-        masked, t = timed(clients[c].mask_update, update, 100.0)
-        client_s += t
-        started = time.perf_counter()
-        total += masked
-        server_s += time.perf_counter() - started
-        del masked
-    _, t = timed(server.close_inputs, set(ids))
-    server_s += t
-    for c in ids:
-        reveal, t = timed(clients[c].reveal, server.request_for(c))
-        client_s += t
-        _, t = timed(server.add_reveal, c, reveal)
-        server_s += t
-    (values, weight), t = timed(server.unmask, total)
-    server_s += t
-    assert abs(weight - n * 0.1) < 1e-3 and np.allclose(values, n * 0.1 * update, atol=1e-3)
+        server.add_reveal(c, reveals[c])
+    values, total_weight = server.unmask()
+    server_s += time.perf_counter() - t
+    round_s = time.perf_counter() - round_started
+    peak = proc_status_mb("VmHWM")
+
+    expected_weight = sum(weights.values())
+    step = params.max_weight / params.scale  # one code step, in output units
+    error = max(  # in blocks: no float64 copy of the whole update
+        float(
+            np.max(
+                np.abs(
+                    values[b : b + CHUNK_WORDS] - update[b : b + CHUNK_WORDS] * np.float64(expected_weight)
+                )
+            )
+        )
+        for b in range(0, m, CHUNK_WORDS)
+    )
+    assert total_weight == expected_weight, (total_weight, expected_weight)
+    bound = n * step + 0.5 * expected_weight * 2**-24  # codes off by < 1 step; float32 output rounding
+    assert error <= bound, (error, bound)
+    return {
+        "client_s": client_s / n,
+        "server_s": server_s,
+        "round_s": round_s,
+        "error": error,
+        "bound": bound,
+        "peak_mb": peak,
+    }
+
+
+def measure(n: int, m: int, neighbours: int, repeats: int) -> dict[str, Any]:
+    """`repeats` rounds, each followed by the limits, so both see the same machine; medians."""
+    gc.collect()
+    baseline = proc_status_mb("VmRSS")
+    reset_peak_rss()  # from here: the update, the buffers and the rounds
+    params = SecAggParams.build(n, neighbours=neighbours, clip=1.0, max_weight=1000)
+    update = np.random.default_rng(0).random(m, dtype=np.float32)  # no float64 temporary
+    update -= np.float32(0.5)
+    out = np.empty(CHUNK_WORDS, dtype=np.uint32)  # a client's chunk buffer, reused
+    out.fill(0)
+    accumulator = np.empty(m + WEIGHT_WORDS, dtype=np.uint32)  # the aggregator's, reused across rounds
+    accumulator.fill(0)
     k = params.neighbours
-    client_mask_words = (1 + k) * (m + 1)  # self mask + one pairwise mask per neighbour
-    server_words = n * (m + 1)  # one self mask removed per survivor
-    limit_client = machine_limit(client_mask_words, client_mask_words, m)
-    limit_server = machine_limit(server_words, 2 * server_words, m)  # unmasking, plus summing n uploads
-    per_client = client_s / n
+    rounds, client_limits, server_limits, keys = [], [], [], []
+    rounds.append(one_round(params, update, out, accumulator))
+    peak = rounds[0]["peak_mb"]  # before the limit's own buffers exist
+    limit = Limit(m + 1)
+    for repeat in range(repeats):
+        if repeat:
+            rounds.append(one_round(params, update, out, accumulator))
+        client_limits.append(limit.masks(k + 1))
+        server_limits.append(limit.masks(n) + limit.adds(n))
+        keys.append(key_floor(k, repeats=1))
+    del update, out, accumulator, limit
+    gc.collect()
+
+    def med(key: str) -> float:
+        return statistics.median(r[key] for r in rounds)
+
+    per_client, server_s, round_s = med("client_s"), med("server_s"), med("round_s")
+    client_limit, server_limit = statistics.median(client_limits), statistics.median(server_limits)
+    key_s = statistics.median(keys)
+    round_limit = n * client_limit + server_limit
     return {
         "clients": n,
         "parameters": m,
         "neighbours": k,
         "threshold": params.threshold,
-        "client_s": round(per_client, 4),
-        "client_limit_s": round(limit_client, 4),
-        "client_ratio": round(per_client / limit_client, 2),
-        "server_s": round(server_s, 4),
-        "server_limit_s": round(limit_server, 4),
-        "server_ratio": round(server_s / limit_server, 2),
-        "round_s": round(client_s + server_s, 3),
-        "round_limit_s": round(n * limit_client + limit_server, 3),
-        "round_ratio": round((client_s + server_s) / (n * limit_client + limit_server), 2),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "repeats": repeats,
+        "client_s": per_client,
+        "client_limit_s": client_limit,
+        "client_ratio": per_client / client_limit,
+        "client_keys_s": key_s,
+        "client_ratio_floor": per_client / (client_limit + key_s),
+        "server_s": server_s,
+        "server_limit_s": server_limit,
+        "server_ratio": server_s / server_limit,
+        "round_s": round_s,
+        "round_limit_s": round_limit,
+        "round_ratio": round_s / round_limit,
+        "round_ratio_floor": round_s / (round_limit + n * key_s),
+        "peak_rss_mb": round(peak, 1),
+        "peak_rss_over_baseline_mb": round(peak - baseline, 1),
+        "max_abs_error": max(r["error"] for r in rounds),
+        "error_bound": rounds[0]["bound"],
     }
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    head = (
+        f"{'N':>4} {'M':>9} {'k':>3} {'t':>3} | {'client ms':>9} {'limit':>7} {'ratio':>5} {'keys':>6}"
+        f" {'floor':>5} | {'server ms':>9} {'limit':>7} {'ratio':>5} | {'round s':>7} {'limit':>6}"
+        f" {'ratio':>5} {'floor':>5} | {'RSS MB':>6} {'+case':>6}"
+    )
+    lines = [head, "-" * len(head)]
+    for r in results:
+        lines.append(
+            f"{r['clients']:>4} {r['parameters']:>9} {r['neighbours']:>3} {r['threshold']:>3} |"
+            f" {r['client_s'] * 1e3:>9.2f} {r['client_limit_s'] * 1e3:>7.2f} {r['client_ratio']:>5.2f}"
+            f" {r['client_keys_s'] * 1e3:>6.2f} {r['client_ratio_floor']:>5.2f} |"
+            f" {r['server_s'] * 1e3:>9.2f} {r['server_limit_s'] * 1e3:>7.2f} {r['server_ratio']:>5.2f} |"
+            f" {r['round_s']:>7.3f} {r['round_limit_s']:>6.3f} {r['round_ratio']:>5.2f}"
+            f" {r['round_ratio_floor']:>5.2f} | {r['peak_rss_mb']:>6.0f}"
+            f" {r['peak_rss_over_baseline_mb']:>6.0f}"
+        )
+    return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--quick", action="store_true", help="small sizes (smoke run)")
-    args = parser.parse_args()
-    cases = [(10, 100_000), (20, 50_000)] if args.quick else CASES
-    results = [one_round(n, m) for n, m in cases]
-    print(json.dumps(results, indent=2))
-    print(
-        f"\n{'N':>4}{'M':>10}{'k':>4}{'client s':>10}{'limit':>8}{'ratio':>7}{'server s':>10}{'limit':>8}"
-        f"{'ratio':>7}{'round s':>9}{'ratio':>7}{'RSS MB':>8}"
+    parser.add_argument("--quick", action="store_true", help="small sizes (a smoke run, seconds)")
+    parser.add_argument(
+        "--neighbours", type=int, default=0, help="k; 0 (default) = ceil(2 log2 N), capped at N - 1"
     )
-    for r in results:
-        print(
-            f"{r['clients']:>4}{r['parameters']:>10}{r['neighbours']:>4}{r['client_s']:>10}{r['client_limit_s']:>8}"
-            f"{r['client_ratio']:>7}{r['server_s']:>10}{r['server_limit_s']:>8}{r['server_ratio']:>7}"
-            f"{r['round_s']:>9}{r['round_ratio']:>7}{r['peak_rss_mb']:>8}"
-        )
+    parser.add_argument("--repeats", type=int, default=3, help="rounds per case (medians are reported)")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+    measure(5, 10_000, 0, 1)  # warm-up, not reported: imports, caches, this thread's scratch
+    cases = QUICK if args.quick else CASES
+    results = [measure(n, m, args.neighbours, args.repeats) for n, m in cases]
+    rounded = [{k: float(f"{v:.4g}") if isinstance(v, float) else v for k, v in r.items()} for r in results]
+    print(json.dumps(rounded, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(rounded, indent=2) + "\n")
+    print()
+    print(table(results))
+    print(
+        "\nlimit: AES-128-CTR expansion of the same mask words + the same uint32 adds (numpy, preallocated);"
+        "\nkeys: 2 key pairs + 2k X25519/HKDF agreements per client; floor: ratio against limit + keys."
+        f"\nk = ceil(2 log2 N) unless --neighbours; e.g. N=100 -> {math.ceil(2 * math.log2(100))}."
+    )
 
 
 if __name__ == "__main__":

@@ -1,45 +1,117 @@
-"""Drive a whole SecAgg+ round in one process (the gRPC layer only carries these same payloads)."""
+"""Drive whole SecAgg+ rounds in one process (the gRPC layer carries exactly these payloads)."""
 
 from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 import numpy as np
 from fedfleet.secagg import SecAggClient, SecAggParams, SecAggServer
 
 
-def run_round(
-    updates: dict[str, np.ndarray],
-    weights: dict[str, float],
-    params: SecAggParams,
-    drop_after_keys: frozenset[str] = frozenset(),
-    drop_after_upload: frozenset[str] = frozenset(),
-) -> tuple[np.ndarray, float, SecAggServer]:
-    """Returns (unmasked weighted sum, total weight, server); clients in the drop sets vanish there."""
-    ids = sorted(updates)
-    server = SecAggServer("t", 1, ids, params)
-    clients = {c: SecAggClient("t", 1, c, params) for c in ids}
-    for c in ids:
+@dataclass
+class Fleet:
+    params: SecAggParams
+    updates: dict[str, np.ndarray]
+    weights: dict[str, float]
+    training: str = "t"
+    round_number: int = 1
+    server: SecAggServer = field(init=False)
+    clients: dict[str, SecAggClient] = field(init=False)
+
+    def __post_init__(self) -> None:
+        ids = sorted(self.updates)
+        m = len(next(iter(self.updates.values())))
+        self.server = SecAggServer(
+            self.training, self.round_number, ids, self.params, dimension=m, graph_seed=b"fixed graph"
+        )
+        self.clients = {c: SecAggClient(self.training, self.round_number, c, self.params) for c in ids}
+
+    @property
+    def ids(self) -> list[str]:
+        return sorted(self.updates)
+
+    @property
+    def dimension(self) -> int:
+        return len(next(iter(self.updates.values())))
+
+
+def make_fleet(n: int, m: int = 2_000, seed: int = 0, **build: object) -> Fleet:
+    """n clients with distinct random updates in [-1.2, 1.2] (some values get clipped at 1)."""
+    rng = np.random.default_rng(seed)
+    updates = {f"c{i:02d}": rng.uniform(-1.2, 1.2, m).astype(np.float32) for i in range(n)}
+    weights = {c: float(rng.integers(1, 1_500)) for c in updates}  # some above max_weight
+    options: dict[str, object] = {"clip": 1.0, "max_weight": 1_000.0} | build
+    return Fleet(SecAggParams.build(n, **options), updates, weights)  # type: ignore[arg-type]
+
+
+def keys_and_shares(
+    fleet: Fleet, skip_advertise: Iterable[str] = (), skip_shares: Iterable[str] = ()
+) -> None:
+    server, clients = fleet.server, fleet.clients
+    advertised = [c for c in fleet.ids if c not in set(skip_advertise)]
+    for c in advertised:
         server.add_keys(c, clients[c].advertise())
     server.close_keys()
-    for c in ids:
+    shared = [c for c in advertised if c not in set(skip_shares)]
+    for c in shared:
         server.add_shares(c, clients[c].share_keys(server.neighbours_payload(c)))
     server.close_shares()
-    alive = [c for c in ids if c not in drop_after_keys]
-    total = np.zeros(len(next(iter(updates.values()))) + 1, dtype=np.uint32)
-    uploaded = set()
-    for c in alive:
-        clients[c].receive_shares(server.shares_payload(c))
-        server.check_input(c)
-        total += clients[c].mask_update(updates[c], weights[c])
-        uploaded.add(c)
-    server.close_inputs(uploaded)
-    for c in sorted(uploaded - drop_after_upload):
-        server.add_reveal(c, clients[c].reveal(server.request_for(c)))
-    values, weight = server.unmask(total)
-    return values, weight, server
 
 
-def plain(
-    updates: dict[str, np.ndarray], weights: dict[str, float], params: SecAggParams, members: set[str]
+def upload(fleet: Fleet, client: str, chunk: int = 700, rng: np.random.Generator | None = None) -> None:
+    """Stream one client's masked update in chunks (shuffled when `rng` is given)."""
+    c, m = fleet.clients[client], fleet.dimension
+    c.receive_shares(fleet.server.shares_payload(client))
+    c.start_upload(m, fleet.weights[client])
+    offsets = list(range(0, m, chunk))
+    if rng is not None:
+        rng.shuffle(offsets)
+    pieces = [
+        (offset, c.mask_chunk(offset, fleet.updates[client][offset : offset + chunk])) for offset in offsets
+    ]
+    pieces.append((m, c.weight_words()))
+    if rng is not None:
+        rng.shuffle(pieces)  # type: ignore[arg-type,unused-ignore]
+    for offset, words in pieces:
+        fleet.server.add_chunk(client, offset, words)
+
+
+def run_round(
+    fleet: Fleet,
+    drop_after_keys: Iterable[str] = (),
+    drop_after_shares: Iterable[str] = (),
+    drop_after_upload: Iterable[str] = (),
+    chunk: int = 700,
+    shuffle_seed: int | None = None,
 ) -> tuple[np.ndarray, float]:
-    fractions = {c: min(weights[c], params.max_weight) / params.max_weight for c in members}
-    return sum(updates[c] * fractions[c] for c in members), sum(fractions.values())  # type: ignore[return-value]
+    """A whole round; clients in the drop sets vanish after that step. Returns unmask()."""
+    keys_and_shares(fleet, skip_shares=drop_after_keys)
+    rng = None if shuffle_seed is None else np.random.default_rng(shuffle_seed)
+    uploaders = [c for c in fleet.ids if c in fleet.server.u2 and c not in set(drop_after_shares)]
+    for c in uploaders:
+        upload(fleet, c, chunk, rng)
+    fleet.server.close_inputs()
+    for c in uploaders:
+        if c not in set(drop_after_upload):
+            fleet.server.add_reveal(c, fleet.clients[c].reveal(fleet.server.request_for(c)))
+    return fleet.server.unmask()
+
+
+def plain(fleet: Fleet, members: Iterable[str]) -> tuple[np.ndarray, float]:
+    """The weighted sum SecAgg+ should release: sum of min(w, max_weight) * clip(x), in float64."""
+    p = fleet.params
+    total = np.zeros(fleet.dimension)
+    weight = 0.0
+    for c in members:
+        w = min(fleet.weights[c], p.max_weight)
+        total += w * np.clip(fleet.updates[c].astype(np.float64), -p.clip, p.clip)
+        weight += w
+    return total, weight
+
+
+def bound(fleet: Fleet, summands: int, expected: np.ndarray) -> np.ndarray:
+    """Each code is off by less than one step (stochastic rounding), plus float32 output rounding."""
+    step = fleet.params.max_weight / fleet.params.scale
+    limit: np.ndarray = summands * step + np.abs(expected) * 2.0**-23 + 1e-9
+    return limit

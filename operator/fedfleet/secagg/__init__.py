@@ -1,28 +1,72 @@
-"""SecAgg+ secure aggregation (Bell et al. 2020, after Bonawitz et al. 2017).
+"""SecAgg+ secure aggregation (Bell et al. 2020, after Bonawitz et al. 2017), transport-free.
 
-The aggregator learns only the sum of the updates of the clients that survive a round. Per round:
+The aggregator learns only the sum of the weighted updates of the clients that complete a
+round, and their total weight. Each message is opaque bytes for the gRPC layer; the transport
+must tell the server which (authenticated) client sent it. Call sequence per round:
 
-    client                                   aggregator (SecAggServer)
-    c = SecAggClient(training, round, id, params)
-    c.advertise()                  ------>   add_keys(id, payload); close_keys() when all or late
-    c.share_keys(neighbours)       <------   neighbours_payload(id)
-                                   ------>   add_shares(id, payload); close_shares()
-    c.receive_shares(shares)       <------   shares_payload(id)
-    words = c.mask_update(delta, weight)     (uint32, len M + 1; streamed in chunks and summed mod 2^32)
-                                   ------>   check_input(id) before folding; close_inputs(uploaded)
-    c.reveal(request)              <------   request_for(id)
-                                   ------>   add_reveal(id, payload)
-                                             unmask(sum) -> (weighted sum, total weight)
+    client (one per participant)                    aggregator
+    c = SecAggClient(training, rnd, id, params)     s = SecAggServer(training, rnd, ids, params,
+                                                                     dimension=M)
+    c.advertise()                        ------->   s.add_keys(id, payload)
+                                                    s.close_keys()     # all_advertised, or deadline
+    c.share_keys(payload)                <-------   s.neighbours_payload(id)
+                                         ------->   s.add_shares(id, payload)
+                                                    s.close_shares()   # all_shared, or deadline
+    c.receive_shares(payload)            <-------   s.shares_payload(id)
+    c.start_upload(M, weight)                       # train first; weight = example count
+    for offset, chunk in float32 chunks of the flat update (tensors sorted by name):
+        words = c.mask_chunk(offset, chunk)  --->   s.add_chunk(id, offset, words)  # bytes are ok too
+    c.weight_words()   (words [M, M+W))  ------->   s.add_chunk(id, M, words)
+                                                    s.close_inputs()   # everyone done, or deadline
+    c.reveal(payload)                    <-------   s.request_for(id)
+                                         ------->   s.add_reveal(id, payload)
+                                                    values, weight = s.unmask()  # all_revealed, or deadline
 
-Masks are AES-128-CTR keystreams (masks.py); keys are X25519 + HKDF; shares are Shamir t-of-k
-over GF(2^521-1), sent AES-GCM-encrypted between neighbours of a random k-regular graph.
+`values` (float32, M; a view of the accumulator) is sum_u w_u * clip(x_u) and `weight` is
+sum_u w_u (w_u capped at max_weight), so the FedAvg mean is values / weight. `add_chunk` takes
+the client id to refuse overlapping or replayed words and to know whose upload is complete;
+chunks may arrive in any order and size (`np.frombuffer` on the received bytes: no copy).
+`mask_chunk(offset, chunk, out=chunk.view(np.uint32))` masks in place. Pass
+`accumulator=` (uint32, M + W) to reuse the aggregator's buffer across rounds.
+
+A refusal raises a `ProtocolError` subclass with `.code` (a gRPC status name) and changes
+nothing; `SecAggAbort` means the round cannot finish securely and nothing is released (also
+raised by a close_* call). `c.mask_update(flat, weight)` and `s.unmask(summed)` remain for
+callers that sum the M + W words themselves (then `s.close_inputs(uploaded_ids)`).
 """
 
 from fedfleet.secagg.client import SecAggClient
-from fedfleet.secagg.crypto import ProtocolError
-from fedfleet.secagg.params import SecAggParams
-from fedfleet.secagg.server import SecAggAbort, SecAggServer
+from fedfleet.secagg.errors import (
+    AuthenticationFailed,
+    ForbiddenReveal,
+    MalformedMessage,
+    NotAuthorized,
+    OutOfOrder,
+    OversizedMessage,
+    ProtocolError,
+    ReplayedMessage,
+    SecAggAbort,
+    WrongBinding,
+)
+from fedfleet.secagg.params import WEIGHT_WORDS, SecAggParams
+from fedfleet.secagg.server import SecAggServer
 
-MASKED_TENSOR = "secagg.masked"  # the one tensor of a masked upload: M update words, then one weight word
+MASKED_TENSOR = "secagg.masked"  # the one tensor of a masked upload: M update words, then W weight words
 
-__all__ = ["MASKED_TENSOR", "ProtocolError", "SecAggAbort", "SecAggClient", "SecAggParams", "SecAggServer"]
+__all__ = [
+    "MASKED_TENSOR",
+    "WEIGHT_WORDS",
+    "AuthenticationFailed",
+    "ForbiddenReveal",
+    "MalformedMessage",
+    "NotAuthorized",
+    "OutOfOrder",
+    "OversizedMessage",
+    "ProtocolError",
+    "ReplayedMessage",
+    "SecAggAbort",
+    "SecAggClient",
+    "SecAggParams",
+    "SecAggServer",
+    "WrongBinding",
+]

@@ -1,180 +1,307 @@
-"""A client's side of one SecAgg+ round.
+"""A client's side of one SecAgg+ round (fresh keys every round).
 
-advertise() -> share_keys(neighbours) -> receive_shares(shares) -> mask_update(...) -> reveal(request)
-Every message carries the round's context (training/round) and the sender; a step out of
-order, a replay, or a request to reveal both secrets of one neighbour is refused.
+    advertise() -> share_keys(neighbours) -> receive_shares(inbox)
+    -> start_upload(M, weight) -> mask_chunk(offset, values)... + weight_words() -> reveal(request)
+
+Each step is allowed once and in this order; every message from the aggregator must be bound
+to this training, round and client. The client itself refuses to reveal both the self-mask
+share and the key share of one neighbour: with both, the aggregator could unmask that
+neighbour's input. It also refuses to mask the same words twice (a one-time pad reused on
+different data leaks their difference).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
-from fedfleet.secagg import messages as wire
 from fedfleet.secagg import shamir
-from fedfleet.secagg.crypto import KEY_BYTES, KeyPair, ProtocolError, seal, unseal
-from fedfleet.secagg.masks import MaskExpander
-from fedfleet.secagg.params import SecAggParams
-from fedfleet.secagg.quantize import FIELD, quantize_into, scale_for
+from fedfleet.secagg.crypto import SHARE_PLAINTEXT_BYTES, KeyPair, pack_strings, pair_info, seal, unseal
+from fedfleet.secagg.errors import (
+    ForbiddenReveal,
+    MalformedMessage,
+    NotAuthorized,
+    OutOfOrder,
+    ReplayedMessage,
+    SecAggAbort,
+    WrongBinding,
+)
+from fedfleet.secagg.masks import DEFAULT_BLOCK_WORDS, Keystream, thread_scratch
+from fedfleet.secagg.messages import (
+    Binding,
+    KeyAdvert,
+    Neighbour,
+    NeighbourKeys,
+    Reveal,
+    RevealRequest,
+    SealedShares,
+    ShareInbox,
+    ShareKind,
+)
+from fedfleet.secagg.params import WEIGHT_WORDS, SecAggParams
+from fedfleet.secagg.quantize import Encoder
 
 
-@dataclass(frozen=True)
-class Peer:
-    client: str
-    index: int
-    c_pk: bytes
-    s_pk: bytes
+def round_context(training: str, round_number: int) -> bytes:
+    """What every derived key and every associated datum of this round is bound to."""
+    return pack_strings("round", training, round_number)
 
 
-def context_of(training: str, round_number: int) -> bytes:
-    return f"fedfleet/{training}/{round_number}".encode()
+def share_aad(context: bytes, sender: str, receiver: str) -> bytes:
+    return pack_strings("shares", context, sender, receiver)
+
+
+class Coverage:
+    """Disjoint word ranges already taken, to refuse overlaps (sorted list; chunks mostly append)."""
+
+    def __init__(self) -> None:
+        self.ranges: list[tuple[int, int]] = []
+        self.total = 0
+
+    def overlaps(self, begin: int, end: int) -> bool:
+        return any(b < end and begin < e for b, e in self.ranges)
+
+    def add(self, begin: int, end: int) -> None:
+        merged: list[tuple[int, int]] = []
+        for b, e in self.ranges:
+            if e == begin:
+                begin = b
+            elif b == end:
+                end = e
+            else:
+                merged.append((b, e))
+        merged.append((begin, end))
+        merged.sort()
+        self.ranges = merged
+        self.total = sum(e - b for b, e in merged)
 
 
 class SecAggClient:
-    def __init__(self, training: str, round_number: int, client_id: str, params: SecAggParams) -> None:
-        self.context = context_of(training, round_number)
+    def __init__(
+        self,
+        training: str,
+        round_number: int,
+        client_id: str,
+        params: SecAggParams,
+        *,
+        block_words: int = DEFAULT_BLOCK_WORDS,
+    ) -> None:
+        self.binding = Binding(training, round_number, client_id)
+        self.context = round_context(training, round_number)
         self.client = client_id
         self.params = params
         self.c_keys, self.s_keys = KeyPair.generate(), KeyPair.generate()
-        self.self_seed = shamir.random_secret()
-        self._share_keys: dict[str, bytes] = {}
-        self.neighbours: dict[str, Peer] = {}
-        self.partners: dict[str, Peer] = {}  # neighbours whose shares arrived: the masks we add
-        self.held: dict[str, tuple[bytes, bytes]] = {}
-        self.revealed: dict[str, str] = {}
+        self.self_seed = shamir.random_secret()  # b_u
+        self.index = 0
+        self.neighbours: dict[str, Neighbour] = {}
+        self.held: dict[str, bytes] = {}  # owner -> our share of b_owner || our share of s_sk_owner
+        self._channel: dict[str, bytes] = {}  # neighbour -> AES-GCM key of the pair
+        self._streams: list[tuple[Keystream, bool]] = []
+        self._block = block_words
+        self._encoder: Encoder | None = None
+        self._dimension = 0
+        self._masked = Coverage()
+        self._weight_done = False
         self.stage = "advertise"
-        self.expander = MaskExpander()
-        self.rng = np.random.default_rng()
 
-    def _expect(self, stage: str) -> None:
-        if self.stage != stage:
-            raise ProtocolError(
-                "FAILED_PRECONDITION", f"SecAgg step {stage!r} out of order (at {self.stage!r})"
+    # -- guards ------------------------------------------------------------------------------
+    def _expect(self, *stages: str) -> None:
+        if self.stage not in stages:
+            raise OutOfOrder(
+                f"SecAgg client step needs stage {' or '.join(stages)!r}; it is at {self.stage!r}"
             )
 
-    def _check_context(self, message: dict[str, object]) -> None:
-        if message["context"] != self.context.decode():
-            raise ProtocolError("FAILED_PRECONDITION", f"message for {message['context']!r}, not this round")
+    def _check_binding(self, binding: Binding) -> None:
+        if binding != self.binding:
+            raise WrongBinding(
+                f"message bound to training {binding.training!r} round {binding.round} client "
+                f"{binding.client!r}, not to this client's round"
+            )
 
+    # -- stage 1 -----------------------------------------------------------------------------
     def advertise(self) -> bytes:
+        """Our two public keys: c_pk encrypts shares to us, s_pk agrees pairwise mask seeds."""
         self._expect("advertise")
         self.stage = "share"
-        return wire.encode(
-            {
-                "context": self.context.decode(),
-                "client": self.client,
-                "cPk": wire.b64(self.c_keys.public),
-                "sPk": wire.b64(self.s_keys.public),
-            }
-        )
+        return KeyAdvert(
+            self.binding, self.c_keys.public, self.s_keys.public, self.params.fingerprint()
+        ).to_bytes()
 
+    # -- stage 2 -----------------------------------------------------------------------------
     def share_keys(self, payload: bytes) -> bytes:
-        """Given the neighbours' keys, encrypt to each a share of our self-mask seed and mask key."""
+        """Given our neighbours' keys, seal to each its Shamir shares of b_u and s_sk_u."""
         self._expect("share")
-        message = wire.decode(payload, ("context", "index", "neighbours"))
-        self._check_context(message)
-        for entry in message["neighbours"]:
-            peer = Peer(
-                str(entry["client"]),
-                int(entry["index"]),
-                wire.unb64(entry["cPk"], KEY_BYTES, "cPk"),
-                wire.unb64(entry["sPk"], KEY_BYTES, "sPk"),
+        message = NeighbourKeys.from_bytes(payload, max_entries=self.params.neighbours)
+        self._check_binding(message.binding)
+        peers: dict[str, Neighbour] = {}
+        xs = {0, message.index}
+        for peer in message.neighbours:
+            if peer.client == self.client or peer.client in peers or peer.share_x in xs:
+                raise MalformedMessage(f"neighbour list repeats or misnumbers {peer.client!r}")
+            peers[peer.client] = peer
+            xs.add(peer.share_x)
+        if len(peers) < self.params.threshold:
+            raise SecAggAbort(f"{len(peers)} neighbours, fewer than the threshold {self.params.threshold}")
+        channels = {
+            c: self.c_keys.agree(p.c_pk, pair_info("shares", self.context, self.client, c))
+            for c, p in peers.items()
+        }
+        holders = [p.share_x for p in peers.values()]
+        b_shares = shamir.split(self.self_seed, self.params.threshold, holders)
+        sk_shares = shamir.split(self.s_keys.private_bytes(), self.params.threshold, holders)
+        sealed = tuple(
+            (
+                c,
+                seal(
+                    channels[c],
+                    b_shares[p.share_x] + sk_shares[p.share_x],
+                    share_aad(self.context, self.client, c),
+                ),
             )
-            if peer.client == self.client or peer.client in self.neighbours:
-                raise ProtocolError("INVALID_ARGUMENT", f"neighbour list repeats {peer.client!r}")
-            self.neighbours[peer.client] = peer
-        if len(self.neighbours) < self.params.threshold:
-            raise ProtocolError(
-                "FAILED_PRECONDITION",
-                f"{len(self.neighbours)} neighbours, threshold is {self.params.threshold}",
-            )
-        holders = [p.index for p in self.neighbours.values()]
-        seed_shares = shamir.split(self.self_seed, self.params.threshold, holders)
-        key_shares = shamir.split(self.s_keys.private_bytes(), self.params.threshold, holders)
-        sealed = {}
-        for peer in self.neighbours.values():
-            plaintext = wire.encode(
-                {
-                    "from": self.client,
-                    "to": peer.client,
-                    "b": wire.b64(seed_shares[peer.index]),
-                    "sk": wire.b64(key_shares[peer.index]),
-                }
-            )
-            key = self._share_key(peer)
-            sealed[peer.client] = wire.b64(seal(key, plaintext, self._aad(self.client, peer.client)))
+            for c, p in sorted(peers.items())
+        )
+        self.index, self.neighbours, self._channel = message.index, peers, channels
         self.stage = "receive"
-        return wire.encode({"context": self.context.decode(), "client": self.client, "shares": sealed})
+        return SealedShares(self.binding, sealed).to_bytes()
 
-    def _share_key(self, peer: Peer) -> bytes:
-        """The same key encrypts shares both ways between two neighbours: agree once."""
-        if peer.client not in self._share_keys:
-            self._share_keys[peer.client] = self.c_keys.agree(peer.c_pk, self.context + b"/shares")
-        return self._share_keys[peer.client]
-
-    def _aad(self, sender: str, receiver: str) -> bytes:
-        return self.context + b"|" + sender.encode() + b"|" + receiver.encode()
-
+    # -- stage 3 -----------------------------------------------------------------------------
     def receive_shares(self, payload: bytes) -> None:
+        """Open the shares our neighbours sent; we mask with exactly those neighbours."""
         self._expect("receive")
-        message = wire.decode(payload, ("context", "shares"))
-        self._check_context(message)
-        for sender, blob in message["shares"].items():
-            peer = self.neighbours.get(sender)
-            if peer is None:
-                raise ProtocolError("INVALID_ARGUMENT", f"share from {sender!r}, who is not a neighbour")
-            key = self._share_key(peer)
-            inner = wire.decode(
-                unseal(key, wire.unb64(blob, what="share"), self._aad(sender, self.client)),
-                ("from", "to", "b", "sk"),
+        message = ShareInbox.from_bytes(payload, max_entries=len(self.neighbours))
+        self._check_binding(message.binding)
+        held: dict[str, bytes] = {}
+        for sender, blob in message.shares:
+            if sender not in self.neighbours:
+                raise NotAuthorized(f"share from {sender!r}, who is not our neighbour")
+            if sender in held:
+                raise ReplayedMessage(f"two shares from {sender!r}")
+            plain = unseal(self._channel[sender], blob, share_aad(self.context, sender, self.client))
+            if len(plain) != SHARE_PLAINTEXT_BYTES or not all(
+                shamir.is_field_element(part) for part in (plain[:32], plain[32:])
+            ):
+                raise MalformedMessage(f"share from {sender!r} is not a pair of field elements")
+            held[sender] = plain
+        if len(held) < self.params.threshold:
+            raise SecAggAbort(
+                f"shares from {len(held)} neighbours, fewer than the threshold {self.params.threshold}: "
+                "our masks could not be removed"
             )
-            if (inner["from"], inner["to"]) != (sender, self.client):
-                raise ProtocolError("PERMISSION_DENIED", f"share from {sender!r} names other parties")
-            self.held[sender] = (
-                wire.unb64(inner["b"], shamir.SHARE_BYTES, "share"),
-                wire.unb64(inner["sk"], shamir.SHARE_BYTES, "share"),
+        streams = [(Keystream(self.self_seed), False)]
+        for peer in sorted(held):
+            seed = self.s_keys.agree(
+                self.neighbours[peer].s_pk, pair_info("mask", self.context, self.client, peer)
             )
-        self.partners = {c: self.neighbours[c] for c in self.held}
+            streams.append((Keystream(seed), self.client > peer))  # +PRG(s_uv) if u < v, else -PRG
+        self.held, self._streams = held, streams
         self.stage = "mask"
 
-    def pair_seed(self, peer: Peer) -> bytes:
-        return self.s_keys.agree(peer.s_pk, self.context + b"/mask")
-
-    def mask_update(self, values: np.ndarray, weight: float) -> np.ndarray:
-        """The masked upload: M encoded words of `weight x values`, plus one masked weight word."""
+    # -- stage 4 -----------------------------------------------------------------------------
+    def start_upload(self, dimension: int, weight: float) -> None:
+        """Fix the update length M and this client's weight (example count, capped at max_weight)."""
         self._expect("mask")
-        p = self.params
-        fraction = min(weight, p.max_weight) / p.max_weight
-        scaled = values.astype(np.float32, copy=True)
-        scaled *= np.float32(fraction)
-        out = np.empty(len(values) + 1, dtype=np.uint32)
-        quantize_into(scaled, out[:-1], p.clip, scale_for(p.clip, p.participants), self.rng)
-        out[-1] = int(np.floor(fraction * (FIELD - 1) / p.participants + self.rng.random()))
-        self.expander.apply(self.self_seed, out, 0)
-        for peer in self.partners.values():
-            self.expander.apply(self.pair_seed(peer), out, 0, subtract=self.client > peer.client)
-        self.stage = "reveal"
+        if dimension < 1:
+            raise ValueError("the update needs at least one word")
+        self._encoder = Encoder(self.params, weight)
+        self._dimension = dimension
+        self.stage = "upload"
+
+    @property
+    def upload_words(self) -> int:
+        """M + W: the length of the masked upload (update words, then the weight word)."""
+        return self._dimension + WEIGHT_WORDS
+
+    def mask_chunk(self, offset: int, values: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Masked words [offset, offset + len(values)) of the upload, from float32 update values.
+
+        `out` (uint32, same length) is written and returned; it may be `values.view(np.uint32)`
+        to mask in place. Each word may be masked once per round.
+        """
+        self._expect("upload")
+        assert self._encoder is not None
+        values = np.asarray(values)
+        if values.dtype != np.float32 or values.ndim != 1:
+            raise ValueError(f"values must be a 1-d float32 array, got {values.dtype} {values.shape}")
+        end = offset + len(values)
+        if offset < 0 or end > self._dimension or not len(values):
+            raise ValueError(f"chunk [{offset}, {end}) is empty or outside the update [0, {self._dimension})")
+        if self._masked.overlaps(offset, end):
+            raise ReplayedMessage(f"words [{offset}, {end}) overlap words already masked this round")
+        if out is None:
+            out = np.empty(len(values), dtype=np.uint32)
+        elif out.dtype != np.uint32 or out.shape != values.shape:
+            raise ValueError("out must be a uint32 array shaped like values")
+        scratch, step = thread_scratch(self._block), self._block
+        try:
+            for begin in range(0, len(values), step):
+                target = out[begin : begin + step]
+                self._encoder.encode(values[begin : begin + step], target, offset + begin, scratch)
+                for stream, subtract in self._streams:
+                    words = stream.fill(scratch, offset + begin, len(target))
+                    if subtract:
+                        np.subtract(target, words, out=target)
+                    else:
+                        np.add(target, words, out=target)
+        except ValueError:
+            out.fill(0)  # blocks masked before the bad one must not leave either
+            raise
+        self._masked.add(offset, end)
         return out
 
+    def weight_words(self) -> np.ndarray:
+        """The masked weight word(s), words [M, M + W) of the upload."""
+        self._expect("upload")
+        assert self._encoder is not None
+        if self._weight_done:
+            raise ReplayedMessage("the weight words were already masked this round")
+        out = np.array([self._encoder.weight_code()], dtype=np.uint32)
+        scratch = thread_scratch(self._block)
+        for stream, subtract in self._streams:
+            words = stream.fill(scratch, self._dimension, WEIGHT_WORDS)
+            if subtract:
+                np.subtract(out, words, out=out)
+            else:
+                np.add(out, words, out=out)
+        self._weight_done = True
+        return out
+
+    def mask_update(self, values: np.ndarray, weight: float) -> np.ndarray:
+        """The whole masked upload at once: M masked update words, then the weight word(s)."""
+        values = np.ascontiguousarray(values, dtype=np.float32).reshape(-1)
+        self.start_upload(len(values), weight)
+        out = np.empty(len(values) + WEIGHT_WORDS, dtype=np.uint32)
+        self.mask_chunk(0, values, out[: len(values)])
+        out[len(values) :] = self.weight_words()
+        return out
+
+    @property
+    def upload_complete(self) -> bool:
+        return self._weight_done and self._masked.total == self._dimension
+
+    # -- stage 5 -----------------------------------------------------------------------------
     def reveal(self, payload: bytes) -> bytes:
-        """Shares the aggregator asks for: self-mask seeds of survivors, mask keys of dropped
-        neighbours. Never both for one neighbour, in this request or across requests."""
-        self._expect("reveal")
-        message = wire.decode(payload, ("context", "survivors", "dropped"))
-        self._check_context(message)
-        survivors, dropped = set(message["survivors"]), set(message["dropped"])
-        if survivors & dropped:
-            raise ProtocolError(
-                "PERMISSION_DENIED", f"asked for both secrets of {sorted(survivors & dropped)}"
-            )
-        out = {}
-        for owner, kind in [(o, "b") for o in sorted(survivors)] + [(o, "sk") for o in sorted(dropped)]:
+        """The shares the aggregator asked for: b of neighbours whose input arrived, s_sk of those
+        that dropped. Refuses a request that names one neighbour twice (both kinds) or a second
+        request (a reveal happens once per round)."""
+        if self.stage == "revealed":
+            raise ReplayedMessage("this client already revealed its shares this round")
+        self._expect("upload")
+        if not self.upload_complete:
+            raise OutOfOrder("reveal before this client's masked upload was complete")
+        message = RevealRequest.from_bytes(payload, max_entries=len(self.neighbours))
+        self._check_binding(message.binding)
+        kinds: dict[str, ShareKind] = {}
+        for owner, kind in message.wanted:
+            if owner in kinds:
+                raise ForbiddenReveal(
+                    f"asked for {owner!r} twice ({kinds[owner].name} and {kind.name}): a client reveals "
+                    "either the self-mask share or the key share of a neighbour, never both"
+                )
             if owner not in self.held:
-                raise ProtocolError("INVALID_ARGUMENT", f"no share held for {owner!r}")
-            if self.revealed.get(owner, kind) != kind:
-                raise ProtocolError("PERMISSION_DENIED", f"already revealed the other secret of {owner!r}")
-            self.revealed[owner] = kind
-            seed_share, key_share = self.held[owner]
-            out[owner] = {"kind": kind, "share": wire.b64(seed_share if kind == "b" else key_share)}
-        return wire.encode({"context": self.context.decode(), "client": self.client, "shares": out})
+                raise NotAuthorized(f"asked for shares of {owner!r}, which this client does not hold")
+            kinds[owner] = kind
+        shares = tuple(
+            (owner, kind, self.held[owner][:32] if kind == ShareKind.SELF_MASK else self.held[owner][32:])
+            for owner, kind in sorted(kinds.items())
+        )
+        self.stage = "revealed"
+        return Reveal(self.binding, shares).to_bytes()

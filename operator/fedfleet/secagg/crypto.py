@@ -1,9 +1,12 @@
-"""Key agreement and authenticated encryption for SecAgg+: X25519, HKDF-SHA256, AES-GCM."""
+"""Key agreement and authenticated encryption: X25519, HKDF-SHA256, AES-128-GCM.
+
+Every derived key is bound by its HKDF `info` to the round (training, round number), to its
+purpose, and to the unordered pair of clients, so no key is ever reused across rounds or pairs.
+"""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
@@ -11,37 +14,45 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from fedfleet.secagg import shamir
+from fedfleet.secagg.errors import AuthenticationFailed
+
 KEY_BYTES = 32
 NONCE_BYTES = 12
-RAW = serialization.Encoding.Raw, serialization.PublicFormat.Raw
+TAG_BYTES = 16
+SHARE_PLAINTEXT_BYTES = 2 * shamir.SHARE_BYTES  # a share of b_u, then a share of s_sk_u
+SEALED_SHARE_BYTES = NONCE_BYTES + SHARE_PLAINTEXT_BYTES + TAG_BYTES
 
 
-class ProtocolError(ValueError):
-    """A SecAgg+ message that must be refused; `code` is the gRPC status name to answer with."""
+def pack_strings(*parts: str | bytes | int) -> bytes:
+    """Unambiguous concatenation (length-prefixed), for HKDF info and AES-GCM associated data."""
+    out: list[bytes] = []
+    for part in parts:
+        if isinstance(part, int):
+            raw = part.to_bytes(8, "big")
+        else:
+            raw = part.encode() if isinstance(part, str) else part
+        out += (len(raw).to_bytes(2, "big"), raw)
+    return b"".join(out)
 
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
 
-
-@dataclass(frozen=True)
 class KeyPair:
-    private: X25519PrivateKey
+    """An X25519 key pair of one round. The masking key's private bytes are a Shamir secret,
+    so they are drawn below the field prime (indistinguishable from uniform: p > 2^256 - 2^33)."""
+
+    def __init__(self, private: X25519PrivateKey) -> None:
+        self.private = private
+        self.public = private.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
 
     @classmethod
     def generate(cls) -> KeyPair:
-        """A fresh key whose raw private bytes are a valid Shamir secret (below the field prime)."""
-        from fedfleet.secagg.shamir import random_secret
-
-        return cls(X25519PrivateKey.from_private_bytes(random_secret()))
+        return cls(X25519PrivateKey.from_private_bytes(shamir.random_secret()))
 
     @classmethod
     def from_private_bytes(cls, raw: bytes) -> KeyPair:
         return cls(X25519PrivateKey.from_private_bytes(raw))
-
-    @property
-    def public(self) -> bytes:
-        return self.private.public_key().public_bytes(*RAW)
 
     def private_bytes(self) -> bytes:
         return self.private.private_bytes(
@@ -49,20 +60,30 @@ class KeyPair:
         )
 
     def agree(self, peer_public: bytes, info: bytes) -> bytes:
-        """A 32-byte key only this pair can compute, bound to `info` (training, round, purpose)."""
-        if len(peer_public) != KEY_BYTES:
-            raise ProtocolError("INVALID_ARGUMENT", "public keys are 32 bytes")
-        shared = self.private.exchange(X25519PublicKey.from_public_bytes(peer_public))
+        """32 bytes only this pair can compute: HKDF-SHA256(X25519(mine, theirs), info)."""
+        try:
+            shared = self.private.exchange(X25519PublicKey.from_public_bytes(peer_public))
+        except ValueError:  # wrong length, or a low-order point giving an all-zero secret
+            raise AuthenticationFailed("unusable X25519 public key") from None
         return HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=info).derive(shared)
 
 
+def pair_info(purpose: str, context: bytes, a: str, b: str) -> bytes:
+    """HKDF info for a pair key: the same for (a, b) and (b, a)."""
+    low, high = sorted((a, b))
+    return pack_strings("fedfleet-secagg", purpose, context, low, high)
+
+
 def seal(key: bytes, plaintext: bytes, associated: bytes) -> bytes:
+    """AES-GCM with the first 16 key bytes (AES-128) and a random 96-bit nonce prepended."""
     nonce = os.urandom(NONCE_BYTES)
-    return nonce + AESGCM(key).encrypt(nonce, plaintext, associated)
+    return nonce + AESGCM(key[:16]).encrypt(nonce, plaintext, associated)
 
 
 def unseal(key: bytes, blob: bytes, associated: bytes) -> bytes:
     try:
-        return AESGCM(key).decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], associated)
+        return AESGCM(key[:16]).decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], associated)
     except (InvalidTag, ValueError):
-        raise ProtocolError("PERMISSION_DENIED", "share ciphertext fails authentication") from None
+        raise AuthenticationFailed(
+            "an encrypted share fails authentication (tampered or misaddressed)"
+        ) from None

@@ -1,46 +1,109 @@
-"""Pseudo-random masks: AES-128-CTR keystreams expanded straight into uint32 words.
+"""Pseudo-random masks: AES-128-CTR keystreams written straight into uint32 words.
 
-Seekable by word offset, so any chunk of an update can be masked or unmasked on its own, and
-generated with `update_into` into a reused buffer (no allocation per block: first-touch page
-faults cost more than the cipher on this kind of machine).
+A mask is PRG(seed)[i] = word i of the AES-128-CTR keystream under key seed[:16] with the
+counter starting at 0, so word i sits in counter block i // 4: any chunk [offset, offset + n)
+can be produced on its own (seekable). `update_into` writes into a scratch buffer allocated
+once (the allocating `update()` is ~6x slower, and fresh pages cost more than the cipher).
+A stream remembers where it stopped, so consecutive chunks reuse one cipher context.
 """
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algorithms, modes
 
-WORDS_PER_BLOCK = 4  # one AES block is 16 bytes
-STEP_WORDS = 1 << 18  # 1 MiB of keystream per cipher call
+WORDS_PER_AES_BLOCK = 4
+DEFAULT_BLOCK_WORDS = 1 << 16  # 256 KiB of keystream per call: cache-sized, few Python calls
 
 
-class MaskExpander:
-    """Adds or subtracts PRG(seed)[offset : offset + n] to uint32 arrays; one per thread."""
+class Scratch:
+    """Reusable block buffers: keystream words (plus one AES block of slack for `update_into`)
+    and the float work arrays of (de)quantization. Get them with `thread_scratch()`."""
 
-    def __init__(self) -> None:
-        self._zeros = bytes(STEP_WORDS * 4 + 16)
-        self._scratch = np.empty(STEP_WORDS + WORDS_PER_BLOCK, dtype=np.uint32)
+    def __init__(self, block_words: int = DEFAULT_BLOCK_WORDS) -> None:
+        if block_words < 16 or block_words % WORDS_PER_AES_BLOCK:
+            raise ValueError("block_words must be a multiple of 4, at least 16")
+        self.block_words = block_words
+        self.words = np.empty(block_words + 2 * WORDS_PER_AES_BLOCK, dtype=np.uint32)
+        self.bytes = memoryview(self.words).cast("B")  # type: ignore[arg-type]
+        self.zeros = _zeros(4 * (block_words + WORDS_PER_AES_BLOCK))
+        self.f32 = np.empty(block_words, dtype=np.float32)
+        self.f64 = np.empty(block_words, dtype=np.float64)
+        self.f64b = np.empty(block_words, dtype=np.float64)
+        for array in (self.words, self.f32, self.f64, self.f64b):
+            array.fill(0)  # touch the pages once, here, not inside the first block
 
-    def apply(self, seed: bytes, out: np.ndarray, offset: int, subtract: bool = False) -> None:
-        """out[i] += (or -=) mask word offset+i, modulo 2^32, for every i of `out`."""
-        key, base = seed[:16], int.from_bytes(seed[16:32], "big")
-        done = 0
-        while done < len(out):
-            take = min(STEP_WORDS, len(out) - done)
-            start = offset + done
-            skip = start % WORDS_PER_BLOCK
-            blocks = -(-(skip + take) // WORDS_PER_BLOCK)
-            counter = ((base + start // WORDS_PER_BLOCK) % (1 << 128)).to_bytes(16, "big")
-            encryptor = Cipher(algorithms.AES(key), modes.CTR(counter)).encryptor()
-            raw = memoryview(self._scratch).cast("B")[: blocks * 16]  # type: ignore[arg-type]
-            encryptor.update_into(self._zeros[: blocks * 16], raw)
-            words = self._scratch[skip : skip + take]
-            target = out[done : done + take]
+
+_zero_buffers: dict[int, bytes] = {}
+_local = threading.local()
+
+
+def _zeros(size: int) -> bytes:
+    """The cipher's input: zeros, shared read-only by every scratch of that size."""
+    if size not in _zero_buffers:
+        _zero_buffers[size] = bytes(size)
+    return _zero_buffers[size]
+
+
+def thread_scratch(block_words: int = DEFAULT_BLOCK_WORDS) -> Scratch:
+    """This thread's scratch for `block_words`, made once and reused by every client, server
+    and round in the thread (a call uses it from start to end, so one per thread is safe)."""
+    spaces: dict[int, Scratch] = _local.__dict__.setdefault("spaces", {})
+    if block_words not in spaces:
+        spaces[block_words] = Scratch(block_words)
+    return spaces[block_words]
+
+
+class Keystream:
+    """PRG(seed) as a seekable stream of uint32 words."""
+
+    __slots__ = ("_context", "_key", "_position")
+
+    def __init__(self, seed: bytes) -> None:
+        if len(seed) < 16:
+            raise ValueError("a mask seed has at least 16 bytes")
+        self._key = bytes(seed[:16])
+        self._context: CipherContext | None = None
+        self._position = -1
+
+    def fill(self, scratch: Scratch, offset: int, count: int) -> np.ndarray:
+        """Words [offset, offset + count) (count <= scratch.block_words), as a view of scratch."""
+        skip = 0
+        if self._context is None or offset != self._position:
+            counter = (offset // WORDS_PER_AES_BLOCK).to_bytes(16, "big")
+            self._context = Cipher(algorithms.AES(self._key), modes.CTR(counter)).encryptor()
+            skip = offset % WORDS_PER_AES_BLOCK
+        nbytes = 4 * (skip + count)
+        self._context.update_into(scratch.zeros[:nbytes], scratch.bytes)
+        self._position = offset + count
+        return scratch.words[skip : skip + count]
+
+
+def apply_streams(
+    out: np.ndarray, offset: int, streams: list[tuple[Keystream, bool]], scratch: Scratch
+) -> None:
+    """out[i] +=/-= PRG_j[offset + i] (mod 2^32) for every (stream j, subtract) pair, block by block."""
+    step = scratch.block_words
+    for begin in range(0, len(out), step):
+        target = out[begin : begin + step]
+        for stream, subtract in streams:
+            words = stream.fill(scratch, offset + begin, len(target))
             if subtract:
                 np.subtract(target, words, out=target)
             else:
                 np.add(target, words, out=target)
-            done += take
+
+
+class MaskExpander:
+    """Convenience: one seed at a time (tests and tools); the protocol uses `apply_streams`."""
+
+    def __init__(self, block_words: int = DEFAULT_BLOCK_WORDS) -> None:
+        self.block_words = block_words
+
+    def apply(self, seed: bytes, out: np.ndarray, offset: int, subtract: bool = False) -> None:
+        apply_streams(out, offset, [(Keystream(seed), subtract)], thread_scratch(self.block_words))
 
     def words(self, seed: bytes, offset: int, count: int) -> np.ndarray:
         out = np.zeros(count, dtype=np.uint32)

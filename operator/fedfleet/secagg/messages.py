@@ -1,44 +1,340 @@
-"""Wire encoding of SecAgg+ stage payloads: JSON with base64 bytes, strictly checked on decode."""
+"""SecAgg+ messages and their stable binary encoding (carried as opaque bytes by gRPC).
+
+Every message starts with a header: magic b"SA", format version, message kind, then its
+binding (training, round, client). The client field names the sender of a client's message
+and the recipient of the aggregator's; the receiver checks all three, which refuses replays
+from other rounds, trainings or clients. Integers are big-endian, strings are UTF-8 with a
+one-byte length, lists carry a four-byte count. Decoding checks every length, bound and the
+exact end of the payload and raises `MalformedMessage` / `OversizedMessage`; it never trusts
+a count before checking it against the bytes that are left.
+"""
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
-from typing import Any
+import struct
+from dataclasses import dataclass
+from enum import IntEnum
+from functools import lru_cache
+from typing import ClassVar, NamedTuple
 
-from fedfleet.secagg.crypto import ProtocolError
+from fedfleet.secagg.crypto import KEY_BYTES, SEALED_SHARE_BYTES
+from fedfleet.secagg.errors import MalformedMessage, OversizedMessage
+from fedfleet.secagg.shamir import SHARE_BYTES
 
-MAX_PAYLOAD_BYTES = 4 * 1024 * 1024
-
-
-def b64(raw: bytes) -> str:
-    return base64.b64encode(raw).decode()
-
-
-def unb64(text: Any, size: int | None = None, what: str = "value") -> bytes:
-    try:
-        raw = base64.b64decode(text, validate=True)
-    except (binascii.Error, TypeError, ValueError):
-        raise ProtocolError("INVALID_ARGUMENT", f"{what} is not base64") from None
-    if size is not None and len(raw) != size:
-        raise ProtocolError("INVALID_ARGUMENT", f"{what} must be {size} bytes, got {len(raw)}")
-    return raw
+MAGIC = b"SA"
+VERSION = 1
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+MAX_ID_BYTES = 255
+FINGERPRINT_BYTES = 8
 
 
-def encode(message: dict[str, Any]) -> bytes:
-    return json.dumps(message, sort_keys=True, separators=(",", ":")).encode()
+class Kind(IntEnum):
+    KEYS = 1  # client -> aggregator: c_pk, s_pk
+    NEIGHBOURS = 2  # aggregator -> client: its index and its neighbours' keys
+    SHARES = 3  # client -> aggregator: one sealed share pair per neighbour
+    INBOX = 4  # aggregator -> client: the sealed share pairs addressed to it
+    REVEAL_REQUEST = 5  # aggregator -> client: which share of which neighbour to reveal
+    REVEAL = 6  # client -> aggregator: those shares
 
 
-def decode(payload: bytes, required: tuple[str, ...]) -> dict[str, Any]:
-    if len(payload) > MAX_PAYLOAD_BYTES:
-        raise ProtocolError(
-            "RESOURCE_EXHAUSTED", f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD_BYTES}"
+class ShareKind(IntEnum):
+    SELF_MASK = 1  # a share of b_u: asked for neighbours whose masked input arrived
+    MASK_KEY = 2  # a share of s_sk_u: asked for neighbours that dropped after sharing
+
+
+@dataclass(frozen=True)
+class Binding:
+    training: str
+    round: int
+    client: str
+
+
+@lru_cache(maxsize=65536)
+def _id_field(value: str) -> bytes:
+    """An id as written: one length byte, then UTF-8 (cached: ids repeat in every message)."""
+    raw = value.encode()
+    if not 0 < len(raw) <= MAX_ID_BYTES:
+        raise ValueError(f"ids are 1..{MAX_ID_BYTES} UTF-8 bytes, got {len(raw)}")
+    return bytes((len(raw),)) + raw
+
+
+@lru_cache(maxsize=65536)
+def _id_text(raw: bytes) -> str:
+    return raw.decode()
+
+
+_U32 = struct.Struct(">I")
+_U64 = struct.Struct(">Q")
+
+
+class _Writer:
+    def __init__(self, kind: Kind, binding: Binding) -> None:
+        self.parts = [MAGIC, bytes((VERSION, kind)), _id_field(binding.training), _U64.pack(binding.round)]
+        self.parts.append(_id_field(binding.client))
+
+    def text(self, value: str) -> None:
+        self.parts.append(_id_field(value))
+
+    def raw(self, value: bytes, size: int) -> None:
+        if len(value) != size:
+            raise ValueError(f"expected {size} bytes, got {len(value)}")
+        self.parts.append(value)
+
+    def u8(self, value: int) -> None:
+        self.parts.append(bytes((value,)))
+
+    def u32(self, value: int) -> None:
+        self.parts.append(_U32.pack(value))
+
+    def done(self) -> bytes:
+        return b"".join(self.parts)
+
+
+class _Reader:
+    def __init__(self, data: bytes, kind: Kind) -> None:
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise MalformedMessage(f"a SecAgg message is bytes, not {type(data).__name__}")
+        if len(data) > MAX_MESSAGE_BYTES:
+            raise OversizedMessage(f"SecAgg message of {len(data)} bytes exceeds {MAX_MESSAGE_BYTES}")
+        self.data = bytes(data)
+        self.pos = 0
+        self.kind = kind
+        if self.take(2) != MAGIC:
+            raise MalformedMessage("not a SecAgg message (bad magic)")
+        version, got = self.take(1)[0], self.take(1)[0]
+        if version != VERSION:
+            raise MalformedMessage(f"SecAgg message format {version} is not supported (expected {VERSION})")
+        if got != kind:
+            name = Kind(got).name if got in Kind._value2member_map_ else str(got)
+            raise MalformedMessage(f"expected a {kind.name} message, got {name}")
+        self.binding = Binding(self.text(), _U64.unpack(self.take(8))[0], self.text())
+
+    def take(self, size: int) -> bytes:
+        end = self.pos + size
+        if end > len(self.data):
+            raise MalformedMessage(f"{self.kind.name} message truncated at byte {len(self.data)}")
+        chunk = self.data[self.pos : end]
+        self.pos = end
+        return chunk
+
+    def text(self) -> str:
+        size = self.take(1)[0]
+        if size == 0:
+            raise MalformedMessage(f"{self.kind.name} message has an empty id")
+        try:
+            return _id_text(self.take(size))
+        except UnicodeDecodeError:
+            raise MalformedMessage(f"{self.kind.name} message has an id that is not UTF-8") from None
+
+    def u8(self) -> int:
+        return self.take(1)[0]
+
+    def u32(self) -> int:
+        value: int = _U32.unpack(self.take(4))[0]
+        return value
+
+    def count(self, limit: int, min_entry_bytes: int) -> int:
+        n = self.u32()
+        if n > limit:
+            raise OversizedMessage(f"{self.kind.name} message lists {n} entries, at most {limit} allowed")
+        if n * min_entry_bytes > len(self.data) - self.pos:
+            raise MalformedMessage(f"{self.kind.name} message announces {n} entries but is too short")
+        return n
+
+    def entries(self, limit: int, kind_byte: bool, fixed: int) -> list[tuple[str, ShareKind | None, bytes]]:
+        """A counted list of (id, optional share kind, `fixed` bytes) entries, in one tight loop
+        (the aggregator decodes thousands per round)."""
+        n = self.count(limit, 2 + kind_byte + fixed)
+        data, pos, out = self.data, self.pos, []
+        kind: ShareKind | None = None
+        try:
+            for _ in range(n):
+                size = data[pos]
+                if not size:
+                    raise MalformedMessage(f"{self.kind.name} message has an empty id")
+                name = _id_text(data[pos + 1 : pos + 1 + size])
+                pos += 1 + size
+                if kind_byte:
+                    kind = _SHARE_KINDS.get(data[pos])
+                    if kind is None:
+                        raise MalformedMessage(f"{self.kind.name} message has unknown share kind {data[pos]}")
+                    pos += 1
+                out.append((name, kind, data[pos : pos + fixed]))
+                pos += fixed
+        except IndexError:
+            pos = len(data) + 1
+        except UnicodeDecodeError:
+            raise MalformedMessage(f"{self.kind.name} message has an id that is not UTF-8") from None
+        if pos > len(data):
+            raise MalformedMessage(f"{self.kind.name} message truncated at byte {len(data)}")
+        self.pos = pos
+        return out
+
+    def end(self) -> None:
+        if self.pos != len(self.data):
+            raise MalformedMessage(f"{self.kind.name} message has {len(self.data) - self.pos} trailing bytes")
+
+
+UNLIMITED = 1 << 31
+_SHARE_KINDS = {kind.value: kind for kind in ShareKind}
+
+
+@dataclass(frozen=True)
+class KeyAdvert:
+    """Stage 1, client -> aggregator."""
+
+    binding: Binding
+    c_pk: bytes
+    s_pk: bytes
+    params: bytes  # SecAggParams.fingerprint(): both sides must encode alike
+    KIND: ClassVar[Kind] = Kind.KEYS
+
+    def to_bytes(self) -> bytes:
+        w = _Writer(self.KIND, self.binding)
+        w.raw(self.c_pk, KEY_BYTES)
+        w.raw(self.s_pk, KEY_BYTES)
+        w.raw(self.params, FINGERPRINT_BYTES)
+        return w.done()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> KeyAdvert:
+        r = _Reader(data, cls.KIND)
+        message = cls(r.binding, r.take(KEY_BYTES), r.take(KEY_BYTES), r.take(FINGERPRINT_BYTES))
+        r.end()
+        return message
+
+
+class Neighbour(NamedTuple):
+    client: str
+    share_x: int  # the Shamir x-coordinate of this client's shares (1-based, fixed per round)
+    c_pk: bytes
+    s_pk: bytes
+
+
+@dataclass(frozen=True)
+class NeighbourKeys:
+    """Stage 2, aggregator -> client: the recipient's own index and its neighbours' keys."""
+
+    binding: Binding
+    index: int
+    neighbours: tuple[Neighbour, ...]
+    KIND: ClassVar[Kind] = Kind.NEIGHBOURS
+
+    def to_bytes(self) -> bytes:
+        w = _Writer(self.KIND, self.binding)
+        w.u32(self.index)
+        w.u32(len(self.neighbours))
+        for peer in self.neighbours:
+            w.text(peer.client)
+            w.u32(peer.share_x)
+            w.raw(peer.c_pk, KEY_BYTES)
+            w.raw(peer.s_pk, KEY_BYTES)
+        return w.done()
+
+    @classmethod
+    def from_bytes(cls, data: bytes, max_entries: int = UNLIMITED) -> NeighbourKeys:
+        r = _Reader(data, cls.KIND)
+        index = r.u32()
+        peers = tuple(
+            Neighbour(name, _U32.unpack_from(blob)[0], blob[4 : 4 + KEY_BYTES], blob[4 + KEY_BYTES :])
+            for name, _, blob in r.entries(max_entries, False, 4 + 2 * KEY_BYTES)
         )
-    try:
-        message = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise ProtocolError("INVALID_ARGUMENT", "payload is not a SecAgg message") from None
-    if not isinstance(message, dict) or any(key not in message for key in required):
-        raise ProtocolError("INVALID_ARGUMENT", f"payload needs fields {', '.join(required)}")
-    return message
+        r.end()
+        return cls(r.binding, index, peers)
+
+
+@dataclass(frozen=True)
+class _SealedList:
+    binding: Binding
+    shares: tuple[tuple[str, bytes], ...]  # (other party, sealed pair of shares)
+    KIND: ClassVar[Kind]
+
+    def to_bytes(self) -> bytes:
+        w = _Writer(self.KIND, self.binding)
+        w.u32(len(self.shares))
+        for party, sealed in self.shares:
+            w.text(party)
+            w.raw(sealed, SEALED_SHARE_BYTES)
+        return w.done()
+
+    @classmethod
+    def _decode(cls, data: bytes, max_entries: int) -> tuple[Binding, tuple[tuple[str, bytes], ...]]:
+        r = _Reader(data, cls.KIND)
+        shares = tuple((name, blob) for name, _, blob in r.entries(max_entries, False, SEALED_SHARE_BYTES))
+        r.end()
+        return r.binding, shares
+
+
+@dataclass(frozen=True)
+class SealedShares(_SealedList):
+    """Stage 2, client -> aggregator: for each neighbour (the receiver), its sealed shares."""
+
+    KIND: ClassVar[Kind] = Kind.SHARES
+
+    @classmethod
+    def from_bytes(cls, data: bytes, max_entries: int = UNLIMITED) -> SealedShares:
+        return cls(*cls._decode(data, max_entries))
+
+
+@dataclass(frozen=True)
+class ShareInbox(_SealedList):
+    """Stage 3, aggregator -> client: the sealed shares its neighbours (the senders) sent it."""
+
+    KIND: ClassVar[Kind] = Kind.INBOX
+
+    @classmethod
+    def from_bytes(cls, data: bytes, max_entries: int = UNLIMITED) -> ShareInbox:
+        return cls(*cls._decode(data, max_entries))
+
+
+@dataclass(frozen=True)
+class RevealRequest:
+    """Stage 5, aggregator -> client: for each neighbour (owner), the share kind to reveal."""
+
+    binding: Binding
+    wanted: tuple[tuple[str, ShareKind], ...]
+    KIND: ClassVar[Kind] = Kind.REVEAL_REQUEST
+
+    def to_bytes(self) -> bytes:
+        w = _Writer(self.KIND, self.binding)
+        w.u32(len(self.wanted))
+        for owner, kind in self.wanted:
+            w.text(owner)
+            w.u8(kind)
+        return w.done()
+
+    @classmethod
+    def from_bytes(cls, data: bytes, max_entries: int = UNLIMITED) -> RevealRequest:
+        r = _Reader(data, cls.KIND)
+        wanted = tuple((name, kind) for name, kind, _ in r.entries(max_entries, True, 0) if kind is not None)
+        r.end()
+        return cls(r.binding, wanted)
+
+
+@dataclass(frozen=True)
+class Reveal:
+    """Stage 5, client -> aggregator: the requested shares, one per owner."""
+
+    binding: Binding
+    shares: tuple[tuple[str, ShareKind, bytes], ...]
+    KIND: ClassVar[Kind] = Kind.REVEAL
+
+    def to_bytes(self) -> bytes:
+        w = _Writer(self.KIND, self.binding)
+        w.u32(len(self.shares))
+        for owner, kind, share in self.shares:
+            w.text(owner)
+            w.u8(kind)
+            w.raw(share, SHARE_BYTES)
+        return w.done()
+
+    @classmethod
+    def from_bytes(cls, data: bytes, max_entries: int = UNLIMITED) -> Reveal:
+        r = _Reader(data, cls.KIND)
+        shares = tuple(
+            (name, kind, blob)
+            for name, kind, blob in r.entries(max_entries, True, SHARE_BYTES)
+            if kind is not None
+        )
+        r.end()
+        return cls(r.binding, shares)

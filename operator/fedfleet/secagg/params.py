@@ -1,18 +1,54 @@
-"""SecAgg+ parameters of one round, derived from the manifest and the participant count."""
+"""SecAgg+ parameters of one round: neighbours k, threshold t, clipping and the fixed-point code.
+
+Both sides must build identical parameters (the client sends a fingerprint with its keys and
+the aggregator refuses a mismatch): they fix how a float becomes a uint32 word and back.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import math
+import struct
 from dataclasses import dataclass
+from typing import Literal
+
+WORD_RANGE = 2**32
+WEIGHT_WORDS = 1  # W: words after the M update words that carry the masked weight
+Rounding = Literal["stochastic", "nearest"]
 
 
 @dataclass(frozen=True)
 class SecAggParams:
-    participants: int
-    neighbours: int  # k: each client masks with and shares its secrets among k others
-    threshold: int  # t: shares needed to recover a secret; also the fewest survivors
-    clip: float  # update values are clipped to [-clip, clip] before encoding
-    max_weight: float  # weights (example counts) above it are capped
+    participants: int  # n: clients selected for the round; the sum of n codes must not wrap
+    neighbours: int  # k: each client masks with, and shares its secrets among, k others
+    threshold: int  # t: shares that recover a secret, and colluders needed to break one
+    clip: float  # c: update values are clipped to [-c, c] before encoding
+    max_weight: float  # weights (example counts) are capped here; the unit of the pre-scaling
+    bits: int = 0  # per-client code width; 0 = the finest that n summands allow
+    rounding: Rounding = "stochastic"  # stochastic is unbiased; nearest is cheaper, biased
+    max_chunk_words: int = 1 << 22  # largest masked chunk the aggregator accepts (16 MiB)
+
+    def __post_init__(self) -> None:
+        n, k, t = self.participants, self.neighbours, self.threshold
+        if n < 3:
+            raise ValueError(f"secure aggregation needs at least 3 participants, got {n}")
+        if not 1 <= k <= n - 1:
+            raise ValueError(f"neighbours k={k} must be within 1..{n - 1} for {n} participants")
+        if not 2 <= t <= k:
+            raise ValueError(f"threshold t={t} must be within 2..k={k}")
+        if not (math.isfinite(self.clip) and self.clip > 0):
+            raise ValueError(f"clip must be positive and finite, got {self.clip}")
+        if not (math.isfinite(self.max_weight) and self.max_weight > 0):
+            raise ValueError(f"max_weight must be positive and finite, got {self.max_weight}")
+        if self.bits and (self.bits < 2 or (1 << self.bits) - 1 > self._max_levels()):
+            raise ValueError(
+                f"bits={self.bits}: {n} summands of 2^bits levels must fit in 32 bits "
+                f"(at most {int(math.log2(self._max_levels() + 1))})"
+            )
+        if self.rounding not in ("stochastic", "nearest"):
+            raise ValueError(f"rounding must be 'stochastic' or 'nearest', got {self.rounding!r}")
+        if self.max_chunk_words < 1:
+            raise ValueError("max_chunk_words must be positive")
 
     @classmethod
     def build(
@@ -22,13 +58,54 @@ class SecAggParams:
         threshold_ratio: float = 0.5,
         clip: float = 8.0,
         max_weight: float = 100_000.0,
+        bits: int = 0,
+        rounding: Rounding = "stochastic",
     ) -> SecAggParams:
-        """k = 0 picks ~2 log2(n) (SecAgg+); k = n - 1 is classic SecAgg. t = ceil(ratio * k), at least 2."""
-        if participants < 2:
-            raise ValueError("secure aggregation needs at least 2 participants")
-        k = neighbours or max(2, math.ceil(2 * math.log2(participants)))
-        k = min(k, participants - 1)
+        """k = 0 picks ceil(2 log2 n) (SecAgg+); k = n - 1 is classic SecAgg. t = ceil(ratio k), >= 2."""
+        if participants < 3:
+            raise ValueError(f"secure aggregation needs at least 3 participants, got {participants}")
+        if not 0 < threshold_ratio <= 1:
+            raise ValueError(f"threshold_ratio must be within (0, 1], got {threshold_ratio}")
+        k = neighbours or default_neighbours(participants)
+        k = max(2, min(k, participants - 1))
         if k * participants % 2:  # a k-regular graph on n nodes needs k*n even
             k = k + 1 if k + 1 <= participants - 1 else k - 1
         threshold = min(k, max(2, math.ceil(threshold_ratio * k)))
-        return cls(participants, k, threshold, clip, max_weight)
+        return cls(participants, k, threshold, float(clip), float(max_weight), bits, rounding)
+
+    def _max_levels(self) -> int:
+        # one level of headroom per summand: a code of levels + 1 (float rounding) cannot wrap
+        return (WORD_RANGE - 1) // self.participants - 1
+
+    @property
+    def levels(self) -> int:
+        """L: a client's code of one value lies in [0, L]; n of them sum below 2^32."""
+        return (1 << self.bits) - 1 if self.bits else self._max_levels()
+
+    @property
+    def scale(self) -> float:
+        """Code units per unit of (weight-fraction x value)."""
+        return self.levels / (2 * self.clip)
+
+    @property
+    def weight_scale(self) -> float:
+        """Code units per unit of weight: 1 (exact integer counts) when n x max_weight fits."""
+        return min(1.0, self._max_levels() / self.max_weight)
+
+    def fingerprint(self) -> bytes:
+        """8 bytes that differ when two parties would encode or decode differently."""
+        packed = struct.pack(
+            ">IIIddI",
+            self.participants,
+            self.neighbours,
+            self.threshold,
+            self.clip,
+            self.max_weight,
+            self.bits,
+        )
+        return hashlib.sha256(b"fedfleet-secagg/params" + packed).digest()[:8]
+
+
+def default_neighbours(participants: int) -> int:
+    """ceil(2 log2 n): Bell et al. show O(log n) neighbours keep the SecAgg guarantees w.h.p."""
+    return max(2, math.ceil(2 * math.log2(participants)))

@@ -1,39 +1,90 @@
-"""Fixed-point encoding of clipped, weighted updates into uint32, sized so a sum cannot wrap.
+"""Fixed-point code between float32 updates and uint32 words, sized so n codes cannot wrap.
 
-Each value x in [-c, c] becomes floor((x + c) * scale + u), u ~ U[0, 1) (stochastic rounding:
-unbiased), with scale = (2^32 - 1) / (n * 2c) for at most n summands.
+A client with weight w (capped at max_weight) encodes each update value x as
+    q = floor(clip(x, -c, c) * f * s + L/2 + u),   f = w / max_weight,  s = L / 2c,
+with u ~ U[0, 1) from an AES-CTR stream (stochastic rounding: E[q] is exact) or u = 1/2
+(nearest). q lies in [0, L + 1) and n(L + 1) < 2^32, so the sum of n codes never wraps.
+The sum of m codes decodes to max_weight * (S - m L/2) / s = sum_u w_u clip(x_u), the weighted
+sum the aggregator needs for FedAvg, and the weight word to sum_u w_u.
+
+Everything runs in blocks over the thread's scratch arrays, allocated once (float64: a code
+needs 32 bits of integer part plus fraction bits for the rounding noise).
 """
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
-BLOCK = 1 << 18
-FIELD = 2**32
+from fedfleet.secagg.masks import Keystream, Scratch
+from fedfleet.secagg.params import SecAggParams
+
+ONE_F32_BITS = np.uint32(0x3F800000)  # float32 1.0: OR-ed under 23 random mantissa bits -> U[1, 2)
 
 
-def scale_for(clip: float, max_summands: int) -> float:
-    return (FIELD - 1) / (max_summands * 2 * clip)
+class Encoder:
+    """Client side: float32 values -> uint32 codes, one block (<= scratch size) at a time."""
+
+    def __init__(self, params: SecAggParams, weight: float) -> None:
+        if not np.isfinite(weight) or weight <= 0:
+            raise ValueError(f"weight must be positive and finite, got {weight}")
+        self.params = params
+        self.capped_weight = min(float(weight), params.max_weight)
+        fraction = self.capped_weight / params.max_weight
+        self._factor = fraction * params.scale
+        self._clip = np.float32(params.clip)
+        stochastic = params.rounding == "stochastic"
+        # u ~ U[1, 2) from the noise stream, so the offset carries the -1
+        self._offset = params.levels / 2 - (1.0 if stochastic else -0.5)
+        self._noise = Keystream(os.urandom(16)) if stochastic else None
+
+    def encode(self, values: np.ndarray, out: np.ndarray, offset: int, scratch: Scratch) -> None:
+        """out = codes of `values` (float32, len <= block), noise taken at word `offset`."""
+        n = len(values)
+        x, w, t = scratch.f32[:n], scratch.f64[:n], scratch.f64b[:n]
+        np.clip(values, -self._clip, self._clip, out=x)  # in float32: half the bytes; NaN stays NaN
+        np.copyto(w, x)  # then widen: float32 x float would round in float32, and mixed ufuncs are slow
+        np.multiply(w, self._factor, out=w)
+        if self._noise is not None:
+            u = self._noise.fill(scratch, offset, n)
+            np.right_shift(u, 9, out=u)
+            np.bitwise_or(u, ONE_F32_BITS, out=u)
+            np.copyto(t, u.view(np.float32))
+            np.add(w, t, out=w)
+        np.add(w, self._offset, out=w)
+        with np.errstate(invalid="raise"):
+            try:
+                np.copyto(out, w, casting="unsafe")  # non-negative: truncation is floor
+            except FloatingPointError:
+                out.fill(0)
+                raise ValueError("the update contains NaN; refusing to encode it") from None
+
+    def weight_code(self) -> int:
+        """The weight word: w x weight_scale, stochastically rounded (exact for integer counts
+        whenever n x max_weight fits in 32 bits)."""
+        scaled = self.capped_weight * self.params.weight_scale
+        whole = int(np.floor(scaled))
+        fraction = scaled - whole
+        if fraction and int.from_bytes(os.urandom(8), "big") < fraction * 2**64:
+            whole += 1
+        return whole
 
 
-def quantize_into(
-    values: np.ndarray, out: np.ndarray, clip: float, scale: float, rng: np.random.Generator
-) -> None:
-    """float32 `values` -> uint32 `out` (same length), in blocks, with stochastic rounding."""
-    work = np.empty(min(BLOCK, len(values)), dtype=np.float64)
-    noise = np.empty(len(work), dtype=np.float32)
-    low, high = -clip * scale, clip * scale
-    for begin in range(0, len(values), BLOCK):
-        n = min(BLOCK, len(values) - begin)
-        w, u = work[:n], noise[:n]
-        np.multiply(values[begin : begin + n], scale, out=w)
-        np.clip(w, low, high, out=w)
-        w += high  # float64: the offset is up to 2^32 / n, far beyond float32's precision
-        rng.random(out=u, dtype=np.float32)  # the rounding noise itself needs no more than float32
-        w += u
-        out[begin : begin + n] = w  # truncation of a non-negative value is floor
+class Decoder:
+    """Aggregator side: the unmasked sum of `summands` codes -> float32 weighted sums, in place."""
 
+    def __init__(self, params: SecAggParams, summands: int) -> None:
+        self.params = params
+        self._factor = params.max_weight / params.scale
+        self._shift = summands * params.levels / 2 * self._factor
 
-def dequantize(summed: np.ndarray, summands: int, clip: float, scale: float) -> np.ndarray:
-    """The float sum of `summands` encoded values (float64 for exactness, then float32)."""
-    return (summed.astype(np.float64) / scale - summands * clip).astype(np.float32)
+    def decode(self, codes: np.ndarray, out: np.ndarray, scratch: Scratch) -> None:
+        """out (float32, may alias `codes`' memory) = weighted sum encoded in `codes` (uint32)."""
+        w = scratch.f64[: len(codes)]
+        np.multiply(codes, self._factor, out=w, dtype=np.float64)
+        np.subtract(w, self._shift, out=w)
+        np.copyto(out, w, casting="same_kind")
+
+    def weight(self, code: int) -> float:
+        return code / self.params.weight_scale

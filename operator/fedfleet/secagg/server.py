@@ -1,239 +1,393 @@
-"""The aggregator's side of one SecAgg+ round: routes keys and encrypted shares, tracks who
-survived each stage, collects the reveals, and removes every mask from the summed uploads.
+"""The aggregator's side of one SecAgg+ round.
 
-Stages: keys (U1 advertised) -> shares (U2 shared) -> inputs (U3 uploaded) -> unmask -> done.
-Refusals raise ProtocolError with the gRPC status to answer; they never change the state.
+It routes keys and sealed shares, tracks who survived each stage, sums masked chunks into one
+uint32 accumulator of M + W words as they arrive, collects the reveals, and removes every mask
+block by block. Stages (`stage`): keys -> shares -> inputs -> unmask -> done (or aborted).
+
+    U1 advertised keys   U2 sent shares (and kept >= t neighbours in U2)   U3 uploaded all words
+
+A refusal (`ProtocolError`) leaves the state untouched. An abort (`SecAggAbort`) wipes the
+accumulator and releases nothing. The set of share kinds to request is fixed when inputs close:
+b for U3, s_sk for U2 \\ U3, never both for one client; a late chunk is refused from then on.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
 
 import numpy as np
 
-from fedfleet.secagg import messages as wire
 from fedfleet.secagg import shamir
-from fedfleet.secagg.client import context_of
-from fedfleet.secagg.crypto import KEY_BYTES, KeyPair, ProtocolError
-from fedfleet.secagg.graph import neighbour_graph
-from fedfleet.secagg.masks import MaskExpander
-from fedfleet.secagg.params import SecAggParams
-from fedfleet.secagg.quantize import FIELD, dequantize, scale_for
-
-MAX_SHARE_CIPHERTEXT = 1024
-
-
-class SecAggAbort(RuntimeError):
-    """Too few clients or shares: nothing may be released."""
-
-
-@dataclass(frozen=True)
-class Keys:
-    c_pk: bytes
-    s_pk: bytes
+from fedfleet.secagg.client import Coverage, round_context
+from fedfleet.secagg.crypto import KeyPair, pair_info
+from fedfleet.secagg.errors import (
+    ForbiddenReveal,
+    MalformedMessage,
+    NotAuthorized,
+    OutOfOrder,
+    OversizedMessage,
+    ReplayedMessage,
+    SecAggAbort,
+    WrongBinding,
+)
+from fedfleet.secagg.graph import neighbour_graph, usable_degree
+from fedfleet.secagg.masks import DEFAULT_BLOCK_WORDS, Keystream, thread_scratch
+from fedfleet.secagg.messages import (
+    Binding,
+    KeyAdvert,
+    Neighbour,
+    NeighbourKeys,
+    Reveal,
+    RevealRequest,
+    SealedShares,
+    ShareInbox,
+    ShareKind,
+)
+from fedfleet.secagg.params import WEIGHT_WORDS, SecAggParams
+from fedfleet.secagg.quantize import Decoder
 
 
 class SecAggServer:
     def __init__(
-        self, training: str, round_number: int, participants: list[str], params: SecAggParams
+        self,
+        training: str,
+        round_number: int,
+        participants: list[str],
+        params: SecAggParams,
+        *,
+        dimension: int | None = None,
+        accumulator: np.ndarray | None = None,
+        graph_seed: bytes | None = None,
+        block_words: int = DEFAULT_BLOCK_WORDS,
     ) -> None:
-        self.context = context_of(training, round_number)
+        """`dimension` (M) makes the server own an accumulator of M + W uint32 words (`add_chunk`,
+        `unmask()`); pass `accumulator` to reuse one across rounds (it is zeroed here). Without
+        a dimension the caller sums uploads itself and passes them to `unmask(summed)`."""
+        if len(set(participants)) != len(participants) or len(participants) != params.participants:
+            raise ValueError(f"{len(participants)} distinct participants expected, as in params")
+        self.training, self.round_number = training, round_number
+        self.context = round_context(training, round_number)
         self.params = params
         self.index = {c: i + 1 for i, c in enumerate(sorted(participants))}
-        self.keys: dict[str, Keys] = {}
+        self.graph_seed = graph_seed if graph_seed is not None else os.urandom(32)
+        self.keys: dict[str, KeyAdvert] = {}
+        self._public_keys: set[bytes] = set()
         self.graph: dict[str, list[str]] = {}
-        self.sealed: dict[str, dict[str, str]] = {}
+        self._peers: dict[str, frozenset[str]] = {}
+        self._requests: dict[str, dict[str, ShareKind]] = {}
+        self.sealed: dict[str, dict[str, bytes]] = {}  # sender -> receiver -> sealed shares
         self.u2: set[str] = set()
         self.u3: set[str] = set()
-        self.reveals: dict[str, dict[str, tuple[str, bytes]]] = {}
-        self._by_owner: dict[tuple[str, str], dict[int, bytes]] = {}  # (owner, kind) -> holder index -> share
+        self.wanted: dict[str, ShareKind] = {}  # owner -> the one share kind we may collect
+        self.reveals: set[str] = set()
+        self._collected: dict[str, dict[int, bytes]] = {}  # owner -> holder index -> share
+        self._block = block_words
+        self.dimension = dimension
+        self.accumulator: np.ndarray | None = None
+        if dimension is not None:
+            if dimension < 1:
+                raise ValueError("dimension must be positive")
+            if accumulator is None:  # zeros() maps lazily: fill(0) touches every page now
+                accumulator = np.empty(dimension + WEIGHT_WORDS, dtype=np.uint32)
+            elif accumulator.dtype != np.uint32 or accumulator.shape != (dimension + WEIGHT_WORDS,):
+                raise ValueError(f"accumulator must be uint32 of {dimension + WEIGHT_WORDS} words")
+            accumulator.fill(0)
+            self.accumulator = accumulator
+        self._received: dict[str, Coverage] = {}
         self.stage = "keys"
+        self.abort_reason = ""
 
-    # -- guards ----------------------------------------------------------------------------
+    # -- guards ------------------------------------------------------------------------------
     def _expect(self, stage: str, client: str) -> None:
         if client not in self.index:
-            raise ProtocolError("PERMISSION_DENIED", f"{client!r} is not a participant of this round")
+            raise NotAuthorized(f"{client!r} is not a participant of this round")
         if self.stage != stage:
-            raise ProtocolError(
-                "FAILED_PRECONDITION", f"SecAgg stage {stage!r} is not open (now {self.stage!r})"
-            )
+            raise OutOfOrder(f"SecAgg stage {stage!r} is not open (the round is at {self.stage!r})")
 
-    def _message(self, payload: bytes, client: str, fields: tuple[str, ...]) -> dict[str, object]:
-        message = wire.decode(payload, ("context", "client", *fields))
-        if message["context"] != self.context.decode():
-            raise ProtocolError(
-                "FAILED_PRECONDITION", f"message bound to {message['context']!r}, not this round"
+    def _check_binding(self, binding: Binding, client: str) -> None:
+        if (binding.training, binding.round) != (self.training, self.round_number):
+            raise WrongBinding(
+                f"message bound to training {binding.training!r} round {binding.round}, "
+                f"not {self.training!r} round {self.round_number}"
             )
-        if message["client"] != client:
-            raise ProtocolError("PERMISSION_DENIED", f"message from {message['client']!r} sent by {client!r}")
-        return message
+        if binding.client != client:
+            raise NotAuthorized(f"message from {binding.client!r} sent by {client!r}")
+
+    def _binding(self, client: str) -> Binding:
+        return Binding(self.training, self.round_number, client)
+
+    def _abort(self, reason: str) -> SecAggAbort:
+        self.stage = "aborted"
+        self.abort_reason = reason
+        if self.accumulator is not None:
+            self.accumulator.fill(0)  # the masked sum is worthless now; keep nothing of it
+        self._collected.clear()
+        return SecAggAbort(reason)
 
     # -- stage 1: keys -----------------------------------------------------------------------
     def add_keys(self, client: str, payload: bytes) -> None:
         self._expect("keys", client)
         if client in self.keys:
-            raise ProtocolError("ALREADY_EXISTS", f"{client!r} already advertised keys this round")
-        message = self._message(payload, client, ("cPk", "sPk"))
-        keys = Keys(
-            wire.unb64(message["cPk"], KEY_BYTES, "cPk"), wire.unb64(message["sPk"], KEY_BYTES, "sPk")
-        )
-        if keys.c_pk == keys.s_pk or any(keys.s_pk in (k.c_pk, k.s_pk) for k in self.keys.values()):
-            raise ProtocolError("INVALID_ARGUMENT", "public keys must be fresh and distinct")
-        self.keys[client] = keys
+            raise ReplayedMessage(f"{client!r} already advertised keys this round")
+        message = KeyAdvert.from_bytes(payload)
+        self._check_binding(message.binding, client)
+        if message.params != self.params.fingerprint():
+            raise WrongBinding(f"{client!r} uses other SecAgg parameters than this round")
+        if message.c_pk == message.s_pk or {message.c_pk, message.s_pk} & self._public_keys:
+            raise ReplayedMessage("public keys must be fresh: distinct from each other and from others'")
+        self.keys[client] = message
+        self._public_keys |= {message.c_pk, message.s_pk}
+
+    @property
+    def all_advertised(self) -> bool:
+        return len(self.keys) == len(self.index)
 
     def close_keys(self) -> None:
+        """Draw the neighbour graph over U1 (k shrinks if fewer clients advertised)."""
+        if self.stage != "keys":
+            raise OutOfOrder(f"keys are closed already (the round is at {self.stage!r})")
         u1 = sorted(self.keys)
-        k = min(self.params.neighbours, len(u1) - 1)
-        if k * len(u1) % 2:
-            k -= 1
+        k = usable_degree(self.params.neighbours, len(u1)) if len(u1) > 1 else 0
         if k < self.params.threshold:
-            self.stage = "aborted"
-            raise SecAggAbort(
+            raise self._abort(
                 f"{len(u1)} of {len(self.index)} clients advertised keys: too few for threshold "
-                f"{self.params.threshold}"
+                f"{self.params.threshold} (each needs {self.params.threshold} neighbours)"
             )
-        self.graph = neighbour_graph(u1, k, self.context)
+        self.graph = neighbour_graph(u1, k, self.graph_seed)
+        self._peers = {c: frozenset(peers) for c, peers in self.graph.items()}
         self.stage = "shares"
 
     def neighbours_payload(self, client: str) -> bytes:
+        if self.stage == "keys":
+            raise OutOfOrder("neighbours are drawn when keys close; they are still open")
         if client not in self.graph:
-            raise ProtocolError("FAILED_PRECONDITION", f"{client!r} did not advertise keys in time")
-        return wire.encode(
-            {
-                "context": self.context.decode(),
-                "index": self.index[client],
-                "neighbours": [
-                    {
-                        "client": c,
-                        "index": self.index[c],
-                        "cPk": wire.b64(self.keys[c].c_pk),
-                        "sPk": wire.b64(self.keys[c].s_pk),
-                    }
-                    for c in self.graph[client]
-                ],
-            }
+            raise OutOfOrder(f"{client!r} has no neighbours: it did not advertise keys in time")
+        peers = tuple(
+            Neighbour(c, self.index[c], self.keys[c].c_pk, self.keys[c].s_pk) for c in self.graph[client]
         )
+        return NeighbourKeys(self._binding(client), self.index[client], peers).to_bytes()
 
-    # -- stage 2: encrypted shares -----------------------------------------------------------
+    # -- stage 2: sealed shares --------------------------------------------------------------
     def add_shares(self, client: str, payload: bytes) -> None:
         self._expect("shares", client)
         if client not in self.graph:
-            raise ProtocolError("FAILED_PRECONDITION", f"{client!r} did not advertise keys in time")
+            raise OutOfOrder(f"{client!r} did not advertise keys in time")
         if client in self.sealed:
-            raise ProtocolError("ALREADY_EXISTS", f"{client!r} already sent its shares this round")
-        message = self._message(payload, client, ("shares",))
-        shares = message["shares"]
-        if not isinstance(shares, dict) or set(shares) != set(self.graph[client]):
-            raise ProtocolError("INVALID_ARGUMENT", "shares must address exactly the client's neighbours")
-        if any(not isinstance(v, str) or len(v) > MAX_SHARE_CIPHERTEXT for v in shares.values()):
-            raise ProtocolError("RESOURCE_EXHAUSTED", "a share ciphertext is oversized")
-        self.sealed[client] = {str(k): str(v) for k, v in shares.items()}
+            raise ReplayedMessage(f"{client!r} already sent its shares this round")
+        message = SealedShares.from_bytes(payload, max_entries=len(self.graph[client]))
+        self._check_binding(message.binding, client)
+        shares = dict(message.shares)
+        if len(shares) != len(message.shares) or shares.keys() != self._peers[client]:
+            raise MalformedMessage("shares must address each of the client's neighbours exactly once")
+        self.sealed[client] = shares
+
+    @property
+    def all_shared(self) -> bool:
+        return set(self.sealed) == set(self.graph)
 
     def close_shares(self) -> None:
-        self.u2 = set(self.sealed)
-        if len(self.u2) < self.params.threshold + 1:
-            self.stage = "aborted"
-            raise SecAggAbort(
-                f"{len(self.u2)} clients shared keys: too few for threshold {self.params.threshold}"
+        """U2: clients that shared, pruned until each keeps >= t neighbours in U2 (otherwise its
+        self mask could never be removed)."""
+        if self.stage != "shares":
+            raise OutOfOrder(f"shares cannot close at stage {self.stage!r}")
+        u2 = set(self.sealed)
+        t = self.params.threshold
+        while short := {c for c in u2 if len(u2.intersection(self.graph[c])) < t}:
+            u2 -= short
+        if len(u2) < t + 1:
+            raise self._abort(
+                f"{len(self.sealed)} clients shared keys, {len(u2)} with >= {t} sharing neighbours: "
+                f"too few for threshold {t}"
             )
+        self.u2 = u2
         self.stage = "inputs"
 
     def shares_payload(self, client: str) -> bytes:
+        if self.stage in ("keys", "shares"):
+            raise OutOfOrder(f"shares are forwarded once they close (the round is at {self.stage!r})")
         if client not in self.u2:
-            raise ProtocolError("FAILED_PRECONDITION", f"{client!r} did not share keys in time")
-        inbox = {s: self.sealed[s][client] for s in sorted(self.u2) if client in self.sealed[s]}
-        return wire.encode({"context": self.context.decode(), "shares": inbox})
+            raise OutOfOrder(f"{client!r} is not in the round: it did not share keys in time")
+        inbox = tuple((s, self.sealed[s][client]) for s in sorted(self.u2.intersection(self.graph[client])))
+        return ShareInbox(self._binding(client), inbox).to_bytes()
 
-    # -- stage 3: masked inputs --------------------------------------------------------------
+    # -- stage 4: masked inputs --------------------------------------------------------------
     def check_input(self, client: str) -> None:
-        """Before a masked upload is accepted: only clients that shared keys may add to the sum."""
+        """Only clients in U2 may add to the sum, and only while inputs are open."""
         self._expect("inputs", client)
         if client not in self.u2:
-            raise ProtocolError(
-                "FAILED_PRECONDITION", f"{client!r} did not share keys: its masks cannot be removed"
-            )
+            raise OutOfOrder(f"{client!r} did not share keys: its masks could not be removed")
 
-    def close_inputs(self, uploaded: set[str]) -> None:
-        self.u3 = uploaded & self.u2
-        if len(self.u3) < self.params.threshold:
-            self.stage = "aborted"
-            raise SecAggAbort(f"{len(self.u3)} masked uploads: below threshold {self.params.threshold}")
+    def add_chunk(self, client: str, offset: int, words: np.ndarray | bytes) -> None:
+        """Add masked words [offset, offset + len) of `client`'s upload to the accumulator
+        (mod 2^32). Chunks may come in any order and size; each word exactly once."""
+        self.check_input(client)
+        acc = self.accumulator
+        if acc is None:
+            raise OutOfOrder("this server was built without a dimension: it holds no accumulator")
+        if isinstance(words, bytes | bytearray | memoryview):
+            if len(words) % 4:
+                raise MalformedMessage(f"a chunk of {len(words)} bytes is not whole uint32 words")
+            words = np.frombuffer(words, dtype=np.uint32)  # zero-copy
+        if not isinstance(words, np.ndarray) or words.dtype != np.uint32 or words.ndim != 1:
+            raise MalformedMessage("a masked chunk is a 1-d array of uint32 words")
+        count = len(words)
+        if count > self.params.max_chunk_words:
+            raise OversizedMessage(f"chunk of {count} words exceeds {self.params.max_chunk_words}")
+        if count == 0 or offset < 0 or offset + count > len(acc):
+            raise MalformedMessage(f"chunk [{offset}, {offset + count}) is empty or outside [0, {len(acc)})")
+        received = self._received.setdefault(client, Coverage())
+        if received.overlaps(offset, offset + count):
+            raise ReplayedMessage(
+                f"{client!r}: words [{offset}, {offset + count}) overlap words already added"
+            )
+        target = acc[offset : offset + count]
+        np.add(target, words, out=target)
+        received.add(offset, offset + count)
+
+    def uploaded(self) -> set[str]:
+        """Clients whose every word arrived (through add_chunk)."""
+        size = 0 if self.accumulator is None else len(self.accumulator)
+        return {c for c, cov in self._received.items() if cov.total == size}
+
+    def close_inputs(self, uploaded: set[str] | None = None) -> None:
+        """U3: complete uploads (or `uploaded`, when the caller keeps the sum). Fixes the one
+        share kind to collect per client, and checks every needed secret can reach t shares."""
+        if self.stage != "inputs":
+            raise OutOfOrder(f"inputs cannot close at stage {self.stage!r}")
+        if uploaded is None:
+            complete = self.uploaded()
+            partial = sorted(set(self._received) - complete)
+            if partial:
+                raise self._abort(
+                    f"uploads of {', '.join(partial)} stopped part-way: their words are in the sum "
+                    "and cannot be taken out without unmasking them"
+                )
+            u3 = complete
+        else:
+            u3 = set(uploaded)
+            if self._received and u3 != self.uploaded():
+                raise ValueError("`uploaded` must match the chunks added to this server's accumulator")
+        u3 &= self.u2
+        t = self.params.threshold
+        if len(u3) < t:
+            raise self._abort(f"{len(u3)} masked uploads: below threshold {t}")
+        wanted = {c: ShareKind.SELF_MASK for c in u3} | {c: ShareKind.MASK_KEY for c in self.u2 - u3}
+        # a dropped client's key matters only if a survivor masked with it
+        needed = {
+            c for c, kind in wanted.items() if kind == ShareKind.SELF_MASK or u3.intersection(self.graph[c])
+        }
+        short = [_describe(c, wanted[c]) for c in sorted(needed) if len(u3.intersection(self.graph[c])) < t]
+        if short:
+            raise self._abort(f"fewer than {t} surviving neighbours hold shares of {', '.join(short)}")
+        self.u3, self.wanted = u3, {c: wanted[c] for c in needed}
         self.stage = "unmask"
 
-    # -- stage 4: reveals --------------------------------------------------------------------
+    # -- stage 5: reveals --------------------------------------------------------------------
+    def _request(self, client: str) -> dict[str, ShareKind]:
+        if client not in self._requests:
+            owners = sorted(self.wanted.keys() & self._peers[client])
+            self._requests[client] = {owner: self.wanted[owner] for owner in owners}
+        return self._requests[client]
+
     def request_for(self, client: str) -> bytes:
         self._expect("unmask", client)
         if client not in self.u3:
-            raise ProtocolError("FAILED_PRECONDITION", f"{client!r} has no masked upload in this round")
-        peers = set(self.graph[client]) & self.u2
-        return wire.encode(
-            {
-                "context": self.context.decode(),
-                "survivors": sorted(peers & self.u3),
-                "dropped": sorted(peers - self.u3),
-            }
-        )
+            raise OutOfOrder(f"{client!r} has no masked upload in this round")
+        return RevealRequest(self._binding(client), tuple(self._request(client).items())).to_bytes()
 
     def add_reveal(self, client: str, payload: bytes) -> None:
         self._expect("unmask", client)
         if client not in self.u3:
-            raise ProtocolError("FAILED_PRECONDITION", f"{client!r} has no masked upload in this round")
+            raise OutOfOrder(f"{client!r} has no masked upload in this round")
         if client in self.reveals:
-            raise ProtocolError("ALREADY_EXISTS", f"{client!r} already revealed its shares")
-        message = self._message(payload, client, ("shares",))
-        shares = message["shares"]
-        peers = set(self.graph[client]) & self.u2
-        if not isinstance(shares, dict) or set(shares) != peers:
-            raise ProtocolError("INVALID_ARGUMENT", "reveal must cover exactly the requested neighbours")
-        parsed = {}
-        for owner, entry in shares.items():
-            expected = "b" if owner in self.u3 else "sk"
-            if not isinstance(entry, dict) or entry.get("kind") != expected:
-                raise ProtocolError(
-                    "INVALID_ARGUMENT", f"for {owner!r} only its {expected!r} share may be revealed"
+            raise ReplayedMessage(f"{client!r} already revealed its shares")
+        message = Reveal.from_bytes(payload, max_entries=len(self.graph[client]))
+        self._check_binding(message.binding, client)
+        expected = self._request(client)
+        got = {owner: (kind, share) for owner, kind, share in message.shares}
+        if len(got) != len(message.shares):
+            raise ForbiddenReveal("a reveal names one owner twice: only one share kind per client")
+        for owner, (kind, share) in got.items():
+            if owner not in expected:
+                raise MalformedMessage(f"share of {owner!r} was not requested")
+            if kind != expected[owner]:
+                raise ForbiddenReveal(
+                    f"for {owner!r} only its {expected[owner].name} share may be revealed, not {kind.name}"
                 )
-            parsed[owner] = (expected, wire.unb64(entry.get("share"), shamir.SHARE_BYTES, "share"))
-        self.reveals[client] = parsed
-        for owner, (kind, share) in parsed.items():
-            self._by_owner.setdefault((owner, kind), {})[self.index[client]] = share
-
-    def _collected(self, owner: str, kind: str) -> dict[int, bytes]:
-        return self._by_owner.get((owner, kind), {})
-
-    def missing(self) -> list[str]:
-        t = self.params.threshold
-        short = [f"{o} (self mask)" for o in sorted(self.u3) if len(self._collected(o, "b")) < t]
-        return short + [
-            f"{o} (mask key)" for o in sorted(self.u2 - self.u3) if len(self._collected(o, "sk")) < t
-        ]
+            if not shamir.is_field_element(share):
+                raise MalformedMessage(f"share of {owner!r} is not a field element")
+        if len(got) != len(expected):
+            raise MalformedMessage(
+                f"reveal misses shares of {', '.join(sorted(expected.keys() - got.keys()))}"
+            )
+        self.reveals.add(client)
+        for owner, (_, share) in got.items():
+            self._collected.setdefault(owner, {})[self.index[client]] = share
 
     @property
     def all_revealed(self) -> bool:
-        return set(self.reveals) == self.u3
+        return self.reveals == self.u3
 
-    def unmask(self, summed: np.ndarray) -> tuple[np.ndarray, float]:
-        """Remove all masks from the uint32 sum in place; returns (sum of weighted updates, sum of weights),
-        both in units where the mean update is their ratio."""
+    def missing(self) -> list[str]:
+        """Secrets still short of t shares."""
+        t = self.params.threshold
+        return [
+            _describe(owner, kind)
+            for owner, kind in sorted(self.wanted.items())
+            if len(self._collected.get(owner, {})) < t
+        ]
+
+    # -- stage 6: unmasking ------------------------------------------------------------------
+    def _mask_streams(self) -> list[tuple[Keystream, bool]]:
+        """What to take out of the sum: each survivor's PRG(b_u), and for each dropped d the
+        pairwise masks its surviving neighbours v added (+PRG(s_vd) if v < d, else -PRG)."""
+        t = self.params.threshold
+        streams = [(Keystream(shamir.combine(self._collected[u], t)), True) for u in sorted(self.u3)]
+        for d in sorted(self.wanted.keys() - self.u3):
+            key = KeyPair.from_private_bytes(shamir.combine(self._collected[d], t))
+            for v in sorted(self.u3.intersection(self.graph[d])):
+                seed = key.agree(self.keys[v].s_pk, pair_info("mask", self.context, d, v))
+                streams.append((Keystream(seed), v < d))
+        return streams
+
+    def unmask(self, summed: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+        """(float32 sum over U3 of w_u * clip(x_u), sum of w_u), masks removed block by block.
+
+        Without `summed`, the server's own accumulator is unmasked and decoded in place: the
+        returned float32 array shares its memory. With `summed` (uint32, M + W words, summed by
+        the caller), that array is unmasked in place and a new float32 array is returned.
+        """
         if self.stage != "unmask":
-            raise SecAggAbort(f"cannot unmask at stage {self.stage!r}")
+            raise OutOfOrder(f"cannot unmask at stage {self.stage!r}")
+        acc = self.accumulator if summed is None else summed
+        if acc is None:
+            raise OutOfOrder("no accumulator: pass the summed uploads")
+        if acc.dtype != np.uint32 or acc.ndim != 1 or len(acc) <= WEIGHT_WORDS:
+            raise ValueError("the sum is a 1-d uint32 array of M + W words")
         if short := self.missing():
-            self.stage = "aborted"
-            raise SecAggAbort(f"fewer than {self.params.threshold} shares for {', '.join(short)}")
-        expander = MaskExpander()
-        for owner in sorted(self.u3):
-            expander.apply(
-                shamir.combine(self._collected(owner, "b"), self.params.threshold), summed, 0, subtract=True
-            )
-        for dropped in sorted(self.u2 - self.u3):
-            key = KeyPair.from_private_bytes(
-                shamir.combine(self._collected(dropped, "sk"), self.params.threshold)
-            )
-            for peer in sorted(set(self.graph[dropped]) & self.u3):
-                seed = key.agree(self.keys[peer].s_pk, self.context + b"/mask")
-                # peer added +PRG when peer < dropped, -PRG otherwise; take that contribution back out
-                expander.apply(seed, summed, 0, subtract=peer < dropped)
+            acc.fill(0)  # also a caller's sum: nothing of this round's inputs stays behind
+            raise self._abort(f"fewer than {self.params.threshold} shares for {', '.join(short)}")
+        streams = self._mask_streams()
+        self._collected.clear()
+        dimension = len(acc) - WEIGHT_WORDS
+        out = acc.view(np.float32)[:dimension] if summed is None else np.empty(dimension, np.float32)
+        scratch = thread_scratch(self._block)
+        decoder = Decoder(self.params, len(self.u3))
+        for begin in range(0, len(acc), self._block):
+            block = acc[begin : begin + self._block]
+            for stream, subtract in streams:
+                words = stream.fill(scratch, begin, len(block))
+                if subtract:
+                    np.subtract(block, words, out=block)
+                else:
+                    np.add(block, words, out=block)
+            end = min(begin + len(block), dimension)
+            if end > begin:  # the weight word(s) at the end stay integer codes
+                decoder.decode(acc[begin:end], out[begin:end], scratch)
+        weight = decoder.weight(int(acc[dimension]))
         self.stage = "done"
-        p = self.params
-        values = dequantize(summed[:-1], len(self.u3), p.clip, scale_for(p.clip, p.participants))
-        weight = float(summed[-1]) * p.participants / (FIELD - 1)
-        return values, weight
+        return out, weight
+
+
+def _describe(owner: str, kind: ShareKind) -> str:
+    return f"{owner} ({'self mask' if kind == ShareKind.SELF_MASK else 'mask key'})"
