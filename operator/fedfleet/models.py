@@ -1,4 +1,4 @@
-"""The base model: loaded from a local file and checked against its pin, or built by the task.
+"""The initial global model: a local file checked against its pin, or built by the task.
 
 Only the built-by-task path imports torch, so an aggregator serving a model file stays lean.
 """
@@ -21,12 +21,19 @@ class ModelSourceError(ValueError):
 
 
 def initial_weights(spec: FederatedTrainingSpec) -> Weights:
-    if not spec.model.source:
-        from fedfleet.tasks.base import load_task, state_to_numpy
+    """Round 0's global weights: a `.safetensors` file named by `spec.model.source`, or the task's.
 
-        return state_to_numpy(load_task(spec.task).build_model(spec.model.seed))
+    The task builds them when there is no source, or when the source is a base model the task
+    loads itself (`Task.loads_base_model`: a LoRA task's source is the model it adapts, and its
+    federated weights are the adapter).
+    """
     path = Path(spec.model.source)
-    if not path.is_file():
+    if not spec.model.source or not path.is_file():
+        from fedfleet.tasks.base import load_task
+
+        task = load_task(spec.task, spec.model)
+        if not spec.model.source or task.loads_base_model:
+            return task.initial_weights(spec.model.seed)
         raise ModelSourceError(f"spec.model.source: {path} is not a file (expected a .safetensors model)")
     actual = file_digest(path)
     if spec.model.digest and actual != spec.model.digest:

@@ -15,7 +15,7 @@ import torch
 from fedfleet.api.training import FederatedTraining
 from fedfleet.client.connection import AggregatorConnection
 from fedfleet.secagg import MASKED_TENSOR, ProtocolError, SecAggClient, SecAggParams
-from fedfleet.tasks.base import SiteContext, Task, TrainContext, load_task, numpy_to_state, state_to_numpy
+from fedfleet.tasks.base import SiteContext, Task, TrainContext, load_task
 from fedfleet.v1 import aggregator_pb2 as pb
 
 
@@ -50,7 +50,7 @@ class SiteClient:
         self.training = training
         self.options = options
         self.device = pick_device(options.device)
-        self.task: Task[Any] = load_task(training.spec.task)
+        self.task: Task[Any] = load_task(training.spec.task, training.spec.model)
         site = SiteContext(
             options.site,
             options.client_id,
@@ -111,7 +111,7 @@ class SiteClient:
         try:
             secure = self._exchange_keys(reply.round, config) if "secagg" in config else None
             global_weights = self.conn.download(reply.round)
-            numpy_to_state(self.model, global_weights)
+            self.task.load_federated_weights(self.model, global_weights)
             examples, metrics = self.task.evaluate(self.model, self.data, self.device)
             self.conn.report(
                 reply.round, pb.MetricsReport.PHASE_EVALUATE, reply.model_version, examples, metrics
@@ -132,7 +132,7 @@ class SiteClient:
             self.conn.report(
                 reply.round, pb.MetricsReport.PHASE_TRAIN, reply.model_version, examples, metrics
             )
-            local = state_to_numpy(self.model)
+            local = self.task.federated_weights(self.model)
             update = {name: local[name] - global_weights[name] for name in global_weights}
             if secure is not None:
                 flat = np.concatenate([update[name].ravel() for name in sorted(update)]).astype(np.float32)

@@ -13,10 +13,11 @@ import torch
 from pydantic import BaseModel, ValidationError
 
 from fedfleet.api.load import format_validation_error
-from fedfleet.api.training import TaskSpec
+from fedfleet.api.training import ModelSpec, TaskSpec
 
 BUILTIN_TASKS = {
     "digits-mlp": "fedfleet.tasks.digits:DigitsMLPTask",
+    "causal-lm-lora": "fedfleet.tasks.causal_lm:CausalLMLoRATask",
 }
 
 Weights = dict[str, np.ndarray]
@@ -51,9 +52,21 @@ class TrainContext:
 
 
 class Task(ABC, Generic[ConfigT]):
-    """A federated learning task. `Config` is a pydantic model of `spec.task.config`."""
+    """A federated learning task. `Config` is a pydantic model of `spec.task.config`.
+
+    The federated weights (what the aggregator averages and checkpoints, what clients download
+    and upload) are by default every floating-point entry of the model's state dict; a task
+    that trains only part of its model (an adapter) overrides `federated_weights` and
+    `load_federated_weights`, and `initial_weights` if building the whole model is too costly
+    for the aggregator.
+    """
 
     Config: ClassVar[type[BaseModel]]
+    #: True: `spec.model.source` is a base model the task loads itself (a directory or hub id),
+    #: not the initial global model file the aggregator would otherwise read.
+    loads_base_model: ClassVar[bool] = False
+    #: `spec.model`, set by `load_task`.
+    model_spec: ModelSpec = ModelSpec()
 
     def __init__(self, config: ConfigT) -> None:
         self.config = config
@@ -76,8 +89,20 @@ class Task(ABC, Generic[ConfigT]):
     ) -> tuple[int, dict[str, float]]:
         """Evaluate on the held-out split; return (examples, metrics such as loss and accuracy)."""
 
+    def federated_weights(self, model: torch.nn.Module) -> Weights:
+        """The weights that travel and are averaged; the aggregator checkpoints exactly these."""
+        return state_to_numpy(model)
 
-def load_task(spec: TaskSpec) -> Task[Any]:
+    def load_federated_weights(self, model: torch.nn.Module, weights: Weights) -> None:
+        """Put global federated weights into the model; refuses weights of another shape of model."""
+        numpy_to_state(model, weights)
+
+    def initial_weights(self, seed: int) -> Weights:
+        """The aggregator's round-0 global weights, deterministic for `seed`."""
+        return self.federated_weights(self.build_model(seed))
+
+
+def load_task(spec: TaskSpec, model: ModelSpec | None = None) -> Task[Any]:
     """Import the task class and validate its config; errors name `spec.task.*`."""
     target = BUILTIN_TASKS.get(spec.name, spec.name)
     module_name, _, class_name = target.partition(":")
@@ -100,7 +125,10 @@ def load_task(spec: TaskSpec) -> Task[Any]:
                 "spec.task.config: ", "spec.task.config."
             )
         ) from None
-    return cls(config)
+    task = cls(config)
+    if model is not None:
+        task.model_spec = model
+    return task
 
 
 def state_to_numpy(model: torch.nn.Module) -> Weights:

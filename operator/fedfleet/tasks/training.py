@@ -15,6 +15,20 @@ from fedfleet.tasks.base import TrainContext
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
+def proximal_anchors(params: dict[str, torch.nn.Parameter], ctx: TrainContext) -> dict[str, torch.Tensor]:
+    """The global values FedProx pulls `params` towards; empty when the round asks for no pull."""
+    if ctx.proximal_mu <= 0:
+        return {}
+    return {name: ctx.global_weights[name].to(ctx.device) for name in params if name in ctx.global_weights}
+
+
+def proximal_term(
+    params: dict[str, torch.nn.Parameter], anchors: dict[str, torch.Tensor], mu: float
+) -> torch.Tensor:
+    """FedProx's mu/2 * ||w - w_global||^2 over the anchored parameters."""
+    return mu / 2 * torch.stack([torch.sum((params[n] - anchor) ** 2) for n, anchor in anchors.items()]).sum()
+
+
 def train_epochs(
     model: torch.nn.Module,
     dataset: TensorDataset,
@@ -29,11 +43,8 @@ def train_epochs(
     generator = torch.Generator().manual_seed(ctx.seed)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=generator)
     optimizer = torch.optim.SGD(model.parameters(), lr=learning_rate, momentum=0.9)
-    anchors = {
-        name: ctx.global_weights[name].to(ctx.device)
-        for name, _ in model.named_parameters()
-        if ctx.proximal_mu > 0 and name in ctx.global_weights
-    }
+    params = dict(model.named_parameters())
+    anchors = proximal_anchors(params, ctx)
     model.train()
     last_loss = 0.0
     for _ in range(epochs):
@@ -45,9 +56,7 @@ def train_epochs(
             total += float(loss.detach()) * len(labels)
             seen += len(labels)
             if anchors:
-                loss = loss + ctx.proximal_mu / 2 * sum(
-                    torch.sum((param - anchors[name]) ** 2) for name, param in model.named_parameters()
-                )
+                loss = loss + proximal_term(params, anchors, ctx.proximal_mu)
             loss.backward()
             optimizer.step()
         last_loss = total / max(seen, 1)
