@@ -65,7 +65,8 @@ class RoundEngine:
         self.evaluations_dir.mkdir(parents=True, exist_ok=True)
         latest = self.store.latest()
         if latest is None:
-            latest = self.store.save(0, initial_weights(), {}, {"kind": "initial", "phase": "Succeeded"})
+            initial = {"kind": "initial", "phase": "Succeeded", "base_model_digest": spec.model.digest}
+            latest = self.store.save(0, initial_weights(), {}, initial)
         self.weights: Weights = latest.load_weights()
         self.strategy.load_state(latest.load_strategy_state())
         self.model_version = latest.round
@@ -472,7 +473,11 @@ class RoundEngine:
     async def _aggregate(self, round_: Round) -> None:
         try:
             self.strategy.apply(self.weights, await self._mean_update(round_))
-            record = round_.to_record() | {"phase": Phase.SUCCEEDED.value, "finished": time.time()}
+            record = round_.to_record() | {
+                "phase": Phase.SUCCEEDED.value,
+                "finished": time.time(),
+                "base_model_digest": self.spec.model.digest,  # what an adapter checkpoint belongs to
+            }
             checkpoint = await asyncio.to_thread(
                 self.store.save, round_.number, self.weights, self.strategy.state(), record
             )
