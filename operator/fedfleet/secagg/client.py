@@ -37,7 +37,7 @@ from fedfleet.secagg.messages import (
     ShareInbox,
     ShareKind,
 )
-from fedfleet.secagg.params import WEIGHT_WORDS, SecAggParams
+from fedfleet.secagg.params import SecAggParams
 from fedfleet.secagg.quantize import Encoder
 
 
@@ -207,14 +207,15 @@ class SecAggClient:
 
     @property
     def upload_words(self) -> int:
-        """M + W: the length of the masked upload (update words, then the weight word)."""
-        return self._dimension + WEIGHT_WORDS
+        """M + W: the length of the masked upload (update words, then the weight words)."""
+        return self._dimension + self.params.weight_words
 
     def mask_chunk(self, offset: int, values: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """Masked words [offset, offset + len(values)) of the upload, from float32 update values.
 
-        `out` (uint32, same length) is written and returned; it may be `values.view(np.uint32)`
-        to mask in place. Each word may be masked once per round.
+        `out` (the lane dtype, `params.lane_dtype`, same length) is written and returned; with
+        32-bit lanes it may be `values.view(np.uint32)` to mask in place. Each word may be
+        masked once per round.
         """
         self._expect("upload")
         assert self._encoder is not None
@@ -226,17 +227,18 @@ class SecAggClient:
             raise ValueError(f"chunk [{offset}, {end}) is empty or outside the update [0, {self._dimension})")
         if self._masked.overlaps(offset, end):
             raise ReplayedMessage(f"words [{offset}, {end}) overlap words already masked this round")
+        lane = self.params.lane_dtype
         if out is None:
-            out = np.empty(len(values), dtype=np.uint32)
-        elif out.dtype != np.uint32 or out.shape != values.shape:
-            raise ValueError("out must be a uint32 array shaped like values")
+            out = np.empty(len(values), dtype=lane)
+        elif out.dtype != lane or out.shape != values.shape:
+            raise ValueError(f"out must be a {lane} array shaped like values")
         scratch, step = thread_scratch(self._block), self._block
         try:
             for begin in range(0, len(values), step):
                 target = out[begin : begin + step]
                 self._encoder.encode(values[begin : begin + step], target, offset + begin, scratch)
                 for stream, subtract in self._streams:
-                    words = stream.fill(scratch, offset + begin, len(target))
+                    words = stream.fill(scratch, offset + begin, len(target), lane)
                     if subtract:
                         np.subtract(target, words, out=target)
                     else:
@@ -253,10 +255,10 @@ class SecAggClient:
         assert self._encoder is not None
         if self._weight_done:
             raise ReplayedMessage("the weight words were already masked this round")
-        out = np.array([self._encoder.weight_code()], dtype=np.uint32)
+        out = self._encoder.weight_lanes()
         scratch = thread_scratch(self._block)
         for stream, subtract in self._streams:
-            words = stream.fill(scratch, self._dimension, WEIGHT_WORDS)
+            words = stream.fill(scratch, self._dimension, len(out), out.dtype)
             if subtract:
                 np.subtract(out, words, out=out)
             else:
@@ -268,7 +270,7 @@ class SecAggClient:
         """The whole masked upload at once: M masked update words, then the weight word(s)."""
         values = np.ascontiguousarray(values, dtype=np.float32).reshape(-1)
         self.start_upload(len(values), weight)
-        out = np.empty(len(values) + WEIGHT_WORDS, dtype=np.uint32)
+        out = np.empty(len(values) + self.params.weight_words, dtype=self.params.lane_dtype)
         self.mask_chunk(0, values, out[: len(values)])
         out[len(values) :] = self.weight_words()
         return out

@@ -1,8 +1,9 @@
-"""Pseudo-random masks: AES-128-CTR keystreams written straight into uint32 words.
+"""Pseudo-random masks: AES-128-CTR keystreams written straight into uint32, uint16 or uint8 lanes.
 
-A mask is PRG(seed)[i] = word i of the AES-128-CTR keystream under key seed[:16] with the
-counter starting at 0, so word i sits in counter block i // 4: any chunk [offset, offset + n)
-can be produced on its own (seekable). `update_into` writes into a scratch buffer allocated
+A mask is PRG(seed)[i] = lane i of the AES-128-CTR keystream under key seed[:16] with the
+counter starting at 0, the keystream read as little-endian lanes of the round's width (4, 2 or
+1 bytes), so lane i sits in counter block i x width // 16: any chunk [offset, offset + n) can
+be produced on its own (seekable). `update_into` writes into a scratch buffer allocated
 once (the allocating `update()` is ~6x slower, and fresh pages cost more than the cipher).
 A stream remembers where it stopped, so consecutive chunks reuse one cipher context.
 """
@@ -15,6 +16,7 @@ import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algorithms, modes
 
 WORDS_PER_AES_BLOCK = 4
+AES_BLOCK_BYTES = 16
 DEFAULT_BLOCK_WORDS = 1 << 16  # 256 KiB of keystream per call: cache-sized, few Python calls
 
 
@@ -28,6 +30,7 @@ class Scratch:
         self.block_words = block_words
         self.words = np.empty(block_words + 2 * WORDS_PER_AES_BLOCK, dtype=np.uint32)
         self.bytes = memoryview(self.words).cast("B")  # type: ignore[arg-type]
+        self.u8 = self.words.view(np.uint8)
         self.zeros = _zeros(4 * (block_words + WORDS_PER_AES_BLOCK))
         self.f32 = np.empty(block_words, dtype=np.float32)
         self.f64 = np.empty(block_words, dtype=np.float64)
@@ -36,6 +39,7 @@ class Scratch:
             array.fill(0)  # touch the pages once, here, not inside the first block
 
 
+_U32: np.dtype[np.unsignedinteger] = np.dtype(np.uint32)
 _zero_buffers: dict[int, bytes] = {}
 _local = threading.local()
 
@@ -57,7 +61,7 @@ def thread_scratch(block_words: int = DEFAULT_BLOCK_WORDS) -> Scratch:
 
 
 class Keystream:
-    """PRG(seed) as a seekable stream of uint32 words."""
+    """PRG(seed) as a seekable stream of lanes (uint32 words unless told otherwise)."""
 
     __slots__ = ("_context", "_key", "_position")
 
@@ -68,28 +72,35 @@ class Keystream:
         self._context: CipherContext | None = None
         self._position = -1
 
-    def fill(self, scratch: Scratch, offset: int, count: int) -> np.ndarray:
-        """Words [offset, offset + count) (count <= scratch.block_words), as a view of scratch."""
-        skip = 0
-        if self._context is None or offset != self._position:
-            counter = (offset // WORDS_PER_AES_BLOCK).to_bytes(16, "big")
+    def fill(
+        self, scratch: Scratch, offset: int, count: int, dtype: np.dtype[np.unsignedinteger] = _U32
+    ) -> np.ndarray:
+        """Lanes [offset, offset + count) of `dtype` (count <= scratch.block_words), as a view of
+        scratch. A stream is read with one lane width throughout."""
+        width = dtype.itemsize
+        start, skip = offset * width, 0
+        if self._context is None or start != self._position:
+            counter = (start // AES_BLOCK_BYTES).to_bytes(16, "big")
             self._context = Cipher(algorithms.AES(self._key), modes.CTR(counter)).encryptor()
-            skip = offset % WORDS_PER_AES_BLOCK
-        nbytes = 4 * (skip + count)
+            skip = start % AES_BLOCK_BYTES
+        nbytes = skip + width * count
         self._context.update_into(scratch.zeros[:nbytes], scratch.bytes)
-        self._position = offset + count
-        return scratch.words[skip : skip + count]
+        self._position = start + width * count
+        if width == 4:
+            return scratch.words[skip // 4 : skip // 4 + count]
+        return scratch.u8[skip:nbytes].view(dtype)
 
 
 def apply_streams(
     out: np.ndarray, offset: int, streams: list[tuple[Keystream, bool]], scratch: Scratch
 ) -> None:
-    """out[i] +=/-= PRG_j[offset + i] (mod 2^32) for every (stream j, subtract) pair, block by block."""
+    """out[i] +=/-= PRG_j[offset + i] (mod 2^lane) for every (stream j, subtract) pair, block by
+    block, in out's lane width."""
     step = scratch.block_words
     for begin in range(0, len(out), step):
         target = out[begin : begin + step]
         for stream, subtract in streams:
-            words = stream.fill(scratch, offset + begin, len(target))
+            words = stream.fill(scratch, offset + begin, len(target), out.dtype)
             if subtract:
                 np.subtract(target, words, out=target)
             else:
@@ -105,7 +116,7 @@ class MaskExpander:
     def apply(self, seed: bytes, out: np.ndarray, offset: int, subtract: bool = False) -> None:
         apply_streams(out, offset, [(Keystream(seed), subtract)], thread_scratch(self.block_words))
 
-    def words(self, seed: bytes, offset: int, count: int) -> np.ndarray:
-        out = np.zeros(count, dtype=np.uint32)
+    def words(self, seed: bytes, offset: int, count: int, dtype: type = np.uint32) -> np.ndarray:
+        out: np.ndarray = np.zeros(count, dtype=dtype)
         self.apply(seed, out, offset)
         return out

@@ -1,7 +1,9 @@
 """SecAgg+ parameters of one round: neighbours k, threshold t, clipping and the fixed-point code.
 
 Both sides must build identical parameters (the client sends a fingerprint with its keys and
-the aggregator refuses a mismatch): they fix how a float becomes a uint32 word and back.
+the aggregator refuses a mismatch): they fix how a float becomes a code and back, and the lane
+the masked sum runs in: the narrowest of uint8, uint16, uint32 in which n codes of `bits` bits
+cannot wrap (`bits` plus ceil(log2 n) bits of headroom), so narrow codes shrink masked uploads.
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ import struct
 from dataclasses import dataclass
 from typing import Literal
 
-WORD_RANGE = 2**32
-WEIGHT_WORDS = 1  # W: words after the M update words that carry the masked weight
+import numpy as np
+
+WEIGHT_WORDS = 1  # W with 32-bit lanes: words after the M update words that carry the masked weight
+LANE_BITS = (8, 16, 32)
 Rounding = Literal["stochastic", "nearest"]
 
 
@@ -40,10 +44,10 @@ class SecAggParams:
             raise ValueError(f"clip must be positive and finite, got {self.clip}")
         if not (math.isfinite(self.max_weight) and self.max_weight > 0):
             raise ValueError(f"max_weight must be positive and finite, got {self.max_weight}")
-        if self.bits and (self.bits < 2 or (1 << self.bits) - 1 > self._max_levels()):
+        if self.bits and (self.bits < 2 or (1 << self.bits) - 1 > _max_levels(32, n)):
             raise ValueError(
                 f"bits={self.bits}: {n} summands of 2^bits levels must fit in 32 bits "
-                f"(at most {int(math.log2(self._max_levels() + 1))})"
+                f"(at most {int(math.log2(_max_levels(32, n) + 1))})"
             )
         if self.rounding not in ("stochastic", "nearest"):
             raise ValueError(f"rounding must be 'stochastic' or 'nearest', got {self.rounding!r}")
@@ -73,13 +77,25 @@ class SecAggParams:
         threshold = min(k, max(2, math.ceil(threshold_ratio * k)))
         return cls(participants, k, threshold, float(clip), float(max_weight), bits, rounding)
 
+    @property
+    def lane_bits(self) -> int:
+        """Width of one masked word: the narrowest lane in which n codes of `bits` bits (plus
+        one level of headroom each) sum without wrapping; 32 when `bits` is 0."""
+        if not self.bits:
+            return 32
+        levels = (1 << self.bits) - 1
+        return next(b for b in LANE_BITS if levels <= _max_levels(b, self.participants))
+
+    @property
+    def lane_dtype(self) -> np.dtype[np.unsignedinteger]:
+        return np.dtype(f"uint{self.lane_bits}")
+
     def _max_levels(self) -> int:
-        # one level of headroom per summand: a code of levels + 1 (float rounding) cannot wrap
-        return (WORD_RANGE - 1) // self.participants - 1
+        return _max_levels(self.lane_bits, self.participants)
 
     @property
     def levels(self) -> int:
-        """L: a client's code of one value lies in [0, L]; n of them sum below 2^32."""
+        """L: a client's code of one value lies in [0, L]; n of them sum below 2^lane_bits."""
         return (1 << self.bits) - 1 if self.bits else self._max_levels()
 
     @property
@@ -89,8 +105,24 @@ class SecAggParams:
 
     @property
     def weight_scale(self) -> float:
-        """Code units per unit of weight: 1 (exact integer counts) when n x max_weight fits."""
-        return min(1.0, self._max_levels() / self.max_weight)
+        """Code units per unit of weight: 1 (exact integer counts) when n x max_weight fits in
+        32 bits (whatever the lane: a narrow lane carries the weight code in several digits)."""
+        return min(1.0, _max_levels(32, self.participants) / self.max_weight)
+
+    @property
+    def weight_digit_bits(self) -> int:
+        """Bits of the weight code per weight word: all of it in one word when n codes fit in
+        a lane (always with 32-bit lanes), else digits small enough that n of them cannot wrap."""
+        per_lane = ((1 << self.lane_bits) - 1) // self.participants
+        if math.floor(self.max_weight * self.weight_scale) + 1 <= per_lane:
+            return self.lane_bits
+        return (per_lane + 1).bit_length() - 1
+
+    @property
+    def weight_words(self) -> int:
+        """W: words after the M update words that carry the (masked) weight code."""
+        code_bits = (math.floor(self.max_weight * self.weight_scale) + 1).bit_length()
+        return max(1, math.ceil(code_bits / self.weight_digit_bits))
 
     def fingerprint(self) -> bytes:
         """8 bytes that differ when two parties would encode or decode differently."""
@@ -104,6 +136,11 @@ class SecAggParams:
             self.bits,
         )
         return hashlib.sha256(b"fedfleet-secagg/params" + packed).digest()[:8]
+
+
+def _max_levels(lane_bits: int, participants: int) -> int:
+    # one level of headroom per summand: a code of levels + 1 (float rounding) cannot wrap
+    return ((1 << lane_bits) - 1) // participants - 1
 
 
 def default_neighbours(participants: int) -> int:

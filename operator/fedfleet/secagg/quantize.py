@@ -1,9 +1,9 @@
-"""Fixed-point code between float32 updates and uint32 words, sized so n codes cannot wrap.
+"""Fixed-point code between float32 updates and lanes (uint32/16/8), sized so n codes cannot wrap.
 
 A client with weight w (capped at max_weight) encodes each update value x as
     q = floor(clip(x, -c, c) * f * s + L/2 + u),   f = w / max_weight,  s = L / 2c,
 with u ~ U[0, 1) from an AES-CTR stream (stochastic rounding: E[q] is exact) or u = 1/2
-(nearest). q lies in [0, L + 1) and n(L + 1) < 2^32, so the sum of n codes never wraps.
+(nearest). q lies in [0, L + 1) and n(L + 1) < 2^lane, so the sum of n codes never wraps.
 The sum of m codes decodes to max_weight * (S - m L/2) / s = sum_u w_u clip(x_u), the weighted
 sum the aggregator needs for FedAvg, and the weight word to sum_u w_u.
 
@@ -24,7 +24,7 @@ ONE_F32_BITS = np.uint32(0x3F800000)  # float32 1.0: OR-ed under 23 random manti
 
 
 class Encoder:
-    """Client side: float32 values -> uint32 codes, one block (<= scratch size) at a time."""
+    """Client side: float32 values -> lane codes, one block (<= scratch size) at a time."""
 
     def __init__(self, params: SecAggParams, weight: float) -> None:
         if not np.isfinite(weight) or weight <= 0:
@@ -70,6 +70,17 @@ class Encoder:
             whole += 1
         return whole
 
+    def weight_lanes(self) -> np.ndarray:
+        """The W weight words: the weight code, split into digits when one lane cannot hold n."""
+        return _digits(self.weight_code(), self.params)
+
+
+def _digits(code: int, params: SecAggParams) -> np.ndarray:
+    bits = params.weight_digit_bits
+    mask = (1 << bits) - 1
+    digits = [(code >> (bits * i)) & mask for i in range(params.weight_words)]
+    return np.array(digits, dtype=params.lane_dtype)
+
 
 class Decoder:
     """Aggregator side: the unmasked sum of `summands` codes -> float32 weighted sums, in place."""
@@ -80,11 +91,14 @@ class Decoder:
         self._shift = summands * params.levels / 2 * self._factor
 
     def decode(self, codes: np.ndarray, out: np.ndarray, scratch: Scratch) -> None:
-        """out (float32, may alias `codes`' memory) = weighted sum encoded in `codes` (uint32)."""
+        """out (float32, may alias `codes`' memory) = weighted sum encoded in `codes` (lanes)."""
         w = scratch.f64[: len(codes)]
         np.multiply(codes, self._factor, out=w, dtype=np.float64)
         np.subtract(w, self._shift, out=w)
         np.copyto(out, w, casting="same_kind")
 
-    def weight(self, code: int) -> float:
+    def weight(self, words: np.ndarray) -> float:
+        """Sum of weights from the unmasked W weight words (digit sums, each below one lane)."""
+        bits = self.params.weight_digit_bits
+        code = sum(int(word) << (bits * i) for i, word in enumerate(words))
         return code / self.params.weight_scale

@@ -1,8 +1,9 @@
 """The aggregator's side of one SecAgg+ round.
 
 It routes keys and sealed shares, tracks who survived each stage, sums masked chunks into one
-uint32 accumulator of M + W words as they arrive, collects the reveals, and removes every mask
-block by block. Stages (`stage`): keys -> shares -> inputs -> unmask -> done (or aborted).
+accumulator of M + W lanes (uint32, or uint16/uint8 for narrow codes) as they arrive, collects
+the reveals, and removes every mask block by block.
+Stages (`stage`): keys -> shares -> inputs -> unmask -> done (or aborted).
 
     U1 advertised keys   U2 sent shares (and kept >= t neighbours in U2)   U3 uploaded all words
 
@@ -43,7 +44,7 @@ from fedfleet.secagg.messages import (
     ShareInbox,
     ShareKind,
 )
-from fedfleet.secagg.params import WEIGHT_WORDS, SecAggParams
+from fedfleet.secagg.params import SecAggParams
 from fedfleet.secagg.quantize import Decoder
 
 
@@ -60,7 +61,7 @@ class SecAggServer:
         graph_seed: bytes | None = None,
         block_words: int = DEFAULT_BLOCK_WORDS,
     ) -> None:
-        """`dimension` (M) makes the server own an accumulator of M + W uint32 words (`add_chunk`,
+        """`dimension` (M) makes the server own an accumulator of M + W lanes (`add_chunk`,
         `unmask()`); pass `accumulator` to reuse one across rounds (it is zeroed here). Without
         a dimension the caller sums uploads itself and passes them to `unmask(summed)`."""
         if len(set(participants)) != len(participants) or len(participants) != params.participants:
@@ -87,10 +88,11 @@ class SecAggServer:
         if dimension is not None:
             if dimension < 1:
                 raise ValueError("dimension must be positive")
+            size, lane = dimension + params.weight_words, params.lane_dtype
             if accumulator is None:  # zeros() maps lazily: fill(0) touches every page now
-                accumulator = np.empty(dimension + WEIGHT_WORDS, dtype=np.uint32)
-            elif accumulator.dtype != np.uint32 or accumulator.shape != (dimension + WEIGHT_WORDS,):
-                raise ValueError(f"accumulator must be uint32 of {dimension + WEIGHT_WORDS} words")
+                accumulator = np.empty(size, dtype=lane)
+            elif accumulator.dtype != lane or accumulator.shape != (size,):
+                raise ValueError(f"accumulator must be {lane} of {size} words")
             accumulator.fill(0)
             self.accumulator = accumulator
         self._received: dict[str, Coverage] = {}
@@ -219,17 +221,18 @@ class SecAggServer:
 
     def add_chunk(self, client: str, offset: int, words: np.ndarray | bytes) -> None:
         """Add masked words [offset, offset + len) of `client`'s upload to the accumulator
-        (mod 2^32). Chunks may come in any order and size; each word exactly once."""
+        (mod 2^lane). Chunks may come in any order and size; each word exactly once."""
         self.check_input(client)
         acc = self.accumulator
         if acc is None:
             raise OutOfOrder("this server was built without a dimension: it holds no accumulator")
+        lane = self.params.lane_dtype
         if isinstance(words, bytes | bytearray | memoryview):
-            if len(words) % 4:
-                raise MalformedMessage(f"a chunk of {len(words)} bytes is not whole uint32 words")
-            words = np.frombuffer(words, dtype=np.uint32)  # zero-copy
-        if not isinstance(words, np.ndarray) or words.dtype != np.uint32 or words.ndim != 1:
-            raise MalformedMessage("a masked chunk is a 1-d array of uint32 words")
+            if len(words) % lane.itemsize:
+                raise MalformedMessage(f"a chunk of {len(words)} bytes is not whole {lane} words")
+            words = np.frombuffer(words, dtype=lane)  # zero-copy
+        if not isinstance(words, np.ndarray) or words.dtype != lane or words.ndim != 1:
+            raise MalformedMessage(f"a masked chunk is a 1-d array of {lane} words")
         count = len(words)
         if count > self.params.max_chunk_words:
             raise OversizedMessage(f"chunk of {count} words exceeds {self.params.max_chunk_words}")
@@ -354,29 +357,32 @@ class SecAggServer:
         """(float32 sum over U3 of w_u * clip(x_u), sum of w_u), masks removed block by block.
 
         Without `summed`, the server's own accumulator is unmasked and decoded in place: the
-        returned float32 array shares its memory. With `summed` (uint32, M + W words, summed by
-        the caller), that array is unmasked in place and a new float32 array is returned.
+        returned float32 array shares its memory when lanes are 32-bit. With `summed` (lanes,
+        M + W words, summed by the caller), that array is unmasked in place and a new float32
+        array is returned.
         """
         if self.stage != "unmask":
             raise OutOfOrder(f"cannot unmask at stage {self.stage!r}")
         acc = self.accumulator if summed is None else summed
         if acc is None:
             raise OutOfOrder("no accumulator: pass the summed uploads")
-        if acc.dtype != np.uint32 or acc.ndim != 1 or len(acc) <= WEIGHT_WORDS:
-            raise ValueError("the sum is a 1-d uint32 array of M + W words")
+        lane, weight_words = self.params.lane_dtype, self.params.weight_words
+        if acc.dtype != lane or acc.ndim != 1 or len(acc) <= weight_words:
+            raise ValueError(f"the sum is a 1-d {lane} array of M + W words")
         if short := self.missing():
             acc.fill(0)  # also a caller's sum: nothing of this round's inputs stays behind
             raise self._abort(f"fewer than {self.params.threshold} shares for {', '.join(short)}")
         streams = self._mask_streams()
         self._collected.clear()
-        dimension = len(acc) - WEIGHT_WORDS
-        out = acc.view(np.float32)[:dimension] if summed is None else np.empty(dimension, np.float32)
+        dimension = len(acc) - weight_words
+        in_place = summed is None and lane.itemsize == 4
+        out = acc.view(np.float32)[:dimension] if in_place else np.empty(dimension, np.float32)
         scratch = thread_scratch(self._block)
         decoder = Decoder(self.params, len(self.u3))
         for begin in range(0, len(acc), self._block):
             block = acc[begin : begin + self._block]
             for stream, subtract in streams:
-                words = stream.fill(scratch, begin, len(block))
+                words = stream.fill(scratch, begin, len(block), lane)
                 if subtract:
                     np.subtract(block, words, out=block)
                 else:
@@ -384,7 +390,7 @@ class SecAggServer:
             end = min(begin + len(block), dimension)
             if end > begin:  # the weight word(s) at the end stay integer codes
                 decoder.decode(acc[begin:end], out[begin:end], scratch)
-        weight = decoder.weight(int(acc[dimension]))
+        weight = decoder.weight(acc[dimension:])
         self.stage = "done"
         return out, weight
 
