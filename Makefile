@@ -29,9 +29,10 @@ unit: $(STAMP)
 
 test: lint unit
 
-# Regenerate the committed stubs; tests/test_proto_stubs.py fails when they are stale.
+# Regenerate the CRDs and the hub chart's copies; tests fail when either is stale.
 crds: $(STAMP)
 	$(PY) -m fedfleet.api.crds crds
+	cp crds/*.yaml charts/fedfleet/crds/
 
 proto: $(STAMP)
 	$(PY) -m grpc_tools.protoc -Iproto --python_out=operator --pyi_out=operator \

@@ -136,6 +136,8 @@ def _operator(args: argparse.Namespace) -> int:
 
     if args.log_level:
         os.environ["FEDFLEET_LOG_LEVEL"] = args.log_level
+    if args.log_format:  # kopf's own log lines follow it too (controller/app.py)
+        os.environ["FEDFLEET_LOG_FORMAT"] = args.log_format
 
     asyncio.run(run_operator(args.namespace, args.standalone, args.peering, args.liveness, args.metrics_port))
     return 0

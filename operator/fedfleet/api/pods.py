@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any, Literal
 
 from pydantic import Field
@@ -9,7 +10,8 @@ from pydantic import Field
 from fedfleet import __version__
 from fedfleet.api.base import SpecModel
 
-DEFAULT_IMAGE = f"ghcr.io/fedfleet/fedfleet:{__version__}"
+# the hub chart sets FEDFLEET_IMAGE so that pods default to the operator's own image
+DEFAULT_IMAGE = os.environ.get("FEDFLEET_IMAGE") or f"ghcr.io/fedfleet/fedfleet:{__version__}"
 Quantity = str | int
 
 

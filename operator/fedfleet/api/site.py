@@ -33,6 +33,10 @@ class FederationSiteSpec(SpecModel):
         default="", description="PersistentVolumeClaim mounted at /data in client pods."
     )
     capacity: int = Field(default=1, ge=1, le=1000, description="Most client pods this site runs at once.")
+    pod_labels: dict[str, str] = Field(
+        default_factory=dict,
+        description="Labels on the site's client pods (e.g. kueue.x-k8s.io/queue-name); fedfleet's own win.",
+    )
     identity_secret: str = Field(default="", description="Secret with this site's client identity (mTLS).")
     policy: SitePolicy = Field(default_factory=SitePolicy)
 

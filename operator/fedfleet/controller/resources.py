@@ -279,7 +279,7 @@ def client_pod(
     metadata: Object = {
         "name": client_pod_name(ref.name, cid),
         "namespace": site.namespace,
-        "labels": labels(ref.name, "client", site=site.name, client=cid),
+        "labels": {**site.spec.pod_labels, **labels(ref.name, "client", site=site.name, client=cid)},
         "annotations": {f"{GROUP}/attempt": str(attempt)},
         **owned_in(ref, site.namespace),
     }
