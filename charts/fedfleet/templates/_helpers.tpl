@@ -1,0 +1,106 @@
+{{/* Names, labels and the RBAC rules of the fedfleet hub. */}}
+
+{{- define "fedfleet.name" -}}
+{{- .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "fedfleet.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "fedfleet.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "fedfleet.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: operator
+{{- end -}}
+
+{{- define "fedfleet.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "fedfleet.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: fedfleet
+{{- end -}}
+
+{{- define "fedfleet.serviceAccountName" -}}
+{{- default (include "fedfleet.fullname" .) .Values.serviceAccount.name -}}
+{{- end -}}
+
+{{- define "fedfleet.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+
+{{- define "fedfleet.peering" -}}
+{{- gt (int .Values.replicas) 1 -}}
+{{- end -}}
+
+{{/*
+What the operator does inside a namespace it acts in. Every verb is one the operator's code or
+kopf calls (tests/charts/test_rbac.py checks this against the requests of the end-to-end tests):
+kopf lists, watches and patches (finalizer, progress annotations) the watched resources and
+posts Events; the reconciler reads trainings, writes their and their rounds' status, creates
+(create-or-adopt: create, then get on a conflict) the manifest ConfigMaps, the aggregator
+Service, Pod and state claim, the rounds and the client pods, deletes failed pods and
+replaced rounds, and annotates a client pod it gives up on.
+*/}}
+{{- define "fedfleet.namespacedRules" -}}
+- apiGroups: [fedfleet.io]
+  resources: [federatedtrainings]
+  verbs: [get, list, watch, patch]
+- apiGroups: [fedfleet.io]
+  resources: [federatedtrainings/status, federatedrounds/status, federationsites/status]
+  verbs: [patch]
+- apiGroups: [fedfleet.io]
+  resources: [federatedrounds]
+  verbs: [create, get, delete]
+- apiGroups: [fedfleet.io]
+  resources: [federationsites]
+  verbs: [list, watch, patch]
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [create, get, list, patch, delete]
+- apiGroups: [""]
+  resources: [configmaps]
+  verbs: [create, get, list, delete]
+- apiGroups: [""]
+  resources: [services, persistentvolumeclaims]
+  verbs: [create, get]
+- apiGroups: [""]
+  resources: [events]
+  verbs: [create]
+{{- end -}}
+
+{{/* Cluster-scoped reads: kopf's scan of the CRDs, and a site's namespace (does it exist). */}}
+{{- define "fedfleet.clusterRules" -}}
+- apiGroups: [apiextensions.k8s.io]
+  resources: [customresourcedefinitions]
+  verbs: [list, watch]
+- apiGroups: [""]
+  resources: [namespaces]
+  verbs: [get]
+{{- end -}}
+
+{{/*
+Reads across namespaces that a namespaced install still needs: the reconciler finds
+FederationSites in any namespace, and a training's client pods and manifests wherever its
+sites run them (writes there are granted by each site's fedfleet-site Role).
+*/}}
+{{- define "fedfleet.crossNamespaceReads" -}}
+- apiGroups: [fedfleet.io]
+  resources: [federationsites]
+  verbs: [list]
+- apiGroups: [""]
+  resources: [pods, configmaps]
+  verbs: [list]
+{{- end -}}
+
+{{/* kopf peering (leader election) when replicas > 1. */}}
+{{- define "fedfleet.peeringRules" -}}
+- apiGroups: [kopf.dev]
+  resources: [{{ if .Values.namespaces }}kopfpeerings{{ else }}clusterkopfpeerings{{ end }}]
+  verbs: [get, list, watch, patch]
+{{- end -}}
