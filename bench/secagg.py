@@ -10,7 +10,12 @@ else (quantization, key agreement, Shamir, messages). Because the limit leaves o
 agreement, the "keys" column gives the measured cost of the 2k + 2 X25519 operations a client
 cannot avoid, and ratio_floor compares against limit + keys.
 
-    python bench/secagg.py [--quick] [--neighbours K] [--repeats R] [--json PATH]
+With --grpc it also times whole rounds between real processes: `fedfleet local run` with N
+client processes and an aggregator on loopback, a synthetic task whose update is M dense
+parameters (bench/synthetic_task.py), with SecAgg+ on and off; the round time is the
+aggregator's (start to Succeeded: key exchange, download, upload, unmasking, checkpoint).
+
+    python bench/secagg.py [--quick] [--neighbours K] [--repeats R] [--json PATH] [--grpc]
 """
 
 from __future__ import annotations
@@ -20,13 +25,17 @@ import contextlib
 import gc
 import json
 import math
+import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "operator"))
@@ -38,6 +47,8 @@ from fedfleet.secagg.masks import DEFAULT_BLOCK_WORDS, Keystream, Scratch  # noq
 CASES = [(10, 1_000_000), (50, 1_000_000), (100, 100_000), (10, 10_000_000)]
 QUICK = [(10, 100_000), (20, 50_000)]
 CHUNK_WORDS = 1 << 18  # 1 MiB chunks on the (simulated) wire
+GRPC_CASES = [(10, 1_000_000), (10, 10_000_000)]
+GRPC_QUICK = [(4, 100_000)]
 
 
 def proc_status_mb(field: str) -> float:
@@ -253,6 +264,61 @@ def measure(n: int, m: int, neighbours: int, repeats: int) -> dict[str, Any]:
     }
 
 
+def grpc_round_seconds(n: int, m: int, secure: bool, rounds: int, workdir: Path) -> list[float]:
+    """Per-round seconds of a real `fedfleet local run`: N client processes, M parameters."""
+    manifest = workdir / f"bench-{n}-{m}-{int(secure)}.yaml"
+    spec = {
+        "task": {"name": "synthetic_task:SyntheticUpdate", "config": {"parameters": m}},
+        "rounds": rounds,
+        "sites": {"names": [f"site-{i:02d}" for i in range(n)]},
+        "minClients": n,
+        "roundTimeoutSeconds": 600,
+        "secureAggregation": {"enabled": secure, "clipRange": 1.0},
+    }
+    document = {"apiVersion": "fedfleet.io/v1alpha1", "kind": "FederatedTraining"}
+    manifest.write_text(yaml.safe_dump(document | {"metadata": {"name": "bench"}, "spec": spec}))
+    out = workdir / manifest.stem
+    path = os.pathsep.join([str(REPO / "bench"), str(REPO / "operator"), os.environ.get("PYTHONPATH", "")])
+    subprocess.run(
+        [sys.executable, "-m", "fedfleet", "local", "run", str(manifest), "--out", str(out), "--no-progress"],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        env=os.environ | {"PYTHONPATH": path},
+    )
+    return [float(r["seconds"]) for r in json.loads((out / "metrics.json").read_text())["rounds"]]
+
+
+def grpc_rounds(cases: list[tuple[int, int]], rounds: int) -> list[dict[str, Any]]:
+    """Median round time with SecAgg+ and without, same run; round 1 (cold start) is left out."""
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for n, m in cases:
+            secure = grpc_round_seconds(n, m, True, rounds, Path(tmp))[1:]
+            plain = grpc_round_seconds(n, m, False, rounds, Path(tmp))[1:]
+            results.append(
+                {
+                    "clients": n,
+                    "parameters": m,
+                    "rounds_timed": len(secure),
+                    "secure_round_s": statistics.median(secure),
+                    "plain_round_s": statistics.median(plain),
+                    "secure_over_plain": statistics.median(secure) / statistics.median(plain),
+                }
+            )
+    return results
+
+
+def grpc_table(results: list[dict[str, Any]]) -> str:
+    head = f"{'N':>4} {'M':>9} | {'SecAgg+ round s':>15} {'plain round s':>13} {'ratio':>6}"
+    lines = [head, "-" * len(head)]
+    for r in results:
+        lines.append(
+            f"{r['clients']:>4} {r['parameters']:>9} | {r['secure_round_s']:>15.2f}"
+            f" {r['plain_round_s']:>13.2f} {r['secure_over_plain']:>6.2f}"
+        )
+    return "\n".join(lines)
+
+
 def table(results: list[dict[str, Any]]) -> str:
     head = (
         f"{'N':>4} {'M':>9} {'k':>3} {'t':>3} | {'client ms':>9} {'limit':>7} {'ratio':>5} {'keys':>6}"
@@ -283,14 +349,18 @@ def main() -> None:
     )
     parser.add_argument("--repeats", type=int, default=3, help="rounds per case (medians are reported)")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--grpc", action="store_true", help="also time whole rounds between processes")
     args = parser.parse_args()
     measure(5, 10_000, 0, 1)  # warm-up, not reported: imports, caches, this thread's scratch
     cases = QUICK if args.quick else CASES
     results = [measure(n, m, args.neighbours, args.repeats) for n, m in cases]
-    rounded = [{k: float(f"{v:.4g}") if isinstance(v, float) else v for k, v in r.items()} for r in results]
-    print(json.dumps(rounded, indent=2))
+    over_grpc = grpc_rounds(GRPC_QUICK if args.quick else GRPC_CASES, 3) if args.grpc else []
+    document: Any = [rounded(r) for r in results]
+    if args.grpc:
+        document = {"compute": document, "grpc": [rounded(r) for r in over_grpc]}
+    print(json.dumps(document, indent=2))
     if args.json:
-        args.json.write_text(json.dumps(rounded, indent=2) + "\n")
+        args.json.write_text(json.dumps(document, indent=2) + "\n")
     print()
     print(table(results))
     print(
@@ -298,6 +368,13 @@ def main() -> None:
         "\nkeys: 2 key pairs + 2k X25519/HKDF agreements per client; floor: ratio against limit + keys."
         f"\nk = ceil(2 log2 N) unless --neighbours; e.g. N=100 -> {math.ceil(2 * math.log2(100))}."
     )
+    if over_grpc:
+        print("\nwhole rounds over gRPC between processes (fedfleet local run, synthetic update):")
+        print(grpc_table(over_grpc))
+
+
+def rounded(result: dict[str, Any]) -> dict[str, Any]:
+    return {k: float(f"{v:.4g}") if isinstance(v, float) else v for k, v in result.items()}
 
 
 if __name__ == "__main__":
