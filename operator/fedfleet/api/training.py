@@ -11,6 +11,7 @@ from typing import Any, Literal
 from pydantic import Field, JsonValue, model_validator
 
 from fedfleet.api.base import SpecModel
+from fedfleet.api.lineage import LineageSpec
 from fedfleet.api.pods import AggregatorSettings, PodSettings
 from fedfleet.strategies import STRATEGY_NAMES
 
@@ -124,6 +125,7 @@ class FederatedTrainingSpec(SpecModel):
     strategy: StrategySpec = Field(default_factory=StrategySpec)
     retry: RetrySpec = Field(default_factory=RetrySpec)
     secure_aggregation: SecureAggregationSpec = Field(default_factory=SecureAggregationSpec)
+    lineage: LineageSpec = Field(default_factory=LineageSpec)
     aggregator: AggregatorSettings = Field(default_factory=AggregatorSettings)
     client: PodSettings = Field(default_factory=PodSettings)
 
