@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import warnings
 from typing import Any
 
 import numpy as np
@@ -31,7 +32,9 @@ def wrap(model: torch.nn.Module, rank: int, alpha: int, dropout: float, targets:
         r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, task_type="CAUSAL_LM"
     )
     try:
-        return get_peft_model(model, config, adapter_name=ADAPTER)
+        with warnings.catch_warnings():  # PEFT calls a transformers API deprecated in 5.x
+            warnings.simplefilter("ignore", FutureWarning)
+            return get_peft_model(model, config, adapter_name=ADAPTER)
     except ValueError as err:  # PEFT names the target modules it could not find
         raise TaskError(f"spec.task.config.targetModules: {err}") from None
 
