@@ -1,0 +1,133 @@
+"""The operator's Secrets for a training's identities, against the test API server over HTTP:
+issued once, renewed before expiry, issued from a user's CA, refused when the spec cannot work."""
+
+from __future__ import annotations
+
+import base64
+import datetime
+
+import pytest
+from fedfleet.api.load import parse_training
+from fedfleet.api.site import FederationSiteSpec
+from fedfleet.controller import resources as res
+from fedfleet.controller.certificates import CertificateError, Certificates
+from fedfleet.controller.kube import Kube
+from fedfleet.identity.ca import Bundle, Issuer, identity_of
+from fedfleet.identity.names import Identity
+from kubernetes import config
+
+from tests.controller.cluster import training_manifest
+from tests.kube.fixtures import ApiServerHandle
+
+REF = res.TrainingRef("llm", "default", "uid-1")
+SITES = [
+    res.SiteRef("site-a", "default", FederationSiteSpec()),
+    res.SiteRef("site-b", "hospital", FederationSiteSpec()),
+]
+DAY = datetime.timedelta(days=1)
+
+
+def spec(**tls: object) -> object:
+    body = training_manifest("llm", 50051, ["site-a", "site-b"], secureAggregation={"enabled": False})
+    if tls:
+        body["spec"]["tls"] = tls
+    return parse_training(body, "spec").spec
+
+
+@pytest.fixture
+def kube(kube_api: ApiServerHandle) -> Kube:
+    return Kube(config.new_client_from_config(str(kube_api.kubeconfig)))
+
+
+async def secrets(kube: Kube) -> dict[tuple[str, str], dict[str, object]]:
+    return {
+        (s["metadata"]["namespace"], s["metadata"]["name"]): s
+        for s in await kube.list("Secret", None, "fedfleet.io/training=llm")
+    }
+
+
+def bundle(secret: dict[str, object]) -> Bundle:
+    return Bundle.from_secret_data(secret["data"])
+
+
+async def test_every_identity_gets_a_tls_secret_where_its_pod_runs(kube: Kube) -> None:
+    controller = await Certificates(kube).ensure(REF, spec(), SITES)
+    found = await secrets(kube)
+    assert sorted(found) == [
+        ("default", "llm-aggregator-tls"),
+        ("default", "llm-ca"),
+        ("default", "llm-lineage-key"),
+        ("default", "llm-site-a-0-tls"),
+        ("hospital", "llm-site-b-0-tls"),
+    ]
+    ca = Issuer.from_pem(
+        bundle(found[("default", "llm-ca")]).cert_pem, bundle(found[("default", "llm-ca")]).key_pem
+    )
+    site_b = bundle(found[("hospital", "llm-site-b-0-tls")])
+    assert found[("hospital", "llm-site-b-0-tls")]["type"] == "kubernetes.io/tls"
+    assert "ownerReferences" not in found[("hospital", "llm-site-b-0-tls")]["metadata"]
+    assert found[("default", "llm-site-a-0-tls")]["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
+    site_b.certificate.verify_directly_issued_by(ca.cert)
+    assert site_b.ca_pem == ca.cert_pem
+    assert identity_of(site_b.certificate) == Identity.of_client("default", "llm", "site-b", "site-b-0")
+    assert identity_of(controller.certificate) == Identity("default", "llm", "controller")
+    key = base64.b64decode(found[("default", "llm-lineage-key")]["data"]["ed25519.pem"])
+    assert key.startswith(b"-----BEGIN PRIVATE KEY-----")
+
+
+async def test_a_second_pass_changes_nothing_and_a_certificate_near_expiry_is_renewed(kube: Kube) -> None:
+    certificates = Certificates(kube)
+    await certificates.ensure(REF, spec(), SITES)
+    first = await secrets(kube)
+    await certificates.ensure(REF, spec(), SITES)
+    assert {k: s["metadata"]["resourceVersion"] for k, s in (await secrets(kube)).items()} == {
+        k: s["metadata"]["resourceVersion"] for k, s in first.items()
+    }
+
+    ca_data = bundle(first[("default", "llm-ca")])
+    ca = Issuer.from_pem(ca_data.cert_pem, ca_data.key_pem)
+    identity = Identity.of_client("default", "llm", "site-b", "site-b-0")
+    ageing = ca.issue(identity, 3 * DAY, now=datetime.datetime.now(datetime.UTC) - 2.5 * DAY)  # a sixth left
+    stale = first[("hospital", "llm-site-b-0-tls")] | {"data": ageing.secret_data()}
+    await kube.request("PUT", "/api/v1/namespaces/hospital/secrets/llm-site-b-0-tls", stale)
+
+    await certificates.ensure(REF, spec(), SITES)
+    after = await secrets(kube)
+    renewed = bundle(after[("hospital", "llm-site-b-0-tls")]).certificate
+    assert renewed.serial_number != ageing.certificate.serial_number
+    assert renewed.not_valid_after_utc - datetime.datetime.now(datetime.UTC) > 29 * DAY
+    assert (
+        after[("default", "llm-aggregator-tls")]["data"] == first[("default", "llm-aggregator-tls")]["data"]
+    )
+
+
+async def test_a_user_issuer_secret_issues_every_certificate(kube: Kube) -> None:
+    org = Issuer.generate("org CA", 365 * DAY)
+    await kube.create(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": "kubernetes.io/tls",
+            "metadata": {"name": "org-ca", "namespace": "default"},
+            "data": org.as_bundle().secret_data(),
+        }
+    )
+    await Certificates(kube).ensure(REF, spec(issuerSecret="org-ca"), SITES)
+    found = await secrets(kube)
+    assert ("default", "llm-ca") not in found
+    bundle(found[("default", "llm-aggregator-tls")]).certificate.verify_directly_issued_by(org.cert)
+
+
+@pytest.mark.parametrize(
+    ("tls", "message"),
+    [
+        ({"issuerSecret": "nope"}, "spec.tls.issuerSecret: no Secret nope in namespace default"),
+        ({"enabled": False}, "spec.tls.enabled: false is for `fedfleet local run` only"),
+    ],
+)
+async def test_tls_settings_a_cluster_cannot_honour_are_refused(
+    kube: Kube, tls: dict[str, object], message: str
+) -> None:
+    with pytest.raises(CertificateError, match=message.replace(".", r"\.").replace("`", "`")):
+        await Certificates(kube).ensure(REF, spec(**tls), SITES)
+    assert await secrets(kube) == {}

@@ -1,0 +1,98 @@
+"""The identity scheme, issuing and the rotation rule, on the certificates themselves."""
+
+from __future__ import annotations
+
+import datetime
+
+import pytest
+from cryptography import x509
+from fedfleet.identity.ca import Issuer, IssuerError, identity_of
+from fedfleet.identity.names import Identity, IdentityError, aggregator_dns_names
+from fedfleet.identity.rotation import renewal_reason
+
+from tests.identity.pki import DAY
+
+CLIENT = Identity.of_client("team-a", "llm", "hospital-1", "hospital-1-0")
+
+
+def test_identities_round_trip_through_their_uri() -> None:
+    assert CLIENT.uri == "spiffe://fedfleet.io/ns/team-a/training/llm/site/hospital-1/client/hospital-1-0"
+    for identity in (
+        CLIENT,
+        Identity("team-a", "llm", "aggregator"),
+        Identity("team-a", "llm", "controller"),
+    ):
+        assert Identity.parse(identity.uri) == identity
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "spiffe://example.org/ns/a/training/b/controller",
+        "spiffe://fedfleet.io/ns/a/training/b/site/c/client/d/extra",
+        "spiffe://fedfleet.io/ns/a/training/b/site/../client/d",
+        "spiffe://fedfleet.io/ns/A/training/b/controller",
+        "spiffe://fedfleet.io/ns/a/training/b/site//client/d",
+    ],
+)
+def test_anything_else_is_not_an_identity(uri: str) -> None:
+    with pytest.raises(IdentityError, match="is not a fedfleet identity"):
+        Identity.parse(uri)
+
+
+def test_a_leaf_carries_its_identity_names_and_chains_to_the_ca() -> None:
+    ca = Issuer.generate("ca", 10 * DAY)
+    names = tuple(aggregator_dns_names("llm", "team-a"))
+    bundle = ca.issue(Identity("team-a", "llm", "aggregator"), DAY, names)
+    cert = bundle.certificate
+    assert identity_of(cert) == Identity("team-a", "llm", "aggregator")
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert sans.get_values_for_type(x509.DNSName) == [
+        "llm-aggregator",
+        "llm-aggregator.team-a",
+        "llm-aggregator.team-a.svc",
+        "llm-aggregator.team-a.svc.cluster.local",
+    ]
+    cert.verify_directly_issued_by(ca.cert)
+    assert bundle.ca_pem == ca.cert_pem
+    assert set(bundle.secret_data()) == {"tls.crt", "tls.key", "ca.crt"}
+
+
+def test_a_leaf_never_outlives_its_ca() -> None:
+    ca = Issuer.generate("ca", DAY)
+    assert ca.issue(CLIENT, 30 * DAY).certificate.not_valid_after_utc == ca.cert.not_valid_after_utc
+
+
+def test_a_certificate_is_renewed_once_less_than_a_third_of_its_life_is_left() -> None:
+    ca = Issuer.generate("ca", 30 * DAY)
+    now = datetime.datetime.now(datetime.UTC)
+    fresh = ca.issue(CLIENT, 3 * DAY)
+    assert renewal_reason(fresh, CLIENT, ca.trust_pem) is None
+    assert renewal_reason(fresh, CLIENT, ca.trust_pem, now=now + 1.9 * DAY) is None
+    reason = renewal_reason(fresh, CLIENT, ca.trust_pem, now=now + 2.1 * DAY)
+    assert reason is not None and reason.startswith("expires at")
+    expired = ca.issue(CLIENT, DAY, now=now - 2 * DAY)
+    assert str(renewal_reason(expired, CLIENT, ca.trust_pem)).startswith("expired at")
+
+
+def test_a_certificate_is_renewed_when_it_no_longer_matches_what_would_be_issued() -> None:
+    ca, other = Issuer.generate("ca", 30 * DAY), Issuer.generate("other", 30 * DAY)
+    bundle = ca.issue(CLIENT, DAY)
+    assert renewal_reason(None, CLIENT, ca.trust_pem) == "missing"
+    assert renewal_reason(bundle, CLIENT, other.trust_pem) == "issued under another CA"
+    moved = Identity.of_client("team-a", "llm", "hospital-2", "hospital-1-0")
+    assert str(renewal_reason(bundle, moved, ca.trust_pem)).startswith("identity is spiffe://")
+    assert str(renewal_reason(bundle, CLIENT, ca.trust_pem, ("x.svc",))).startswith("DNS names are []")
+
+
+def test_a_user_issuer_must_be_a_ca_with_its_own_key() -> None:
+    ca = Issuer.generate("ca", 30 * DAY)
+    leaf = ca.issue(CLIENT, DAY)
+    with pytest.raises(IssuerError, match="not a CA certificate"):
+        Issuer.from_pem(leaf.cert_pem, leaf.key_pem)
+    with pytest.raises(IssuerError, match="does not belong to the certificate"):
+        Issuer.from_pem(ca.cert_pem, leaf.key_pem)
+    with pytest.raises(IssuerError, match=r"tls\.crt is not a PEM certificate"):
+        Issuer.from_pem(b"junk", leaf.key_pem)
+    again = Issuer.from_pem(ca.cert_pem, ca.as_bundle().key_pem)
+    again.issue(CLIENT, DAY).certificate.verify_directly_issued_by(ca.cert)
