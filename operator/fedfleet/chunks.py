@@ -17,7 +17,7 @@ GRPC_OPTIONS = [
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
 ]
-SUPPORTED_DTYPES = frozenset({"float16", "float32", "float64", "uint32"})
+SUPPORTED_DTYPES = frozenset({"float16", "float32", "float64", "uint32", "uint16", "uint8"})
 
 Weights = dict[str, np.ndarray]
 
@@ -41,7 +41,8 @@ def iter_chunks(weights: Weights, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Ite
 
 
 def verify_crc(chunk: pb.TensorChunk) -> None:
-    if zlib.crc32(chunk.data) != chunk.crc32:
+    """CRC32 over data, then scales (empty unless the chunk is quantized)."""
+    if zlib.crc32(chunk.scales, zlib.crc32(chunk.data)) != chunk.crc32:
         raise Refusal(
             "DATA_LOSS", f"tensor {chunk.name!r}: checksum mismatch in chunk at byte {chunk.offset}"
         )

@@ -10,6 +10,7 @@ from typing import Any
 from fedfleet.api.training import SecureAggregationSpec
 from fedfleet.refusal import Refusal
 from fedfleet.secagg import ProtocolError, SecAggAbort, SecAggParams, SecAggServer
+from fedfleet.secagg.params import lane_for
 from fedfleet.v1 import aggregator_pb2 as pb
 
 LONG_POLL_SECONDS = 30.0
@@ -24,11 +25,19 @@ class SecureRound:
         participants: list[str],
         spec: SecureAggregationSpec,
         deadline: float,
+        bits: int = 32,
     ) -> None:
+        """`bits` (spec.compression.bits) picks the lane: the narrowest that n codes of `bits`
+        bits fit (bits + ceil(log2 n)); the code then takes every level that lane leaves."""
         if len(participants) < 3:
             raise Refusal("INVALID_ARGUMENT", "secure aggregation needs at least 3 participants")
         self.params = SecAggParams.build(
-            len(participants), spec.neighbours, spec.threshold_ratio, spec.clip_range, spec.max_weight
+            len(participants),
+            spec.neighbours,
+            spec.threshold_ratio,
+            spec.clip_range,
+            spec.max_weight,
+            lane=lane_for(0 if bits >= 32 else bits, len(participants)),
         )
         self.server = SecAggServer(training, number, participants, self.params)
         # no stage may outlast the round: a quarter of the round at most for each key-exchange stage
@@ -48,6 +57,7 @@ class SecureRound:
                 "threshold": p.threshold,
                 "clip": p.clip,
                 "maxWeight": p.max_weight,
+                "lane": p.lane_bits,
             }
         }
 

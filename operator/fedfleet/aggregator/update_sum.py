@@ -2,9 +2,10 @@
 
 An upload is written into one of a few reusable staging buffers while its chunks are checked
 (name, dtype, shape, order, checksum, finiteness), and folded into the sum only once complete:
-a refused or broken upload never touches the sum. Memory is (1 + staging slots) x model,
-whatever the number of clients; uploads beyond the free slots wait, held back by gRPC flow
-control.
+a refused or broken upload never touches the sum. Quantized chunks (`compression.bits` below
+32) are decoded chunk by chunk into the float32 staging buffer, after the same checks. Memory
+is (1 + staging slots) x model, whatever the number of clients; uploads beyond the free slots
+wait, held back by gRPC flow control.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fedfleet.chunks import verify_crc
+from fedfleet.compression import BITS_OF, decode_chunk
 from fedfleet.refusal import Refusal
 from fedfleet.v1 import aggregator_pb2 as pb
 
@@ -56,9 +58,11 @@ class ModelLayout:
 class StagedUpdate:
     """One client's upload being received into a staging buffer; checked chunk by chunk."""
 
-    def __init__(self, layout: ModelLayout, buffer: np.ndarray) -> None:
+    def __init__(self, layout: ModelLayout, buffer: np.ndarray, wire: str | None = None) -> None:
+        """`wire`: the quantized dtype (q16, q8, q4) float32 tensors must arrive in, if any."""
         self.layout = layout
         self.buffer = buffer
+        self.wire = wire
         self._filled = dict.fromkeys(layout.slots, 0)
         self.bytes_received = 0
 
@@ -66,9 +70,12 @@ class StagedUpdate:
         slot = self.layout.slots.get(chunk.name)
         if slot is None:
             raise Refusal("INVALID_ARGUMENT", f"unknown tensor {chunk.name!r}")
-        if chunk.dtype != slot.dtype.name:
+        wanted = self.wire if self.wire is not None and slot.dtype == np.float32 else slot.dtype.name
+        if chunk.dtype != wanted:
             raise Refusal(
-                "INVALID_ARGUMENT", f"tensor {chunk.name!r}: dtype {chunk.dtype}, expected {slot.dtype.name}"
+                "INVALID_ARGUMENT",
+                f"tensor {chunk.name!r}: dtype {chunk.dtype}, expected {wanted}"
+                + (f" (spec.compression.bits is {BITS_OF[wanted]})" if wanted in BITS_OF else ""),
             )
         if tuple(chunk.shape) != slot.shape:
             raise Refusal(
@@ -84,6 +91,9 @@ class StagedUpdate:
                 "(chunks of a tensor arrive once, in order)",
             )
         itemsize = slot.dtype.itemsize
+        if wanted in BITS_OF:
+            self._add_values(slot, chunk, decode_chunk(chunk, (slot.nbytes - chunk.offset) // itemsize))
+            return
         if len(chunk.data) % itemsize:
             raise Refusal(
                 "INVALID_ARGUMENT", f"tensor {chunk.name!r}: chunk of {len(chunk.data)} bytes splits a value"
@@ -93,15 +103,17 @@ class StagedUpdate:
             raise Refusal(
                 "OUT_OF_RANGE", f"tensor {chunk.name!r}: chunk ends at byte {end}, tensor has {slot.nbytes}"
             )
-        values = np.frombuffer(chunk.data, dtype=slot.dtype)
+        self._add_values(slot, chunk, np.frombuffer(chunk.data, dtype=slot.dtype))
+
+    def _add_values(self, slot: TensorSlot, chunk: pb.TensorChunk, values: np.ndarray) -> None:
         if not np.isfinite(values).all():
             raise Refusal(
                 "INVALID_ARGUMENT", f"tensor {chunk.name!r}: NaN or Inf in chunk at byte {chunk.offset}"
             )
-        first = slot.start + chunk.offset // itemsize
+        first = slot.start + chunk.offset // slot.dtype.itemsize
         self.buffer[first : first + len(values)] = values
-        self._filled[chunk.name] = end
-        self.bytes_received += len(chunk.data)
+        self._filled[chunk.name] = chunk.offset + len(values) * slot.dtype.itemsize
+        self.bytes_received += len(chunk.data) + len(chunk.scales)
 
     def check_complete(self) -> None:
         for name, filled in self._filled.items():
@@ -115,12 +127,20 @@ class StagedUpdate:
 class UpdateSum:
     """Sum of weight x delta over accepted updates, plus the sum of weights."""
 
-    def __init__(self, layout: ModelLayout, staging_slots: int = 2, dtype: type = np.float32) -> None:
-        """float32: sum of weight x update. uint32: sum mod 2^32 of masked uploads (weights travel inside)."""
+    def __init__(
+        self,
+        layout: ModelLayout,
+        staging_slots: int = 2,
+        dtype: type | np.dtype[np.generic] = np.float32,
+        wire: str | None = None,
+    ) -> None:
+        """float32: sum of weight x update (uploads in float32, or quantized as `wire`).
+        uint32/16/8: sum mod 2^lane of masked uploads (weights travel inside)."""
         if staging_slots < 1:
             raise ValueError("staging_slots must be at least 1")
         self.layout = layout
         self.dtype = np.dtype(dtype)
+        self.wire = wire
         self.total = np.zeros(layout.size, dtype=self.dtype)
         self.total_weight = 0.0
         self.count = 0
@@ -142,7 +162,7 @@ class UpdateSum:
         else:
             buffer = np.empty(self.layout.size, dtype=self.dtype)
             self._allocated += 1
-        return StagedUpdate(self.layout, buffer)
+        return StagedUpdate(self.layout, buffer, self.wire)
 
     def release(self, staged: StagedUpdate) -> None:
         self._free.append(staged.buffer)
@@ -152,12 +172,12 @@ class UpdateSum:
         """Add weight x update into the sum, in place and in blocks; the staging buffer is consumed."""
         staged.check_complete()
         source, weight32 = staged.buffer, np.float32(weight)
-        masked = self.dtype == np.uint32
+        masked = self.dtype.kind == "u"
         for begin in range(0, self.layout.size, FOLD_BLOCK):
             block = source[begin : begin + FOLD_BLOCK]
             if not masked:
                 block *= weight32
-            self.total[begin : begin + FOLD_BLOCK] += block  # uint32 wraps: arithmetic mod 2^32
+            self.total[begin : begin + FOLD_BLOCK] += block  # unsigned lanes wrap: mod 2^lane
         self.total_weight += weight
         self.count += 1
 

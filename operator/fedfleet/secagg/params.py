@@ -31,6 +31,7 @@ class SecAggParams:
     bits: int = 0  # per-client code width; 0 = the finest that n summands allow
     rounding: Rounding = "stochastic"  # stochastic is unbiased; nearest is cheaper, biased
     max_chunk_words: int = 1 << 22  # largest masked chunk the aggregator accepts (16 MiB)
+    lane: int = 0  # masked word width (8, 16, 32); 0 = the narrowest that n codes of `bits` fit
 
     def __post_init__(self) -> None:
         n, k, t = self.participants, self.neighbours, self.threshold
@@ -53,6 +54,10 @@ class SecAggParams:
             raise ValueError(f"rounding must be 'stochastic' or 'nearest', got {self.rounding!r}")
         if self.max_chunk_words < 1:
             raise ValueError("max_chunk_words must be positive")
+        if self.lane and (self.lane not in LANE_BITS or _max_levels(self.lane, n) < 1):
+            raise ValueError(f"lane={self.lane} must be 8, 16 or 32 with room for {n} summands")
+        if self.lane and self.bits and (1 << self.bits) - 1 > _max_levels(self.lane, n):
+            raise ValueError(f"bits={self.bits}: {n} summands do not fit in {self.lane}-bit lanes")
 
     @classmethod
     def build(
@@ -64,6 +69,7 @@ class SecAggParams:
         max_weight: float = 100_000.0,
         bits: int = 0,
         rounding: Rounding = "stochastic",
+        lane: int = 0,
     ) -> SecAggParams:
         """k = 0 picks ceil(2 log2 n) (SecAgg+); k = n - 1 is classic SecAgg. t = ceil(ratio k), >= 2."""
         if participants < 3:
@@ -75,16 +81,12 @@ class SecAggParams:
         if k * participants % 2:  # a k-regular graph on n nodes needs k*n even
             k = k + 1 if k + 1 <= participants - 1 else k - 1
         threshold = min(k, max(2, math.ceil(threshold_ratio * k)))
-        return cls(participants, k, threshold, float(clip), float(max_weight), bits, rounding)
+        return cls(participants, k, threshold, float(clip), float(max_weight), bits, rounding, lane=lane)
 
     @property
     def lane_bits(self) -> int:
-        """Width of one masked word: the narrowest lane in which n codes of `bits` bits (plus
-        one level of headroom each) sum without wrapping; 32 when `bits` is 0."""
-        if not self.bits:
-            return 32
-        levels = (1 << self.bits) - 1
-        return next(b for b in LANE_BITS if levels <= _max_levels(b, self.participants))
+        """Width of one masked word: `lane`, or else `lane_for(bits, n)`."""
+        return self.lane or lane_for(self.bits, self.participants)
 
     @property
     def lane_dtype(self) -> np.dtype[np.unsignedinteger]:
@@ -127,15 +129,26 @@ class SecAggParams:
     def fingerprint(self) -> bytes:
         """8 bytes that differ when two parties would encode or decode differently."""
         packed = struct.pack(
-            ">IIIddI",
+            ">IIIddII",
             self.participants,
             self.neighbours,
             self.threshold,
             self.clip,
             self.max_weight,
             self.bits,
+            self.lane_bits,
         )
         return hashlib.sha256(b"fedfleet-secagg/params" + packed).digest()[:8]
+
+
+def lane_for(bits: int, participants: int) -> int:
+    """The narrowest lane in which `participants` codes of `bits` bits (plus one level of
+    headroom each) sum without wrapping: bits + ceil(log2 n) bits, rounded up to 8, 16 or 32;
+    32 for bits 0 (the finest code)."""
+    if not bits:
+        return 32
+    levels = (1 << bits) - 1
+    return next((b for b in LANE_BITS if levels <= _max_levels(b, participants)), 32)
 
 
 def _max_levels(lane_bits: int, participants: int) -> int:
