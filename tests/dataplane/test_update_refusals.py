@@ -39,9 +39,14 @@ def good_update(model: dict[str, np.ndarray], scale: float) -> dict[str, np.ndar
     return {k: np.full_like(v, scale) for k, v in model.items()}
 
 
-def finish_round_and_check(agg: Aggregator, number: int, model: dict[str, np.ndarray]) -> None:
-    agg.upload(PARTICIPANTS[0], number, chunks_of(good_update(model, 1.0)), examples=10)
-    agg.upload(PARTICIPANTS[1], number, chunks_of(good_update(model, 4.0)), examples=30)
+def finish_round_and_check(
+    agg: Aggregator,
+    number: int,
+    model: dict[str, np.ndarray],
+    encode: Callable[[dict[str, np.ndarray]], list[pb.TensorChunk]] = chunks_of,
+) -> None:
+    agg.upload(PARTICIPANTS[0], number, encode(good_update(model, 1.0)), examples=10)
+    agg.upload(PARTICIPANTS[1], number, encode(good_update(model, 4.0)), examples=30)
     final = list(agg.control.WatchRound(pb.WatchRequest(round=number)))[-1]
     assert final.phase == pb.ROUND_PHASE_SUCCEEDED, final.reason
     # The next round serves the new global model: initial + (10*1 + 30*4) / 40 = initial + 3.25.
