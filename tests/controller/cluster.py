@@ -17,6 +17,8 @@ from typing import Any
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
+from tests.kube.fixtures import operator_kubeconfig
+
 GROUP, VERSION = "fedfleet.io", "v1alpha1"
 PLURALS = {
     "FederatedTraining": "federatedtrainings",
@@ -110,7 +112,7 @@ def start_operator(
 ) -> subprocess.Popen[bytes]:
     """`fedfleet operator` as a real process; pods reach aggregators on loopback in tests."""
     env = os.environ | {
-        "KUBECONFIG": str(kubeconfig),
+        "KUBECONFIG": str(operator_kubeconfig(kubeconfig)),
         "FEDFLEET_AGGREGATOR_ADDRESS": aggregator_address,
         "FEDFLEET_RECONCILE_INTERVAL": str(interval),
         "FEDFLEET_LOG_LEVEL": os.environ.get("FEDFLEET_TEST_OPERATOR_LOG_LEVEL", "INFO"),

@@ -14,9 +14,37 @@ import yaml
 from kubernetes import config
 
 from tests.kube.kubelet import Kubelet
-from tests.kube.server import TestApiServer, serve
+from tests.kube.server import Call, TestApiServer, serve
 
 REPO = Path(__file__).resolve().parents[2]
+OPERATOR_TOKEN = "fedfleet-operator"
+OPERATOR_KUBECONFIG = "operator.kubeconfig"
+# every request the operator made in this session, for tests/charts/test_rbac.py
+OPERATOR_CALLS = pytest.StashKey[list[Call]]()
+
+
+def write_kubeconfig(path: Path, url: str, token: str) -> Path:
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "test",
+                "clusters": [{"name": "test", "cluster": {"server": url}}],
+                "users": [{"name": "test", "user": {"token": token}}],
+                "contexts": [
+                    {"name": "test", "context": {"cluster": "test", "user": "test", "namespace": "default"}}
+                ],
+            }
+        )
+    )
+    return path
+
+
+def operator_kubeconfig(kubeconfig: Path) -> Path:
+    """The operator's own kubeconfig next to the test server's; a real cluster's is used as it is."""
+    own = kubeconfig.with_name(OPERATOR_KUBECONFIG)
+    return own if own.exists() else kubeconfig
 
 
 class ApiServerHandle:
@@ -32,24 +60,10 @@ class ApiServerHandle:
         if not self._ready.wait(30):
             raise RuntimeError("test API server did not start")
         self.url = self._holder["url"]
-        self.kubeconfig = root / "kubeconfig"
-        self.kubeconfig.write_text(
-            yaml.safe_dump(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Config",
-                    "current-context": "test",
-                    "clusters": [{"name": "test", "cluster": {"server": self.url}}],
-                    "users": [{"name": "test", "user": {"token": "test"}}],
-                    "contexts": [
-                        {
-                            "name": "test",
-                            "context": {"cluster": "test", "user": "test", "namespace": "default"},
-                        }
-                    ],
-                }
-            )
-        )
+        self.kubeconfig = write_kubeconfig(root / "kubeconfig", self.url, "test")
+        # the operator gets its own identity, as its ServiceAccount has on a cluster, so the
+        # server's records tell its requests from the test's and the kubelet's
+        write_kubeconfig(root / OPERATOR_KUBECONFIG, self.url, OPERATOR_TOKEN)
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
@@ -84,12 +98,15 @@ def load_crds() -> list[dict[str, Any]]:
 
 
 @pytest.fixture
-def kube_api(tmp_path: Path) -> Iterator[ApiServerHandle]:
+def kube_api(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[ApiServerHandle]:
     handle = ApiServerHandle(tmp_path)
     for crd in load_crds():
         handle.register_crd(crd)
     yield handle
     handle.close()
+    request.config.stash.setdefault(OPERATOR_CALLS, []).extend(
+        c for c in handle.calls if c.user == OPERATOR_TOKEN
+    )
 
 
 @pytest.fixture

@@ -133,6 +133,7 @@ class Call:
     resource: str
     subresource: str
     namespace: str | None
+    user: str = ""  # the bearer token: each kubeconfig in the tests is one identity
 
 
 @dataclass
@@ -237,8 +238,16 @@ class TestApiServer(kmock.KubernetesEmulator):
             verb = "delete" if request.name else "deletecollection"
         else:
             verb = str(method).lower()
+        user = request.headers.get("Authorization", "").removeprefix("Bearer ")
         self.calls.append(
-            Call(verb, resource.group or "", resource.plural, request.subresource or "", request.namespace)
+            Call(
+                verb,
+                resource.group or "",
+                resource.plural,
+                request.subresource or "",
+                request.namespace,
+                user,
+            )
         )
 
     async def _emit(self, resource: Any, type_: str, raw: Object) -> None:

@@ -1,0 +1,124 @@
+"""The hub chart's operator Deployment: flags the real CLI accepts, peering only with replicas > 1,
+RBAC split by the namespaces watched, and Services, monitors and budgets that select its pods."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from fedfleet.cli import build_parser
+
+from tests.charts.render import HUB, Object, load_values, of_kind, render, variant_id, variants
+
+RBAC_KINDS = ("ClusterRole", "Role")
+
+
+def operator(objs: list[Object]) -> Object:
+    return of_kind(objs, "Deployment")[0]["spec"]["template"]
+
+
+def rules(obj: Object) -> set[tuple[str, str, str]]:
+    return {
+        (verb, group, resource)
+        for rule in obj["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+
+
+@pytest.mark.parametrize("variant", [v for v in variants() if v[0] == HUB], ids=variant_id)
+def test_the_operator_is_started_with_flags_the_cli_accepts(variant: tuple[Path, Path | None]) -> None:
+    values = load_values(variant[1]) or {}
+    container = operator(render(HUB, values))["spec"]["containers"][0]
+    assert "command" not in container  # the image's ENTRYPOINT, `fedfleet`, takes these args
+    args = build_parser().parse_args(container["args"])  # exits (SystemExit) on an unknown flag
+    assert args.command == "operator"
+    replicas = values.get("replicas", 1)
+    assert args.standalone is (replicas == 1)
+    assert args.peering == (values.get("peering", {}).get("name", "fedfleet") if replicas > 1 else "fedfleet")
+    assert args.namespace == values.get("namespaces", []) and args.all_namespaces is not bool(args.namespace)
+    assert args.log_format == values.get("logFormat", "json")
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert args.metrics_port == ports["metrics"]
+    assert args.liveness == f"http://0.0.0.0:{ports['health']}/healthz"
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
+
+
+def test_one_replica_runs_standalone_and_never_two_at_once() -> None:
+    objs = render(HUB)
+    assert of_kind(objs, "Deployment")[0]["spec"]["strategy"] == {"type": "Recreate"}
+    assert of_kind(objs, "ClusterKopfPeering") == of_kind(objs, "KopfPeering") == []
+    assert not any(g == "kopf.dev" for _, g, _ in rules(of_kind(objs, "ClusterRole")[0]))
+
+
+def test_replicas_elect_a_leader_through_a_cluster_peering() -> None:
+    objs = render(HUB, load_values(HUB / "ci" / "replicas-peering.yaml"))
+    assert "strategy" not in of_kind(objs, "Deployment")[0]["spec"]
+    assert [p["metadata"]["name"] for p in of_kind(objs, "ClusterKopfPeering")] == ["fedfleet-hub"]
+    granted = rules(of_kind(objs, "ClusterRole")[0])
+    assert {r for r in granted if r[1] == "kopf.dev"} == {
+        (verb, "kopf.dev", "clusterkopfpeerings") for verb in ("get", "list", "watch", "patch")
+    }
+
+
+def test_a_namespaced_install_splits_the_same_permissions_into_roles() -> None:
+    cluster_wide = rules(of_kind(render(HUB), "ClusterRole")[0])
+    objs = render(HUB, load_values(HUB / "ci" / "namespaced.yaml"))
+    roles = of_kind(objs, "Role")
+    assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
+    bindings = {b["metadata"]["namespace"]: b for b in of_kind(objs, "RoleBinding")}
+    for role in roles:
+        binding = bindings[role["metadata"]["namespace"]]
+        assert binding["roleRef"] == {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "Role",
+            "name": role["metadata"]["name"],
+        }
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": "fedfleet-operator", "namespace": "fedfleet"}
+        ]
+    reads = rules(of_kind(objs, "ClusterRole")[0])
+    assert {verb for verb, _, _ in reads} <= {"get", "list", "watch"}  # nothing written cluster-wide
+    assert reads | rules(roles[0]) == cluster_wide
+    container = operator(objs)["spec"]["containers"][0]
+    assert {
+        "name": "FEDFLEET_IMAGE",
+        "value": "registry.example.com/fedfleet/fedfleet:0.1.0-cuda",
+    } in container["env"]
+
+
+def test_a_namespaced_install_with_replicas_peers_in_each_namespace() -> None:
+    objs = render(HUB, load_values(HUB / "ci" / "namespaced-peering.yaml"))
+    assert [(p["metadata"]["namespace"], p["metadata"]["name"]) for p in of_kind(objs, "KopfPeering")] == [
+        ("fl-prod", "fedfleet")
+    ]
+    role = of_kind(objs, "Role")[0]
+    assert ("patch", "kopf.dev", "kopfpeerings") in rules(role)
+    assert not any(g == "kopf.dev" for _, g, _ in rules(of_kind(objs, "ClusterRole")[0]))
+
+
+@pytest.mark.parametrize("variant", variants(), ids=variant_id)
+def test_no_rbac_rule_uses_a_wildcard(variant: tuple[Path, Path | None]) -> None:
+    for obj in render(variant[0], load_values(variant[1])):
+        if obj["kind"] in RBAC_KINDS:
+            for rule in obj["rules"]:
+                assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"], rule
+                assert "resourceNames" not in rule and "nonResourceURLs" not in rule
+
+
+@pytest.mark.parametrize("values", [None, HUB / "ci" / "replicas-peering.yaml"], ids=["defaults", "monitor"])
+def test_metrics_service_monitor_and_budget_select_the_operator(values: Path | None) -> None:
+    objs = render(HUB, load_values(values))
+    pod_labels = operator(objs)["metadata"]["labels"]
+    ports = {p["name"] for p in operator(objs)["spec"]["containers"][0]["ports"]}
+    service = of_kind(objs, "Service")[0]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    assert [p["targetPort"] for p in service["spec"]["ports"]] == ["metrics"] and "metrics" in ports
+    budget = of_kind(objs, "PodDisruptionBudget")[0]["spec"]
+    assert budget["selector"]["matchLabels"].items() <= pod_labels.items() and budget["maxUnavailable"] == 1
+    for monitor in of_kind(objs, "ServiceMonitor"):
+        assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+        assert [e["port"] for e in monitor["spec"]["endpoints"]] == [service["spec"]["ports"][0]["name"]]
+        assert monitor["metadata"]["labels"]["release"] == "prometheus"
