@@ -26,8 +26,10 @@ must tell the server which (authenticated) client sent it. Call sequence per rou
 sum_u w_u (w_u capped at max_weight), so the FedAvg mean is values / weight. `add_chunk` takes
 the client id to refuse overlapping or replayed words and to know whose upload is complete;
 chunks may arrive in any order and size (`np.frombuffer` on the received bytes: no copy).
-`mask_chunk(offset, chunk, out=chunk.view(np.uint32))` masks in place. Pass
-`accumulator=` (uint32, M + W) to reuse the aggregator's buffer across rounds.
+`mask_chunk(offset, chunk, out=chunk.view(np.uint32))` masks in place (32-bit lanes). Pass
+`accumulator=` (`params.lane_dtype`, M + W) to reuse the aggregator's buffer across rounds.
+Words are uint32 lanes unless `params.lane` (or `bits`) makes them uint16 or uint8: narrower
+uploads, every sum mod 2^lane (`lane_for(bits, n)` in `params.py`).
 
 A refusal raises a `ProtocolError` subclass with `.code` (a gRPC status name) and changes
 nothing; `SecAggAbort` means the round cannot finish securely and nothing is released (also
