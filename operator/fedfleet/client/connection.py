@@ -10,7 +10,8 @@ import grpc
 import numpy as np
 from tenacity import RetryCallState, retry, retry_if_exception, stop_after_delay, wait_exponential
 
-from fedfleet.chunks import GRPC_OPTIONS, ChunkAssembler, iter_chunks
+from fedfleet.chunks import GRPC_OPTIONS, ChunkAssembler
+from fedfleet.compression import DEFAULT_BLOCK, encode_update
 from fedfleet.logs import get_logger
 from fedfleet.v1 import aggregator_pb2 as pb
 from fedfleet.v1 import aggregator_pb2_grpc as pb_grpc
@@ -97,7 +98,16 @@ class AggregatorConnection:
         )
         self.call(self.stub.ReportMetrics, report, timeout=30)
 
-    def upload(self, round_number: int, base_version: int, examples: int, update: Weights) -> pb.UploadReply:
+    def upload(
+        self,
+        round_number: int,
+        base_version: int,
+        examples: int,
+        update: Weights,
+        bits: int = 32,
+        block: int = DEFAULT_BLOCK,
+    ) -> pb.UploadReply:
+        """Stream the update: float32 (or a masked upload's lanes) at 32 bits, quantized below."""
         header = pb.UpdateHeader(
             training=self.training,
             client_id=self.client_id,
@@ -109,7 +119,7 @@ class AggregatorConnection:
 
         def messages() -> Iterator[pb.UpdateMessage]:
             yield pb.UpdateMessage(header=header)
-            for chunk in iter_chunks(update):
+            for chunk in encode_update(update, bits, block):
                 yield pb.UpdateMessage(chunk=chunk)
 
         reply: pb.UploadReply = self.stub.UploadUpdate(
