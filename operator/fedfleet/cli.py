@@ -43,6 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
     agg.add_argument(
         "--staging-slots", type=int, default=2, help="uploads received at once (memory: slots x model)"
     )
+    agg.add_argument(
+        "--lineage-key",
+        type=Path,
+        default=None,
+        help="PEM Ed25519 key that signs lineage records; none: unsigned",
+    )
     _add_log_args(agg)
 
     client = commands.add_parser("client", help="train for one site against an aggregator")
@@ -58,7 +64,35 @@ def build_parser() -> argparse.ArgumentParser:
         "--connect-timeout", type=float, default=120.0, help="seconds of retries before giving up"
     )
     client.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    client.add_argument(
+        "--allowed-base-digest",
+        action="append",
+        default=[],
+        help="base model digest this site's policy allows (repeatable); none given: any",
+    )
     _add_log_args(client)
+
+    lineage = commands.add_parser("lineage", help="check and export a training's signed model lineage")
+    lineage_commands = lineage.add_subparsers(dest="lineage_command", required=True)
+    verify = lineage_commands.add_parser(
+        "verify", help="check the chain, signatures and model files; print it"
+    )
+    export = lineage_commands.add_parser("export", help="write an in-toto statement and a model card")
+    for sub in (verify, export):
+        sub.add_argument("state_dir", type=Path, help="the aggregator's state directory (holds rounds/)")
+        sub.add_argument(
+            "--public-key",
+            default=None,
+            help="PEM (or a file) every record must be signed with: status.lineagePublicKey",
+        )
+        sub.add_argument("--require-signature", action="store_true", help="unsigned records are an error")
+        sub.add_argument(
+            "--head", default="", help="the published lineage head (status.lineageHead) it must end at"
+        )
+        _add_log_args(sub)
+    export.add_argument(
+        "--out", type=Path, required=True, help="directory for the statement and the model card"
+    )
 
     op = commands.add_parser("operator", help="run the Kubernetes operator (kopf)")
     scope = op.add_mutually_exclusive_group()
@@ -103,20 +137,47 @@ def _local_run(args: argparse.Namespace) -> int:
 
 def _aggregator(args: argparse.Namespace) -> int:
     from fedfleet.aggregator.app import run_aggregator
+    from fedfleet.provenance.signing import LineageKeyError, load_signing_key
+
+    try:
+        key = load_signing_key(args.lineage_key) if args.lineage_key else None
+    except LineageKeyError as err:
+        print(f"fedfleet: --lineage-key: {err}", file=sys.stderr)
+        return 2
 
     training = load_training(args.manifest)
     asyncio.run(
         run_aggregator(
-            training, f"{args.host}:{args.port}", args.state_dir, args.chunk_bytes, args.staging_slots
+            training,
+            f"{args.host}:{args.port}",
+            args.state_dir,
+            args.chunk_bytes,
+            args.staging_slots,
+            lineage_key=key,
         )
     )
     return 0
 
 
 def _client(args: argparse.Namespace) -> int:
-    from fedfleet.client.app import ClientOptions, SiteClient
+    from fedfleet.provenance.policy import (
+        REFUSED_EXIT_CODE,
+        PolicyRefusal,
+        check_base_model,
+        write_termination_message,
+    )
 
     training = load_training(args.manifest)
+    try:
+        check_base_model(training.spec, args.allowed_base_digest)
+    except PolicyRefusal as refusal:  # before torch, data or the network: nothing to retry
+        logs.get_logger(component="client", client=args.client_id).error(
+            "client.policy_refused", reason=str(refusal)
+        )
+        write_termination_message(str(refusal))
+        return REFUSED_EXIT_CODE
+    from fedfleet.client.app import ClientOptions, SiteClient  # torch: only once the site agrees
+
     options = ClientOptions(
         args.aggregator,
         args.site,
@@ -129,6 +190,28 @@ def _client(args: argparse.Namespace) -> int:
         args.threads,
     )
     return SiteClient(training, options).run()
+
+
+def _lineage(args: argparse.Namespace) -> int:
+    from fedfleet.provenance.export import write_export
+    from fedfleet.provenance.history import render
+    from fedfleet.provenance.signing import LineageKeyError, load_public_key
+    from fedfleet.provenance.verify import verify_state
+
+    try:
+        key = load_public_key(args.public_key) if args.public_key else None
+    except LineageKeyError as err:
+        print(f"fedfleet: --public-key: {err}", file=sys.stderr)
+        return 2
+    result = verify_state(args.state_dir, key, args.require_signature, args.head)
+    if args.lineage_command == "verify" or not result.ok:
+        print(render(result), file=sys.stdout if result.ok else sys.stderr)
+        if not result.ok and args.lineage_command == "export":
+            print("fedfleet: the lineage does not verify; nothing exported", file=sys.stderr)
+        return 0 if result.ok else 1
+    statement, card = write_export(result, args.out)
+    print(f"in-toto statement: {statement}\nmodel card: {card}")
+    return 0
 
 
 def _operator(args: argparse.Namespace) -> int:
@@ -146,7 +229,13 @@ def _operator(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logs.configure(args.log_format, args.log_level)
-    handlers = {"local": _local_run, "aggregator": _aggregator, "client": _client, "operator": _operator}
+    handlers = {
+        "local": _local_run,
+        "aggregator": _aggregator,
+        "client": _client,
+        "lineage": _lineage,
+        "operator": _operator,
+    }
     try:
         return handlers[args.command](args)
     except ManifestError as err:

@@ -7,6 +7,8 @@ import contextlib
 import signal
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from fedfleet.aggregator.engine import RoundEngine
 from fedfleet.aggregator.service import serve
 from fedfleet.api.training import FederatedTraining
@@ -20,6 +22,7 @@ async def run_aggregator(
     state_dir: Path,
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     staging_slots: int = 2,
+    lineage_key: Ed25519PrivateKey | None = None,
 ) -> None:
     engine = RoundEngine(
         training.metadata.name,
@@ -27,6 +30,7 @@ async def run_aggregator(
         lambda: initial_weights(training.spec),
         state_dir,
         staging_slots,
+        lineage_key,
     )
     server = asyncio.create_task(serve(engine, address, chunk_bytes))
     loop = asyncio.get_running_loop()

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from fedfleet.aggregator.checkpoints import CheckpointStore
 from fedfleet.aggregator.rounds import TERMINAL, ClientPhase, Kind, Phase, Round
@@ -26,6 +27,7 @@ from fedfleet.aggregator.secure import SecureRound
 from fedfleet.aggregator.update_sum import ModelLayout, UpdateSum
 from fedfleet.api.training import FederatedTrainingSpec
 from fedfleet.logs import get_logger
+from fedfleet.provenance.ledger import Ledger
 from fedfleet.refusal import Refusal
 from fedfleet.secagg import MASKED_TENSOR, ProtocolError, SecAggAbort
 from fedfleet.strategies import make_strategy
@@ -55,6 +57,7 @@ class RoundEngine:
         initial_weights: Callable[[], Weights],
         state_dir: Path,
         staging_slots: int = 2,
+        lineage_key: Ed25519PrivateKey | None = None,
     ) -> None:
         self.training = training
         self.spec = spec
@@ -63,10 +66,12 @@ class RoundEngine:
         self.store = CheckpointStore(state_dir)
         self.evaluations_dir = state_dir / "evaluations"
         self.evaluations_dir.mkdir(parents=True, exist_ok=True)
+        self.ledger = Ledger(training, spec, state_dir, lineage_key)
         latest = self.store.latest()
         if latest is None:
             initial = {"kind": "initial", "phase": "Succeeded", "base_model_digest": spec.model.digest}
-            latest = self.store.save(0, initial_weights(), {}, initial)
+            latest = self.store.save(0, initial_weights(), {}, initial, self.ledger.attach)
+        self.ledger.advance(latest.path, latest.record["model_digest"])
         self.weights: Weights = latest.load_weights()
         self.strategy.load_state(latest.load_strategy_state())
         self.model_version = latest.round
@@ -479,7 +484,12 @@ class RoundEngine:
                 "base_model_digest": self.spec.model.digest,  # what an adapter checkpoint belongs to
             }
             checkpoint = await asyncio.to_thread(
-                self.store.save, round_.number, self.weights, self.strategy.state(), record
+                self.store.save,
+                round_.number,
+                self.weights,
+                self.strategy.state(),
+                record,
+                self.ledger.attach,  # the lineage record is part of the checkpoint
             )
         except Exception as err:  # the in-memory model may be half-updated: go back to the checkpoint
             reason = round_.secure.abort_reason if isinstance(err, SecAggAbort) and round_.secure else ""
@@ -493,6 +503,7 @@ class RoundEngine:
         # Published only now: whoever sees Succeeded can rely on the checkpoint and the new version.
         self.model_version = round_.number
         self.model_digest = round_.model_digest = checkpoint.record["model_digest"]
+        self.ledger.advance(checkpoint.path, self.model_digest)
         self.history.append(checkpoint.record)
         round_.phase = Phase.SUCCEEDED
 

@@ -183,6 +183,9 @@ class ControlServicer(pb_grpc.ControlServicer):
             current=round_to_pb(engine.current) if engine.current is not None else None,
             history=[round_to_pb(r) for r in history],
             finished=engine.finished,
+            lineage_head=engine.ledger.head,
+            lineage_public_key=engine.ledger.public_key_pem,
+            lineage_key_fingerprint=engine.ledger.key_fingerprint,
         )
 
 

@@ -272,7 +272,7 @@ class StatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class AggregatorStatus(_message.Message):
-    __slots__ = ("training", "model_version", "model_digest", "ready_clients", "current", "history", "finished")
+    __slots__ = ("training", "model_version", "model_digest", "ready_clients", "current", "history", "finished", "lineage_head", "lineage_public_key", "lineage_key_fingerprint")
     TRAINING_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     MODEL_DIGEST_FIELD_NUMBER: _ClassVar[int]
@@ -280,6 +280,9 @@ class AggregatorStatus(_message.Message):
     CURRENT_FIELD_NUMBER: _ClassVar[int]
     HISTORY_FIELD_NUMBER: _ClassVar[int]
     FINISHED_FIELD_NUMBER: _ClassVar[int]
+    LINEAGE_HEAD_FIELD_NUMBER: _ClassVar[int]
+    LINEAGE_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    LINEAGE_KEY_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     training: str
     model_version: int
     model_digest: str
@@ -287,7 +290,10 @@ class AggregatorStatus(_message.Message):
     current: RoundState
     history: _containers.RepeatedCompositeFieldContainer[RoundState]
     finished: bool
-    def __init__(self, training: _Optional[str] = ..., model_version: _Optional[int] = ..., model_digest: _Optional[str] = ..., ready_clients: _Optional[_Iterable[str]] = ..., current: _Optional[_Union[RoundState, _Mapping]] = ..., history: _Optional[_Iterable[_Union[RoundState, _Mapping]]] = ..., finished: _Optional[bool] = ...) -> None: ...
+    lineage_head: str
+    lineage_public_key: str
+    lineage_key_fingerprint: str
+    def __init__(self, training: _Optional[str] = ..., model_version: _Optional[int] = ..., model_digest: _Optional[str] = ..., ready_clients: _Optional[_Iterable[str]] = ..., current: _Optional[_Union[RoundState, _Mapping]] = ..., history: _Optional[_Iterable[_Union[RoundState, _Mapping]]] = ..., finished: _Optional[bool] = ..., lineage_head: _Optional[str] = ..., lineage_public_key: _Optional[str] = ..., lineage_key_fingerprint: _Optional[str] = ...) -> None: ...
 
 class WatchRequest(_message.Message):
     __slots__ = ("round",)
