@@ -26,6 +26,7 @@ from fedfleet.controller import resources as res
 from fedfleet.controller.kube import Kube
 from fedfleet.controller.status import now_rfc3339, round_status, set_condition
 from fedfleet.logs import get_logger
+from fedfleet.provenance.policy import REFUSED_EXIT_CODE
 from fedfleet.v1 import aggregator_pb2 as pb
 from fedfleet.v1 import aggregator_pb2_grpc as pb_grpc
 
@@ -182,6 +183,7 @@ class TrainingReconciler:
         spec = training.spec
         status = step.body.get("status") or {}
         starts: dict[str, int] = dict(status.get("clientStarts") or {})
+        refused: dict[str, str] = dict(status.get("refusedClients") or {})
         pods = {
             p["metadata"]["labels"].get(f"{res.GROUP}/client"): p
             for p in await self.kube.list(
@@ -199,6 +201,9 @@ class TrainingReconciler:
                     attempt = int(pod["metadata"].get("annotations", {}).get(f"{res.GROUP}/attempt", "1"))
                     starts[cid] = max(starts.get(cid, 0), attempt)
                     phase = (pod.get("status") or {}).get("phase", "Pending")
+                    if phase == "Failed" and _exit_code(pod) == REFUSED_EXIT_CODE:
+                        await self._refused_client(step, site.name, pod, cid, refused)
+                        continue  # the site's policy said no: not restarted, not waited for
                     if phase == "Failed":
                         await self._failed_client(ref, training, pod, cid, starts, step)
                     elif phase == "Pending" and _age(pod) > SCHEDULING_TIMEOUT_SECONDS:
@@ -224,11 +229,26 @@ class TrainingReconciler:
                     )
                 live.add(cid)
         step.status["clientStarts"] = starts
+        if refused:
+            step.status["refusedClients"] = refused
         if unschedulable:
             step.status["message"] = f"cannot schedule for {SCHEDULING_TIMEOUT_SECONDS:.0f}s: " + ", ".join(
                 unschedulable
             )
         return live
+
+    async def _refused_client(
+        self, step: Pass, site: str, pod: Object, cid: str, refused: dict[str, str]
+    ) -> None:
+        """A client that refused to train (provenance.policy): its reason becomes its recorded state."""
+        if cid in refused:
+            return
+        refused[cid] = _termination_message(pod) or (
+            f"FederationSite {site}: policy.allowedBaseDigests does not allow this training's base model "
+            f"(client exited {REFUSED_EXIT_CODE}; its log has the details)"
+        )
+        log.warning("client.refused", client=cid, site=site, reason=refused[cid])
+        await self.emit(step.body, "Warning", "ClientRefused", f"client {cid}: {refused[cid]}")
 
     async def _failed_client(
         self,
@@ -323,6 +343,9 @@ class TrainingReconciler:
             "clientsReady": f"{len(agg.ready_clients)}/{expected}",
             "expectedClients": expected,
             "modelDigest": agg.model_digest,
+            "lineageHead": agg.lineage_head,
+            "lineagePublicKey": agg.lineage_public_key,
+            "lineageKeyFingerprint": agg.lineage_key_fingerprint,
             "roundFailures": {str(k): v for k, v in failures.items()},
             "evaluated": evaluated,
             "message": step.status.get("message", ""),
@@ -522,6 +545,14 @@ def _exit_code(pod: Object) -> int | None:
         if terminated:
             return int(terminated.get("exitCode", 0))
     return None
+
+
+def _termination_message(pod: Object) -> str:
+    for container in (pod.get("status") or {}).get("containerStatuses", []):
+        terminated = (container.get("state") or {}).get("terminated") or {}
+        if terminated.get("message"):
+            return str(terminated["message"]).strip()
+    return ""
 
 
 def _age(pod: Object, finished: bool = False) -> float:

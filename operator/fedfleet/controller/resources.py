@@ -267,6 +267,8 @@ def client_pod(
         "--num-partitions",
         str(spec.expected_clients()),
     ]
+    for digest in site.spec.policy.allowed_base_digests:  # the site's governance: its client checks
+        args += ["--allowed-base-digest", digest]
     if site.spec.data_volume_claim:
         mounts.append({"name": "data", "mountPath": DATA_PATH, "readOnly": True})
         volumes.append(
@@ -290,6 +292,7 @@ def client_pod(
         [{"name": "manifest", "mountPath": "/etc/fedfleet", "readOnly": True}, *mounts],
     )
     container["resources"] = resources
+    container["terminationMessagePolicy"] = "FallbackToLogsOnError"  # a refusal's reason reaches status
     return {
         "apiVersion": "v1",
         "kind": "Pod",
