@@ -54,6 +54,11 @@ def write_metrics(result: RunResult, out_dir: Path) -> Path:
                     "eval_accuracy": final.get("eval_accuracy"),
                     "eval_loss": final.get("eval_loss"),
                 },
+                "lineage": {  # check with: fedfleet lineage verify <out>/state --public-key <publicKey>
+                    "head": result.lineage_head,
+                    "publicKey": result.lineage_public_key,
+                    "keyFingerprint": result.lineage_key_fingerprint,
+                },
                 "seconds": result.seconds,
             },
             indent=2,

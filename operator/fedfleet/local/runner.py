@@ -20,12 +20,14 @@ from fedfleet.controller import core
 from fedfleet.local.processes import Supervised
 from fedfleet.local.progress import RoundProgress
 from fedfleet.logs import get_logger
+from fedfleet.provenance.signing import generate_signing_key
 from fedfleet.v1 import aggregator_pb2 as pb
 from fedfleet.v1 import aggregator_pb2_grpc as pb_grpc
 
 log = get_logger(component="local")
 AGGREGATOR_RETRY = RetrySpec(max_attempts=10, backoff_seconds=0.5, max_round_attempts=1)
 PHASE_NAMES = {v: k.removeprefix("ROUND_PHASE_").title() for k, v in pb.RoundPhase.items()}
+LINEAGE_KEY_FILE = "lineage-key.pem"  # signs the run's lineage records; private, mode 0600
 KIND_NAMES = {pb.ROUND_KIND_TRAIN: "train", pb.ROUND_KIND_EVALUATE: "evaluate"}
 
 
@@ -41,6 +43,9 @@ class RunResult:
     rounds: list[dict[str, Any]]
     final_evaluation: dict[str, Any] | None
     seconds: float
+    lineage_head: str = ""
+    lineage_public_key: str = ""  # PEM; empty when the records are unsigned
+    lineage_key_fingerprint: str = ""
 
 
 @dataclass
@@ -65,6 +70,7 @@ class LocalRunner:
         self.evaluation: dict[str, Any] | None = None
         self.evaluated = False
         self.current_round = 0
+        self.lineage_key = self.out_dir / LINEAGE_KEY_FILE
 
     # -- processes ---------------------------------------------------------------------------
     def _plan_processes(self) -> None:
@@ -82,6 +88,8 @@ class LocalRunner:
                 str(self.port),
                 "--state-dir",
                 str(self.out_dir / "state"),
+                "--lineage-key",
+                str(self.lineage_key),
             ],
             logs / "aggregator.log",
             AGGREGATOR_RETRY,
@@ -242,6 +250,8 @@ class LocalRunner:
     async def run(self) -> RunResult:
         started = time.monotonic()
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        if not self.lineage_key.exists():  # kept: a resumed run signs with the same key
+            generate_signing_key(self.lineage_key)
         self._plan_processes()
         for proc in self.processes.values():
             proc.start()
@@ -267,6 +277,9 @@ class LocalRunner:
             rounds=[round_dict(r) for r in status.history],
             final_evaluation=self.evaluation,
             seconds=time.monotonic() - started,
+            lineage_head=status.lineage_head,
+            lineage_public_key=status.lineage_public_key,
+            lineage_key_fingerprint=status.lineage_key_fingerprint,
         )
 
     async def _wait_clients_exit(self, timeout: float) -> None:
