@@ -67,6 +67,8 @@ class Round:
     train_reports: dict[str, tuple[int, dict[str, float]]] = field(default_factory=dict)
     eval_reports: dict[str, tuple[int, dict[str, float]]] = field(default_factory=dict)
     secure: Any = None  # a SecureRound when SecAgg+ protects this round
+    privacy: dict[str, Any] | None = None  # RoundPrivacy.to_record() once a DP round is released
+    max_update_norm: float = -1.0  # largest plaintext update norm accepted (DP rounds)
 
     def __post_init__(self) -> None:
         self.clients = {cid: ClientRecord(cid) for cid in self.participants}
@@ -100,7 +102,7 @@ class Round:
 
     def to_record(self) -> dict[str, Any]:
         """What round.json keeps, and what the controller copies into FederatedRound status."""
-        return {
+        record: dict[str, Any] = {
             "round": self.number,
             "kind": self.kind.value,
             "phase": self.phase.value,
@@ -117,3 +119,6 @@ class Round:
             "deadline": self.deadline,
             "clients": {cid: {"state": r.state.value, "reason": r.reason} for cid, r in self.clients.items()},
         }
+        if self.privacy is not None:
+            record["privacy"] = self.privacy
+        return record

@@ -13,6 +13,8 @@ from pydantic import Field, JsonValue, model_validator
 from fedfleet.api.base import SpecModel
 from fedfleet.api.lineage import LineageSpec
 from fedfleet.api.pods import AggregatorSettings, PodSettings
+from fedfleet.api.privacy import PrivacySpec
+from fedfleet.api.tls import TlsSpec
 from fedfleet.strategies import STRATEGY_NAMES
 
 API_VERSION = "fedfleet.io/v1alpha1"
@@ -98,6 +100,23 @@ class SecureAggregationSpec(SpecModel):
     )
 
 
+class CompressionSpec(SpecModel):
+    """Quantized uploads: fewer bytes on the wire for a bounded, unbiased error per value."""
+
+    bits: Literal[32, 16, 8, 4] = Field(
+        default=32,
+        description="Bits per update value on the wire; 32 sends float32. With SecAgg+ the masked "
+        "lane is bits plus ceil(log2 n) headroom, rounded up to 8, 16 or 32.",
+    )
+    block_size: int = Field(
+        default=1024,
+        ge=16,
+        le=65_536,
+        multiple_of=16,
+        description="Values per absmax scale without SecAgg+ (SecAgg+ uses one range, clipRange).",
+    )
+
+
 class RetrySpec(SpecModel):
     """How failures are retried: client restarts with backoff, and whole rounds."""
 
@@ -125,7 +144,10 @@ class FederatedTrainingSpec(SpecModel):
     strategy: StrategySpec = Field(default_factory=StrategySpec)
     retry: RetrySpec = Field(default_factory=RetrySpec)
     secure_aggregation: SecureAggregationSpec = Field(default_factory=SecureAggregationSpec)
+    compression: CompressionSpec = Field(default_factory=CompressionSpec)
+    privacy: PrivacySpec = Field(default_factory=PrivacySpec)
     lineage: LineageSpec = Field(default_factory=LineageSpec)
+    tls: TlsSpec = Field(default_factory=TlsSpec)
     aggregator: AggregatorSettings = Field(default_factory=AggregatorSettings)
     client: PodSettings = Field(default_factory=PodSettings)
 
@@ -146,6 +168,25 @@ class FederatedTrainingSpec(SpecModel):
                 f"spec.secureAggregation: needs at least 3 clients, the sites run {expected}; "
                 "disable it for smaller federations"
             )
+        privacy = self.privacy
+        if privacy.enabled and privacy.mode == "distributed" and not self.secure_aggregation.enabled:
+            errors.append(
+                "spec.privacy.mode: distributed noise needs spec.secureAggregation.enabled "
+                "(unmasked, each client's small noise share would hide nothing); use mode central"
+            )
+        elif privacy.enabled and privacy.mode == "distributed":
+            # SecAgg+ truncates values to [-clipRange, clipRange]; truncated noise is not Gaussian.
+            # A client's value is at most clipNorm plus its share, whose std is largest at the
+            # smallest cohort a round can run with (3, or minClients).
+            c, z = privacy.clip_norm or 0.0, privacy.noise_multiplier or 0.0  # set: enabled
+            needed = c + 6 * z * c / max(3, self.min_clients) ** 0.5
+            clip_range = self.secure_aggregation.clip_range
+            if clip_range < needed:
+                errors.append(
+                    f"spec.secureAggregation.clipRange: {clip_range:g} would truncate "
+                    f"clients' noise shares; distributed privacy needs at least {needed:.3g} "
+                    "(clipNorm + 6 noise share std at the smallest cohort)"
+                )
         return errors
 
 

@@ -14,6 +14,8 @@ import torch
 
 from fedfleet.api.training import FederatedTraining
 from fedfleet.client.connection import AggregatorConnection
+from fedfleet.identity.files import TlsFiles
+from fedfleet.privacy import privatize_update
 from fedfleet.secagg import MASKED_TENSOR, ProtocolError, SecAggClient, SecAggParams
 from fedfleet.tasks.base import SiteContext, Task, TrainContext, load_task
 from fedfleet.v1 import aggregator_pb2 as pb
@@ -30,6 +32,8 @@ class ClientOptions:
     device: str = ""
     connect_timeout: float = 120.0
     threads: int = 1
+    tls: TlsFiles | None = None  # None: plaintext, loopback only
+    server_name: str = ""  # verify the aggregator's certificate against this name
 
 
 def round_seed(base: int, round_number: int, client_id: str) -> int:
@@ -62,7 +66,13 @@ class SiteClient:
         self.data = self.task.load_data(site)
         self.model = self.task.build_model(training.spec.model.seed).to(self.device)
         self.conn = AggregatorConnection(
-            options.address, training.metadata.name, options.client_id, options.site, options.connect_timeout
+            options.address,
+            training.metadata.name,
+            options.client_id,
+            options.site,
+            options.connect_timeout,
+            options.tls,
+            options.server_name,
         )
         self.log = self.conn.log.bind(device=str(self.device))
 
@@ -88,6 +98,7 @@ class SiteClient:
             int(settings["threshold"]),
             float(settings["clip"]),
             float(settings["maxWeight"]),
+            lane=int(settings.get("lane", 0)),
         )
         secure = SecAggClient(self.training.metadata.name, round_number, self.options.client_id, params)
         neighbours = self.conn.secagg(round_number, pb.SecAggRequest.STAGE_ADVERTISE_KEYS, secure.advertise())
@@ -104,6 +115,15 @@ class SiteClient:
             if request.payload:
                 self.conn.secagg(round_number, pb.SecAggRequest.STAGE_UNMASK, secure.reveal(request.payload))
                 return
+
+    def _privatize(self, update: dict[str, np.ndarray], config: dict[str, Any], log: Any) -> float:
+        """DP-FedAvg before quantization and masking: clip to clipNorm, add this client's noise
+        share in distributed mode (n = the round's SecAgg+ cohort). Returns the weight to send: 1."""
+        privacy = self.training.spec.privacy
+        cohort = int(config.get("secagg", {}).get("participants", 1))
+        clip = privatize_update(update, privacy, cohort)
+        log.info("update.clipped", norm=clip.norm, scale=clip.scale, clip_norm=privacy.clip_norm)
+        return 1.0
 
     def _round(self, reply: pb.JoinReply) -> None:
         log = self.log.bind(round=reply.round)
@@ -134,10 +154,17 @@ class SiteClient:
             )
             local = self.task.federated_weights(self.model)
             update = {name: local[name] - global_weights[name] for name in global_weights}
+            weight = float(examples)
+            if self.training.spec.privacy.enabled:
+                weight = self._privatize(update, config, log)
             if secure is not None:
                 flat = np.concatenate([update[name].ravel() for name in sorted(update)]).astype(np.float32)
-                update = {MASKED_TENSOR: secure.mask_update(flat, float(examples))}
-            result = self.conn.upload(reply.round, reply.model_version, examples, update)
+                update = {MASKED_TENSOR: secure.mask_update(flat, weight)}
+            compression = self.training.spec.compression  # masked lanes are already narrow
+            bits = 32 if secure is not None else compression.bits
+            result = self.conn.upload(
+                reply.round, reply.model_version, examples, update, bits, compression.block_size
+            )
             log.info(
                 "update.uploaded",
                 examples=examples,

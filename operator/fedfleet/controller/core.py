@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from fedfleet.api.training import FederatedTrainingSpec, RetrySpec
+from fedfleet.privacy.release import RoundPrivacy
 
 ACTIVE_PHASES = frozenset({"Pending", "Training", "Aggregating"})
 SCHEDULING_GRACE_SECONDS = 30.0
@@ -34,6 +35,7 @@ class Observation:
     round_failures: Mapping[int, int] = field(default_factory=dict)
     last_failure: str = ""
     waiting_seconds: float = 0.0  # how long the next round has waited for clients
+    released: tuple[RoundPrivacy, ...] = ()  # DP records of the completed training rounds
 
 
 @dataclass(frozen=True)
@@ -55,9 +57,13 @@ class WaitForClients:
     reason: str
 
 
+BUDGET_EXHAUSTED = "PrivacyBudgetExhausted"
+
+
 @dataclass(frozen=True)
 class Finish:
-    pass
+    reason: str = ""  # "" (all rounds done) or BUDGET_EXHAUSTED
+    message: str = ""
 
 
 @dataclass(frozen=True)
@@ -71,15 +77,15 @@ Action = StartRound | WatchRound | WaitForClients | Finish | FailTraining
 def decide(spec: FederatedTrainingSpec, obs: Observation, expected_clients: int) -> Action:
     if obs.current is not None and obs.current.phase in ACTIVE_PHASES:
         return WatchRound(obs.current.number)
-    training_done = obs.model_version >= spec.rounds
-    if training_done and obs.evaluated:
-        return Finish()
+    if obs.evaluated:  # the final evaluation runs once training is over (all rounds, or the budget)
+        return _finish(spec, obs, expected_clients)
+    training_done = obs.model_version >= spec.rounds or _budget_stop(spec, obs, expected_clients) is not None
     kind = "evaluate" if training_done else "train"
     number = obs.model_version if training_done else obs.model_version + 1
     failures = obs.round_failures.get(number, 0)
     if failures >= spec.retry.max_round_attempts:
         if training_done:
-            return Finish()  # the model is trained; only its final evaluation failed
+            return _finish(spec, obs, expected_clients)  # the model is trained; its evaluation failed
         return FailTraining(f"round {number} failed {failures} times; last: {obs.last_failure}")
     needed = spec.min_clients if training_done else clients_needed(spec)  # evaluation rounds are not masked
     if obs.live_clients < needed:
@@ -91,6 +97,36 @@ def decide(spec: FederatedTrainingSpec, obs: Observation, expected_clients: int)
     if len(ready) >= everyone or (enough and obs.waiting_seconds >= SCHEDULING_GRACE_SECONDS):
         return StartRound(number, kind, ready, spec.round_timeout_seconds, min(spec.min_clients, len(ready)))
     return WaitForClients(f"{len(ready)} of {expected_clients} clients ready")
+
+
+def _budget_stop(spec: FederatedTrainingSpec, obs: Observation, population: int) -> str | None:
+    """Why the next training round must not run (epsilon would pass the budget), or None.
+
+    Charged at its worst: the whole cohort the round would wait for (the largest sampling rate)
+    and, distributed, only minClients survivors (the least noise). The real charge, from the
+    round's record, is never more.
+    """
+    if obs.model_version >= spec.rounds or not spec.privacy.enabled or spec.privacy.epsilon_budget is None:
+        return None
+    from fedfleet.privacy.budget import check_budget  # dp-accounting: imported only when needed
+
+    cohort = max(1, min(population, obs.live_clients))
+    check = check_budget(spec.privacy, obs.released, population, cohort, min(spec.min_clients, cohort))
+    if check is None or not check.exceeded:
+        return None
+    return check.message(obs.model_version + 1)
+
+
+def _finish(spec: FederatedTrainingSpec, obs: Observation, population: int) -> Finish:
+    if obs.model_version >= spec.rounds:
+        return Finish()
+    message = f"stopped after {obs.model_version} of {spec.rounds} rounds"
+    if spec.privacy.enabled and spec.privacy.epsilon_budget is not None:
+        from fedfleet.privacy.budget import epsilon_spent
+
+        spent = epsilon_spent(spec.privacy, obs.released, population)
+        message += f": epsilon {spent:.4g} of epsilonBudget {spec.privacy.epsilon_budget:g} spent"
+    return Finish(BUDGET_EXHAUSTED, message)
 
 
 def clients_needed(spec: FederatedTrainingSpec) -> int:

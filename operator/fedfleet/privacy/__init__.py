@@ -12,13 +12,16 @@ Where each step sits (a round with `spec.privacy.enabled`)::
 
 Clipping bounds one client's influence on the sum (sensitivity C); the noise makes the sum
 (epsilon, delta)-DP with respect to adding or removing one client; the accountant composes the
-rounds. Pure numpy plus `dp-accounting`; see docs/privacy.md.
+rounds. Pure numpy plus `dp-accounting`; see docs/privacy.md. The accountant is imported on
+first use: `dp-accounting` takes over a second to import (scipy), and the aggregator and the
+clients, which only clip and noise, should not pay for it at every start.
 """
 
+from typing import TYPE_CHECKING, Any
+
+from fedfleet.api.privacy import PrivacySpec
 from fedfleet.privacy._arrays import Update
-from fedfleet.privacy.accountant import PrivacyAccountant, RoundCharge
 from fedfleet.privacy.clipping import ClipResult, clip_update, l2_norm
-from fedfleet.privacy.config import PrivacySpec
 from fedfleet.privacy.noise import (
     NoiseMode,
     add_gaussian_noise,
@@ -26,6 +29,19 @@ from fedfleet.privacy.noise import (
     noise_std,
     secure_rng,
 )
+from fedfleet.privacy.release import RoundPrivacy, privatize_update, release_mean
+
+if TYPE_CHECKING:
+    from fedfleet.privacy.accountant import PrivacyAccountant, RoundCharge
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("PrivacyAccountant", "RoundCharge"):
+        from fedfleet.privacy import accountant
+
+        return getattr(accountant, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "ClipResult",
@@ -33,11 +49,14 @@ __all__ = [
     "PrivacyAccountant",
     "PrivacySpec",
     "RoundCharge",
+    "RoundPrivacy",
     "Update",
     "add_gaussian_noise",
     "clip_update",
     "effective_noise_multiplier",
     "l2_norm",
     "noise_std",
+    "privatize_update",
+    "release_mean",
     "secure_rng",
 ]

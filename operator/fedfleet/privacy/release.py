@@ -1,0 +1,113 @@
+"""DP-FedAvg in a round: what a client does to its upload, what the aggregator does to the sum.
+
+Both sides follow the same rule so the accountant's assumptions hold: every client's update is
+clipped to clipNorm and counts with weight 1 (never its example count: a weight w would let one
+client move the sum by w x clipNorm), and the mean divides the noised sum by the round's
+cohort size n, a number fixed before any update arrives, not by how many updates did.
+`RoundPrivacy` is what a released round carried; it goes into round.json, and the controller
+charges the accountant from it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
+
+import numpy as np
+
+from fedfleet.api.privacy import PrivacySpec
+from fedfleet.privacy._arrays import FloatArray
+from fedfleet.privacy.clipping import ClipResult, clip_update
+from fedfleet.privacy.noise import NoiseMode, add_gaussian_noise, effective_noise_multiplier, noise_std
+
+if TYPE_CHECKING:
+    from fedfleet.privacy.accountant import RoundCharge
+
+
+def _settings(spec: PrivacySpec) -> tuple[float, float]:
+    if not spec.enabled or spec.clip_norm is None or spec.noise_multiplier is None:
+        raise ValueError("privacy is not enabled with clipNorm and noiseMultiplier")
+    return spec.clip_norm, spec.noise_multiplier
+
+
+@dataclass(frozen=True, slots=True)
+class RoundPrivacy:
+    """The DP a released training round carried: enough to charge it, and to audit it."""
+
+    mode: NoiseMode
+    clip_norm: float
+    noise_multiplier: float  # configured z
+    expected_clients: int  # n: the cohort the noise was calibrated for; the mean's denominator
+    survivors: int  # s: clients whose updates are in the sum
+    max_update_norm: float = -1.0  # largest update norm the aggregator measured; -1: masked, unseen
+
+    @property
+    def effective_noise_multiplier(self) -> float:
+        """z of the released sum: z (central), z sqrt(s / n) (distributed, s survivors)."""
+        return effective_noise_multiplier(
+            self.noise_multiplier, self.mode, self.expected_clients, self.survivors
+        )
+
+    def charge(self, population: int) -> RoundCharge:
+        """The accountant's entry: sampling rate n / population, the effective z."""
+        from fedfleet.privacy.accountant import RoundCharge  # dp-accounting: slow import
+
+        if population < 1:
+            raise ValueError(f"population must be >= 1, got {population}")
+        return RoundCharge(min(1.0, self.expected_clients / population), self.effective_noise_multiplier)
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode,
+            "clipNorm": self.clip_norm,
+            "noiseMultiplier": self.noise_multiplier,
+            "effectiveNoiseMultiplier": self.effective_noise_multiplier,
+            "expectedClients": self.expected_clients,
+            "survivors": self.survivors,
+            "maxUpdateNorm": self.max_update_norm,
+        }
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> RoundPrivacy:
+        mode = str(record["mode"])
+        if mode not in ("central", "distributed"):
+            raise ValueError(f"round privacy record: unknown mode {mode!r}")
+        return cls(
+            cast(NoiseMode, mode),
+            float(record["clipNorm"]),
+            float(record["noiseMultiplier"]),
+            int(record["expectedClients"]),
+            int(record["survivors"]),
+            float(record.get("maxUpdateNorm", -1.0)),
+        )
+
+
+def privatize_update(
+    update: Mapping[str, FloatArray], spec: PrivacySpec, expected_clients: int
+) -> ClipResult:
+    """Client side, in place, before quantization and masking: clip all tensors jointly to
+    clipNorm; in distributed mode add this client's share N(0, (zC)^2 / n) of the noise."""
+    clip_norm, z = _settings(spec)
+    result = clip_update(update, clip_norm)
+    if spec.mode == "distributed":
+        add_gaussian_noise(update, noise_std(z, clip_norm, "distributed", expected_clients))
+    return result
+
+
+def release_mean(
+    total: FloatArray,
+    spec: PrivacySpec,
+    expected_clients: int,
+    survivors: int,
+    max_update_norm: float = -1.0,
+) -> RoundPrivacy:
+    """Aggregator side, in place: `total` (the unmasked sum of weight-1 clipped updates) gets
+    the central noise N(0, (zC)^2) if the mode says so, then becomes the mean over n."""
+    clip_norm, z = _settings(spec)
+    if not 0 < survivors <= expected_clients:
+        raise ValueError(f"survivors must be within 1..{expected_clients}, got {survivors}")
+    if spec.mode == "central":
+        add_gaussian_noise(total, noise_std(z, clip_norm, "central"))
+    np.divide(total, total.dtype.type(expected_clients), out=total)
+    return RoundPrivacy(spec.mode, clip_norm, z, expected_clients, survivors, max_update_norm)
