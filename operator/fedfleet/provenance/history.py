@@ -13,7 +13,7 @@ def _clients(names: list[str], limit: int = 4) -> str:
 def render(result: Verified) -> str:
     lines = [f"{'round':>5}  {'finished':<20} {'model':<20} {'epsilon':>8}  {'signer':<20} clients"]
     for record, signer in zip(result.records, result.signers, strict=True):
-        finished = (record.get("finished") or record.get("recorded") or "")[:19].replace("T", " ")
+        finished = str(record.get("finished") or record.get("recorded") or "")[:19].replace("T", " ")
         epsilon = record.get("epsilon")
         lines.append(
             f"{record.get('round', '?'):>5}  {finished:<20} {abbreviate(record.get('model_digest')):<20} "

@@ -51,10 +51,6 @@ class Verified:
     def head(self) -> str:
         return self.digests[-1] if self.digests else ""
 
-    @property
-    def signed(self) -> bool:
-        return bool(self.signers) and all(self.signers)
-
 
 def round_dirs(state_dir: Path) -> list[tuple[int, Path]]:
     found = []
