@@ -109,6 +109,7 @@ def scenario(workdir: Path, model_bytes: int, clients: int, workers: int) -> dic
             str(port),
             "--state-dir",
             str(state),
+            "--insecure-local",  # loopback, as in a local run: the bench measures transfer alone
         ],
         stdout=subprocess.DEVNULL,
         env=env,

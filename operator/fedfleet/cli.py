@@ -11,6 +11,7 @@ from pathlib import Path
 
 from fedfleet import __version__, logs
 from fedfleet.api.load import ManifestError, load_training
+from fedfleet.identity.files import TlsConfigError
 
 
 def _add_log_args(parser: argparse.ArgumentParser) -> None:
@@ -18,6 +19,12 @@ def _add_log_args(parser: argparse.ArgumentParser) -> None:
         "--log-format", choices=["json", "console"], help="default: console on a TTY, else JSON"
     )
     parser.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING, ERROR")
+
+
+def _add_tls_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tls-cert", help="PEM certificate chain (mTLS; a Secret's tls.crt)")
+    parser.add_argument("--tls-key", help="PEM private key (tls.key)")
+    parser.add_argument("--tls-ca", help="PEM root the peer's certificate must chain to (ca.crt)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,6 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
     agg.add_argument(
         "--staging-slots", type=int, default=2, help="uploads received at once (memory: slots x model)"
     )
+    _add_tls_args(agg)
+    agg.add_argument(
+        "--insecure-local", action="store_true", help="plaintext, loopback --host only (fedfleet local run)"
+    )
+    agg.add_argument("--metrics-port", type=int, default=0, help="Prometheus metrics; 0: none")
     agg.add_argument(
         "--lineage-key",
         type=Path,
@@ -64,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--connect-timeout", type=float, default=120.0, help="seconds of retries before giving up"
     )
     client.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    _add_tls_args(client)
+    client.add_argument("--tls-server-name", default="", help="name the aggregator's certificate must carry")
     client.add_argument(
         "--allowed-base-digest",
         action="append",
@@ -144,6 +158,7 @@ def _aggregator(args: argparse.Namespace) -> int:
     except LineageKeyError as err:
         print(f"fedfleet: --lineage-key: {err}", file=sys.stderr)
         return 2
+    from fedfleet.identity.files import tls_files
 
     training = load_training(args.manifest)
     asyncio.run(
@@ -153,6 +168,9 @@ def _aggregator(args: argparse.Namespace) -> int:
             args.state_dir,
             args.chunk_bytes,
             args.staging_slots,
+            tls=tls_files(args.tls_cert, args.tls_key, args.tls_ca),
+            insecure_local=args.insecure_local,
+            metrics_port=args.metrics_port,
             lineage_key=key,
         )
     )
@@ -160,6 +178,7 @@ def _aggregator(args: argparse.Namespace) -> int:
 
 
 def _client(args: argparse.Namespace) -> int:
+    from fedfleet.identity.files import tls_files
     from fedfleet.provenance.policy import (
         REFUSED_EXIT_CODE,
         PolicyRefusal,
@@ -188,6 +207,8 @@ def _client(args: argparse.Namespace) -> int:
         args.device,
         args.connect_timeout,
         args.threads,
+        tls_files(args.tls_cert, args.tls_key, args.tls_ca),
+        args.tls_server_name,
     )
     return SiteClient(training, options).run()
 
@@ -240,6 +261,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handlers[args.command](args)
     except ManifestError as err:
         print(f"fedfleet: invalid manifest: {err}", file=sys.stderr)
+        return 2
+    except TlsConfigError as err:
+        print(f"fedfleet: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -77,6 +77,7 @@ class Cluster:
             "Pod": self.core.list_pod_for_all_namespaces,
             "Service": self.core.list_service_for_all_namespaces,
             "ConfigMap": self.core.list_config_map_for_all_namespaces,
+            "Secret": self.core.list_secret_for_all_namespaces,
             "Event": self.core.list_event_for_all_namespaces,
         }[kind]
         return [self.api.sanitize_for_serialization(i) for i in lister(label_selector=selector).items]

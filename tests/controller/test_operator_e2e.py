@@ -137,6 +137,21 @@ def test_a_training_runs_to_success_with_a_client_retried_and_kubectl_shows_it(
         ]
     assert {"RoundStarted", "RoundSucceeded", "TrainingSucceeded"} <= {r for r, _ in events}
 
+    # every hop was mTLS with the identities the operator issued: one Secret per pod, mounted
+    secrets = {
+        s["metadata"]["name"]: s
+        for s in fleet.cluster.items("Secret", selector="fedfleet.io/training=digits")
+    }
+    assert sorted(secrets) == sorted(
+        ["digits-ca", "digits-aggregator-tls", "digits-lineage-key"] + [f"digits-{s}-0-tls" for s in SITES]
+    )
+    assert all(secrets[f"digits-{s}-0-tls"]["type"] == "kubernetes.io/tls" for s in SITES)
+    if fleet.kubelet is not None:
+        aggregator_log = fleet.kubelet.logs("digits-aggregator")
+        assert '"mtls": true' in aggregator_log and "transport.plaintext" not in aggregator_log
+        assert '"auth.refused"' not in aggregator_log
+        assert "transport.plaintext" not in fleet.kubelet.logs("digits-site-a-0")
+
     shown = subprocess.run(
         ["kubectl", "--kubeconfig", str(kubeconfig), "get", "ft,fr", "-n", "default"],
         capture_output=True,
@@ -167,6 +182,7 @@ def test_a_training_runs_to_success_with_a_client_retried_and_kubectl_shows_it(
     )
     assert not fleet.cluster.items("FederatedRound", "default")
     assert not fleet.cluster.items("ConfigMap", selector="fedfleet.io/training=digits")
+    assert not fleet.cluster.items("Secret", selector="fedfleet.io/training=digits")
     assert not fleet.cluster.items("Service", selector="fedfleet.io/training=digits")
 
 

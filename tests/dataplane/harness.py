@@ -61,8 +61,23 @@ def fedfleet(*args: str, log: Path | None = None) -> subprocess.Popen[bytes]:
     )
 
 
-def wait_healthy(address: str, timeout: float = 60) -> None:
-    with grpc.insecure_channel(address) as channel:
+def open_channel(
+    address: str, credentials: grpc.ChannelCredentials | None, server_name: str = ""
+) -> grpc.Channel:
+    """Plaintext, or TLS verifying the server certificate against `server_name`."""
+    if credentials is None:
+        return grpc.insecure_channel(address, options=GRPC_OPTIONS)
+    override = [("grpc.ssl_target_name_override", server_name)] if server_name else []
+    return grpc.secure_channel(address, credentials, options=[*GRPC_OPTIONS, *override])
+
+
+def wait_healthy(
+    address: str,
+    timeout: float = 60,
+    credentials: grpc.ChannelCredentials | None = None,
+    server_name: str = "",
+) -> None:
+    with open_channel(address, credentials, server_name) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         until = time.monotonic() + timeout
         while time.monotonic() < until:
@@ -78,9 +93,19 @@ def wait_healthy(address: str, timeout: float = 60) -> None:
 
 
 class Aggregator:
-    """An aggregator process plus stubs to drive it like the controller and clients do."""
+    """An aggregator process plus stubs to drive it like the controller and clients do. By
+    default plaintext on loopback (`--insecure-local`); TLS tests pass the --tls-* flags in
+    `args` and the controller's channel credentials."""
 
-    def __init__(self, manifest: Path, state_dir: Path, log: Path) -> None:
+    def __init__(
+        self,
+        manifest: Path,
+        state_dir: Path,
+        log: Path,
+        args: tuple[str, ...] = ("--insecure-local",),
+        credentials: grpc.ChannelCredentials | None = None,
+        server_name: str = "",
+    ) -> None:
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.process = fedfleet(
@@ -93,10 +118,11 @@ class Aggregator:
             str(self.port),
             "--state-dir",
             str(state_dir),
+            *args,
             log=log,
         )
-        wait_healthy(self.address)
-        self.channel = grpc.insecure_channel(self.address, options=GRPC_OPTIONS)
+        wait_healthy(self.address, credentials=credentials, server_name=server_name)
+        self.channel = open_channel(self.address, credentials, server_name)
         self.control = pb_grpc.ControlStub(self.channel)
         self.clients = pb_grpc.AggregatorStub(self.channel)
 

@@ -52,12 +52,25 @@ def wait_for(condition: Callable[[], Any], timeout: float = 120, what: str = "co
     raise TimeoutError(what)
 
 
+def control_channel(table: dict[str, Any]) -> grpc.Channel:
+    """As the run's controller: local runs are mTLS, the runner's identity is in OUT/tls/controller."""
+    if not table.get("tls"):
+        return grpc.insecure_channel(table["address"])
+    own = Path(table["tls"]) / "controller"
+    creds = grpc.ssl_channel_credentials(
+        (own / "ca.crt").read_bytes(), (own / "tls.key").read_bytes(), (own / "tls.crt").read_bytes()
+    )
+    return grpc.secure_channel(
+        table["address"], creds, options=[("grpc.ssl_target_name_override", table["serverName"])]
+    )
+
+
 class RunningFederation:
     """Reads a running local federation's process table and aggregator status."""
 
     def __init__(self, out: Path) -> None:
         self.table = wait_for(lambda: json.loads((out / "processes.json").read_text()), what="processes.json")
-        self.channel = grpc.insecure_channel(self.table["address"])
+        self.channel = control_channel(self.table)
         self.control = pb_grpc.ControlStub(self.channel)
 
     def client_training(self, number: int, client: str) -> bool:
@@ -86,6 +99,7 @@ def test_a_local_run_trains_with_secure_aggregation_as_well_as_without(tmp_path:
             minClients=3,
             task=task,
             secureAggregation={"enabled": enabled},
+            tls={"enabled": enabled},  # local runs are mTLS unless opted out (then: loopback only)
         )
         output = finish(local_run(manifest, tmp_path / mode))
         metrics = json.loads((tmp_path / mode / "metrics.json").read_text())
@@ -104,6 +118,10 @@ def test_a_local_run_trains_with_secure_aggregation_as_well_as_without(tmp_path:
         assert [json.loads(line)["masked"] for line in uploads if '"update.uploaded"' in line] == [
             enabled
         ] * 4
+        aggregator_log = (tmp_path / mode / "logs" / "aggregator.log").read_text()
+        assert ('"mtls": true' in aggregator_log) == enabled
+        assert ('"transport.plaintext"' in aggregator_log) != enabled
+        assert ("loopback only" in aggregator_log) != enabled
         final[mode] = accuracies[-1]
     assert abs(final["secure"] - final["plain"]) <= 0.01, final
 

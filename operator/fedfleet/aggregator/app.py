@@ -7,12 +7,14 @@ import contextlib
 import signal
 from pathlib import Path
 
+import prometheus_client
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from fedfleet.aggregator.engine import RoundEngine
-from fedfleet.aggregator.service import serve
+from fedfleet.aggregator.service import check_transport, serve
 from fedfleet.api.training import FederatedTraining
 from fedfleet.chunks import DEFAULT_CHUNK_BYTES
+from fedfleet.identity.files import TlsFiles
 from fedfleet.models import initial_weights
 
 
@@ -22,8 +24,17 @@ async def run_aggregator(
     state_dir: Path,
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     staging_slots: int = 2,
+    *,
+    tls: TlsFiles | None = None,
+    insecure_local: bool = False,
+    metrics_port: int = 0,
     lineage_key: Ed25519PrivateKey | None = None,
 ) -> None:
+    check_transport(address, tls, insecure_local)  # before loading a model it would not serve
+    if tls is not None:
+        tls.read()  # a missing or unreadable file fails here, named
+    if metrics_port:
+        prometheus_client.start_http_server(metrics_port, addr=address.rsplit(":", 1)[0].strip("[]"))
     engine = RoundEngine(
         training.metadata.name,
         training.spec,
@@ -32,7 +43,16 @@ async def run_aggregator(
         staging_slots,
         lineage_key,
     )
-    server = asyncio.create_task(serve(engine, address, chunk_bytes))
+    server = asyncio.create_task(
+        serve(
+            engine,
+            address,
+            chunk_bytes,
+            tls=tls,
+            namespace=training.metadata.namespace,
+            insecure_local=insecure_local,
+        )
+    )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, server.cancel)

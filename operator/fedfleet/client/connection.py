@@ -12,6 +12,8 @@ from tenacity import RetryCallState, retry, retry_if_exception, stop_after_delay
 
 from fedfleet.chunks import GRPC_OPTIONS, ChunkAssembler
 from fedfleet.compression import DEFAULT_BLOCK, encode_update
+from fedfleet.identity.credentials import channel_credentials, channel_options
+from fedfleet.identity.files import TlsConfigError, TlsFiles, is_loopback
 from fedfleet.logs import get_logger
 from fedfleet.v1 import aggregator_pb2 as pb
 from fedfleet.v1 import aggregator_pb2_grpc as pb_grpc
@@ -26,16 +28,31 @@ def _is_transient(err: BaseException) -> bool:
 
 
 class AggregatorConnection:
-    """One client's view of the aggregator; a new process is a new session."""
+    """One client's view of the aggregator; a new process is a new session. With `tls` the
+    channel is mTLS and is rebuilt when the certificate files change (a rotated Secret)."""
 
     def __init__(
-        self, address: str, training: str, client_id: str, site: str, connect_timeout: float
+        self,
+        address: str,
+        training: str,
+        client_id: str,
+        site: str,
+        connect_timeout: float,
+        tls: TlsFiles | None = None,
+        server_name: str = "",
     ) -> None:
         self.training, self.client_id, self.site = training, client_id, site
+        self.address, self.tls, self.server_name = address, tls, server_name
         self.session = uuid.uuid4().hex
-        self.channel = grpc.insecure_channel(address, options=GRPC_OPTIONS)
-        self.stub = pb_grpc.AggregatorStub(self.channel)
         self.log = get_logger(component="client", training=training, client=client_id, site=site)
+        if tls is None and not is_loopback(address):
+            raise TlsConfigError(
+                f"--aggregator {address}: plaintext only to loopback; give --tls-cert/key/ca"
+            )
+        if tls is None:
+            self.log.warning("transport.plaintext", address=address, reason="no --tls-*: loopback only")
+        self.channel = self._open()
+        self.stub = pb_grpc.AggregatorStub(self.channel)
         self._retrying = retry(
             retry=retry_if_exception(_is_transient),
             wait=wait_exponential(multiplier=0.2, max=5),
@@ -43,6 +60,22 @@ class AggregatorConnection:
             before_sleep=self._log_retry,
             reraise=True,
         )
+
+    def _open(self) -> grpc.Channel:
+        if self.tls is None:
+            return grpc.insecure_channel(self.address, options=GRPC_OPTIONS)
+        creds = channel_credentials(*self.tls.read())
+        return grpc.secure_channel(
+            self.address, creds, options=[*GRPC_OPTIONS, *channel_options(self.server_name)]
+        )
+
+    def _refresh(self) -> None:
+        """Between rounds: pick up a rotated certificate."""
+        if self.tls is not None and self.tls.changed():
+            self.log.info("tls.reloaded", cert=str(self.tls.cert))
+            self.channel.close()
+            self.channel = self._open()
+            self.stub = pb_grpc.AggregatorStub(self.channel)
 
     def _log_retry(self, state: RetryCallState) -> None:
         err = state.outcome.exception() if state.outcome else None
@@ -58,6 +91,7 @@ class AggregatorConnection:
         return self._retrying(fn)(*args, **kwargs)
 
     def join(self) -> pb.JoinReply:
+        self._refresh()
         request = pb.JoinRequest(
             training=self.training,
             client_id=self.client_id,

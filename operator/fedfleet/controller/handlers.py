@@ -1,8 +1,8 @@
 """kopf handlers: thin. They fetch the object, hand it to the reconciler, and post Events.
 
 A daemon per FederatedTraining runs reconcile passes until the training ends; a deletion
-handler (kopf's finalizer) removes what owner references cannot reach (client pods and
-manifests in other namespaces).
+handler (kopf's finalizer) removes what owner references cannot reach (client pods, manifests
+and client certificate Secrets in other namespaces).
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ async def cleanup(name: str, namespace: str | None, memo: Any, **_: Any) -> None
     kube: Kube = memo.kube
     selector = f"{GROUP}/training={name}"
     removed = 0
-    for kind in ("Pod", "ConfigMap"):
+    for kind in ("Pod", "ConfigMap", "Secret"):  # Secrets: client certificates in site namespaces
         for obj in await kube.list(kind, None, selector):
             removed += await kube.delete(kind, obj["metadata"]["namespace"], obj["metadata"]["name"])
     log.info("training.cleaned_up", training=name, namespace=namespace, objects=removed)

@@ -13,12 +13,16 @@ from typing import Any
 from fedfleet.api.pods import PodSettings
 from fedfleet.api.site import FederationSiteSpec
 from fedfleet.api.training import FederatedTrainingSpec
+from fedfleet.identity.names import server_name
 
 Object = dict[str, Any]
 GROUP = "fedfleet.io"
 MANIFEST_PATH = "/etc/fedfleet/manifest.json"
 STATE_PATH = "/var/lib/fedfleet"
 DATA_PATH = "/data"
+TLS_PATH = "/var/run/fedfleet/tls"  # a kubernetes.io/tls Secret: tls.crt, tls.key, ca.crt
+LINEAGE_PATH = "/var/run/fedfleet/lineage"
+LINEAGE_KEY_FILE = "ed25519.pem"
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,19 @@ def client_pod_name(training: str, client: str) -> str:
     return f"{training}-{client}"
 
 
+def ca_secret_name(training: str) -> str:
+    return f"{training}-ca"
+
+
+def tls_secret_name(training: str, component: str) -> str:
+    """`component` is `aggregator` or a client id."""
+    return f"{training}-{component}-tls"
+
+
+def lineage_secret_name(training: str) -> str:
+    return f"{training}-lineage-key"
+
+
 def round_name(training: str, number: int, kind: str) -> str:
     return f"{training}-eval" if kind == "evaluate" else f"{training}-r{number:04d}"
 
@@ -107,6 +124,40 @@ def _container(name: str, settings: PodSettings, args: list[str], mounts: list[O
         "resources": settings.resources.model_dump(exclude_defaults=True),
         "securityContext": RESTRICTED_CONTAINER,
         "volumeMounts": [*mounts, {"name": "tmp", "mountPath": "/tmp"}],
+    }
+
+
+def tls_args() -> list[str]:
+    return [
+        "--tls-cert",
+        f"{TLS_PATH}/tls.crt",
+        "--tls-key",
+        f"{TLS_PATH}/tls.key",
+        "--tls-ca",
+        f"{TLS_PATH}/ca.crt",
+    ]
+
+
+def secret_volume(name: str, secret: str) -> Object:
+    """Read-only to the pod's group (fsGroup) only: private keys are not world-readable."""
+    return {"name": name, "secret": {"secretName": secret, "defaultMode": 0o440}}
+
+
+def secret(
+    ref: TrainingRef, name: str, namespace: str, component: str, type_: str, data: dict[str, str]
+) -> Object:
+    """A Secret of the training (base64 `data`), found by the cleanup through its labels."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": type_,
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": labels(ref.name, component),
+            **owned_in(ref, namespace),
+        },
+        "data": data,
     }
 
 
@@ -189,21 +240,29 @@ def aggregator_pod(ref: TrainingRef, spec: FederatedTrainingSpec) -> Object:
                         STATE_PATH,
                         "--staging-slots",
                         str(settings.staging_slots),
+                        *tls_args(),
+                        "--lineage-key",
+                        f"{LINEAGE_PATH}/{LINEAGE_KEY_FILE}",
                     ],
                     [
                         {"name": "manifest", "mountPath": "/etc/fedfleet", "readOnly": True},
                         {"name": "state", "mountPath": STATE_PATH},
+                        {"name": "tls", "mountPath": TLS_PATH, "readOnly": True},
+                        {"name": "lineage", "mountPath": LINEAGE_PATH, "readOnly": True},
                     ],
                 )
                 | {
                     "ports": [{"name": "grpc", "containerPort": settings.port}],
-                    "readinessProbe": {"grpc": {"port": settings.port}, "periodSeconds": 5},
+                    # the kubelet's grpc probe cannot do mTLS; the port listens once the model is loaded
+                    "readinessProbe": {"tcpSocket": {"port": settings.port}, "periodSeconds": 5},
                 }
             ],
             "volumes": [
                 {"name": "manifest", "configMap": {"name": manifest_name(ref.name)}},
                 {"name": "state", **state_volume},
                 {"name": "tmp", "emptyDir": {}},
+                secret_volume("tls", tls_secret_name(ref.name, "aggregator")),
+                secret_volume("lineage", lineage_secret_name(ref.name)),
             ],
         },
     }
@@ -246,10 +305,11 @@ def client_pod(
         for kind in ("requests", "limits"):
             resources.setdefault(kind, {})[site.spec.gpu.resource_name] = site.spec.gpu.count
     mounts, volumes = (
-        [],
+        [{"name": "tls", "mountPath": TLS_PATH, "readOnly": True}],
         [
             {"name": "manifest", "configMap": {"name": manifest_name(ref.name)}},
             {"name": "tmp", "emptyDir": {}},
+            secret_volume("tls", tls_secret_name(ref.name, cid)),
         ],
     )
     args = [
@@ -266,6 +326,9 @@ def client_pod(
         str(partition),
         "--num-partitions",
         str(spec.expected_clients()),
+        *tls_args(),
+        "--tls-server-name",
+        server_name(ref.name, ref.namespace),
     ]
     for digest in site.spec.policy.allowed_base_digests:  # the site's governance: its client checks
         args += ["--allowed-base-digest", digest]
