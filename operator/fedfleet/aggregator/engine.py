@@ -26,7 +26,9 @@ from fedfleet.aggregator.rounds import TERMINAL, ClientPhase, Kind, Phase, Round
 from fedfleet.aggregator.secure import SecureRound
 from fedfleet.aggregator.update_sum import ModelLayout, UpdateSum
 from fedfleet.api.training import FederatedTrainingSpec
+from fedfleet.compression import wire_dtype
 from fedfleet.logs import get_logger
+from fedfleet.privacy import l2_norm, release_mean
 from fedfleet.provenance.ledger import Ledger
 from fedfleet.refusal import Refusal
 from fedfleet.secagg import MASKED_TENSOR, ProtocolError, SecAggAbort
@@ -78,9 +80,9 @@ class RoundEngine:
         self.model_digest: str = latest.record["model_digest"]
         self.history: list[dict[str, Any]] = [c.record for c in self.store.completed() if c.round > 0]
         self.layout = ModelLayout(self.weights)
-        self.sum = UpdateSum(self.layout, staging_slots)
-        masked_layout = ModelLayout({MASKED_TENSOR: np.empty(self.layout.size + 1, dtype=np.uint32)})
-        self.masked_sum = UpdateSum(masked_layout, staging_slots, np.uint32)
+        self.sum = UpdateSum(self.layout, staging_slots, wire=wire_dtype(spec.compression.bits))
+        self._staging_slots = staging_slots
+        self.masked_sum = self._masked_sum_for(None, np.dtype(np.uint32), 1)
         self.current: Round | None = None
         self.finished = False
         self._seen: dict[str, float] = {}
@@ -136,8 +138,15 @@ class RoundEngine:
         secure = None
         if kind == Kind.TRAIN and self.spec.secure_aggregation.enabled:
             secure = SecureRound(
-                self.training, number, list(participants), self.spec.secure_aggregation, time.time() + timeout
+                self.training,
+                number,
+                list(participants),
+                self.spec.secure_aggregation,
+                time.time() + timeout,
+                self.spec.compression.bits,
             )
+            params = secure.params
+            self.masked_sum = self._masked_sum_for(self.masked_sum, params.lane_dtype, params.weight_words)
         # reset only the sum this round uses: zeroing touches every page of a model-sized buffer
         (self.masked_sum if secure is not None else self.sum).reset()
         round_ = Round(
@@ -157,6 +166,15 @@ class RoundEngine:
         )
         self._notify()
         return round_
+
+    def _masked_sum_for(self, current: UpdateSum | None, lane: np.dtype[Any], weight_words: int) -> UpdateSum:
+        """The masked sum in this round's lanes: `current` while lanes and length match, else a
+        new one that replaces it (memory stays one model of lanes plus the staging slots)."""
+        size = self.layout.size + weight_words
+        if current is not None and current.dtype == lane and current.layout.size == size:
+            return current
+        layout = ModelLayout({MASKED_TENSOR: np.empty(size, dtype=lane)})
+        return UpdateSum(layout, self._staging_slots, lane)
 
     def drop(self, number: int, client_id: str, reason: str) -> Round:
         round_ = self._open_round(number)
@@ -205,6 +223,7 @@ class RoundEngine:
                 )
                 done.phase, done.finished = Phase.SUCCEEDED, record["finished"]
                 done.model_digest = record["model_digest"]
+                done.privacy = record.get("privacy")
                 for cid in record["dropped"]:
                     done.drop(cid, record["clients"][cid]["reason"])
                 for cid in record["reported"]:
@@ -406,7 +425,12 @@ class RoundEngine:
                 raise Refusal(
                     "FAILED_PRECONDITION", f"late: round {round_.number} closed before the upload completed"
                 )
-            update_sum.fold(staged, float(header.num_examples))
+            weight = float(header.num_examples)
+            if self.spec.privacy.enabled:  # DP-FedAvg: weight 1, so one client moves the sum <= clipNorm
+                weight = 1.0
+                if round_.secure is None:
+                    self._check_clipped(round_, staged.buffer)
+            update_sum.fold(staged, weight)
             record.state = ClientPhase.REPORTED
         except BaseException:
             if record.state == ClientPhase.UPLOADING:
@@ -507,13 +531,41 @@ class RoundEngine:
         self.history.append(checkpoint.record)
         round_.phase = Phase.SUCCEEDED
 
+    def _check_clipped(self, round_: Round, update: np.ndarray) -> None:
+        """A plaintext DP update beyond clipNorm is refused: the noise is calibrated to that bound."""
+        norm, clip_norm = l2_norm(update), self.spec.privacy.clip_norm or 0.0
+        if norm > clip_norm:
+            raise Refusal(
+                "INVALID_ARGUMENT",
+                f"update L2 norm {norm:.6g} exceeds spec.privacy.clipNorm {clip_norm:g}; "
+                "clip before uploading",
+            )
+        round_.max_update_norm = max(round_.max_update_norm, norm)
+
     async def _mean_update(self, round_: Round) -> Weights:
+        privacy = self.spec.privacy
         if round_.secure is None:
-            return self.sum.mean()
-        values, weight = await round_.secure.unmask(self.masked_sum.total, set(round_.reported))
-        if weight <= 0:
-            raise SecAggAbort("the unmasked total weight is not positive")
-        values /= np.float32(weight)
+            if not privacy.enabled:
+                return self.sum.mean()
+            values = self.sum.total
+            self.sum.total_weight = 0.0  # spent until reset(), as mean() leaves it
+        else:
+            values, weight = await round_.secure.unmask(self.masked_sum.total, set(round_.reported))
+            if weight <= 0:
+                raise SecAggAbort("the unmasked total weight is not positive")
+            if not privacy.enabled:
+                values /= np.float32(weight)
+        if privacy.enabled:  # noise (central) and the mean over the round's fixed cohort size
+            released = await asyncio.to_thread(
+                release_mean,
+                values,
+                privacy,
+                len(round_.participants),
+                len(round_.reported),
+                round_.max_update_norm,
+            )
+            round_.privacy = released.to_record()
+            self.log.info("round.privacy", round=round_.number, **round_.privacy)
         return {slot.name: view for slot, view in self.layout.views(values)}
 
     def _save_evaluation(self, round_: Round) -> None:

@@ -1,8 +1,14 @@
-"""gRPC servicers: translate messages to the round engine and refusals to statuses."""
+"""gRPC servicers: translate messages to the round engine and refusals to statuses.
+
+Every call is authorised against the caller's certificate before the engine sees it (see
+`fedfleet.identity.peer`): site clients act only as themselves, the Control service answers
+only the operator's controller identity. Plaintext serves loopback only, for local runs.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import wraps
 from typing import Any, TypeVar
@@ -12,8 +18,14 @@ from grpc_health.v1 import _async as health_async
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from fedfleet.aggregator.engine import RoundEngine
+from fedfleet.aggregator.handshakes import handshake_refusals
+from fedfleet.aggregator.metrics import AUTH_REFUSALS
 from fedfleet.aggregator.rounds import Kind, Phase, Round
 from fedfleet.chunks import GRPC_OPTIONS, iter_chunks
+from fedfleet.identity.credentials import server_credentials
+from fedfleet.identity.files import TlsConfigError, TlsFiles, is_loopback
+from fedfleet.identity.names import Identity
+from fedfleet.identity.peer import AuthRefusal, Policy, peer_identity
 from fedfleet.logs import get_logger
 from fedfleet.refusal import Refusal
 from fedfleet.v1 import aggregator_pb2 as pb
@@ -39,17 +51,51 @@ ACTIONS = {
 }
 
 
+async def refuse(context: Context, method: str, refusal: Refusal) -> None:
+    """Log, count (caller refusals) and abort with the refusal's status; never returns."""
+    if isinstance(refusal, AuthRefusal):
+        AUTH_REFUSALS.labels(reason=refusal.reason).inc()
+        log.warning(
+            "auth.refused",
+            method=method,
+            code=refusal.code,
+            reason=refusal.reason,
+            detail=refusal.message,
+            peer=context.peer(),
+        )
+    else:
+        log.warning("request.refused", method=method, code=refusal.code, reason=refusal.message)
+    await context.abort(grpc.StatusCode[refusal.code], refusal.message)
+
+
 def refusals_to_status(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
     @wraps(method)
     async def wrapper(self: Any, request: Any, context: Context) -> T:
         try:
             return await method(self, request, context)
         except Refusal as refusal:
-            log.warning("request.refused", method=method.__name__, code=refusal.code, reason=refusal.message)
-            await context.abort(grpc.StatusCode[refusal.code], refusal.message)
+            await refuse(context, method.__name__, refusal)
             raise  # unreachable: abort raises
 
     return wrapper
+
+
+class Guard:
+    """The servicers' view of authorisation; without a policy (plaintext, loopback) it admits all."""
+
+    def __init__(self, policy: Policy | None) -> None:
+        self.policy = policy
+
+    def _who(self, context: Context) -> Identity | None:
+        return None if self.policy is None else peer_identity(context.auth_context())
+
+    def client(self, context: Context, client_id: str, site: str | None = None) -> None:
+        if self.policy is not None and (who := self._who(context)) is not None:
+            self.policy.client(who, client_id, site)
+
+    def controller(self, context: Context) -> None:
+        if self.policy is not None and (who := self._who(context)) is not None:
+            self.policy.controller(who)
 
 
 def round_to_pb(round_: Round) -> pb.RoundState:
@@ -72,16 +118,33 @@ def round_to_pb(round_: Round) -> pb.RoundState:
         ],
         min_clients=round_.min_clients,
         deadline_unix=round_.deadline,
+        privacy=privacy_to_pb(round_.privacy),
+    )
+
+
+def privacy_to_pb(record: dict[str, Any] | None) -> pb.RoundPrivacy | None:
+    if record is None:
+        return None
+    return pb.RoundPrivacy(
+        mode=record["mode"],
+        clip_norm=record["clipNorm"],
+        noise_multiplier=record["noiseMultiplier"],
+        effective_noise_multiplier=record["effectiveNoiseMultiplier"],
+        expected_clients=record["expectedClients"],
+        survivors=record["survivors"],
+        max_update_norm=record["maxUpdateNorm"],
     )
 
 
 class AggregatorServicer(pb_grpc.AggregatorServicer):
-    def __init__(self, engine: RoundEngine, chunk_bytes: int) -> None:
+    def __init__(self, engine: RoundEngine, chunk_bytes: int, guard: Guard) -> None:
         self.engine = engine
         self.chunk_bytes = chunk_bytes
+        self.guard = guard
 
     @refusals_to_status
     async def JoinRound(self, request: pb.JoinRequest, context: Context) -> pb.JoinReply:
+        self.guard.client(context, request.client_id, request.site)
         got = await self.engine.join(
             request.training, request.client_id, request.session, request.wait_seconds
         )
@@ -98,9 +161,10 @@ class AggregatorServicer(pb_grpc.AggregatorServicer):
         self, request: pb.ModelRequest, context: Context
     ) -> AsyncIterator[pb.TensorChunk]:
         try:
+            self.guard.client(context, request.client_id)
             weights, still_open = self.engine.model_for(request.training, request.client_id, request.round)
         except Refusal as refusal:
-            await context.abort(grpc.StatusCode[refusal.code], refusal.message)
+            await refuse(context, "DownloadModel", refusal)
         for chunk in iter_chunks(weights, self.chunk_bytes):
             if not still_open():
                 await context.abort(
@@ -115,6 +179,7 @@ class AggregatorServicer(pb_grpc.AggregatorServicer):
         first = await anext(aiter(request_iterator), None)
         if first is None or first.WhichOneof("kind") != "header":
             raise Refusal("INVALID_ARGUMENT", "an upload starts with exactly one header message")
+        self.guard.client(context, first.header.client_id)
 
         async def chunks() -> AsyncIterator[pb.TensorChunk]:
             async for message in request_iterator:
@@ -127,21 +192,25 @@ class AggregatorServicer(pb_grpc.AggregatorServicer):
 
     @refusals_to_status
     async def SecAgg(self, request: pb.SecAggRequest, context: Context) -> pb.SecAggReply:
+        self.guard.client(context, request.client_id)
         payload, done = await self.engine.secagg(request)
         return pb.SecAggReply(payload=payload, done=done)
 
     @refusals_to_status
     async def ReportMetrics(self, request: pb.MetricsReport, context: Context) -> pb.MetricsAck:
+        self.guard.client(context, request.client_id)
         self.engine.report_metrics(request)
         return pb.MetricsAck()
 
 
 class ControlServicer(pb_grpc.ControlServicer):
-    def __init__(self, engine: RoundEngine) -> None:
+    def __init__(self, engine: RoundEngine, guard: Guard) -> None:
         self.engine = engine
+        self.guard = guard
 
     @refusals_to_status
     async def StartRound(self, request: pb.StartRoundRequest, context: Context) -> pb.RoundState:
+        self.guard.controller(context)
         kind = {pb.ROUND_KIND_TRAIN: Kind.TRAIN, pb.ROUND_KIND_EVALUATE: Kind.EVALUATE}.get(request.kind)
         if kind is None:
             raise Refusal("INVALID_ARGUMENT", "kind must be TRAIN or EVALUATE")
@@ -156,19 +225,26 @@ class ControlServicer(pb_grpc.ControlServicer):
         )
 
     async def WatchRound(self, request: pb.WatchRequest, context: Context) -> AsyncIterator[pb.RoundState]:
+        try:
+            self.guard.controller(context)
+        except Refusal as refusal:
+            await refuse(context, "WatchRound", refusal)
         async for round_ in self.engine.watch(request.round):
             yield round_to_pb(round_)
 
     @refusals_to_status
     async def DropClient(self, request: pb.DropRequest, context: Context) -> pb.RoundState:
+        self.guard.controller(context)
         return round_to_pb(self.engine.drop(request.round, request.client_id, request.reason))
 
     @refusals_to_status
     async def GetStatus(self, request: pb.StatusRequest, context: Context) -> pb.AggregatorStatus:
+        self.guard.controller(context)
         return self.status()
 
     @refusals_to_status
     async def FinishTraining(self, request: pb.FinishRequest, context: Context) -> pb.AggregatorStatus:
+        self.guard.controller(context)
         self.engine.finish()
         return self.status()
 
@@ -189,26 +265,53 @@ class ControlServicer(pb_grpc.ControlServicer):
         )
 
 
+def check_transport(address: str, tls: TlsFiles | None, insecure_local: bool) -> None:
+    """mTLS, or plaintext on loopback when explicitly asked: never plaintext by omission."""
+    if tls is not None and insecure_local:
+        raise TlsConfigError("--insecure-local and --tls-* exclude each other")
+    if tls is None and not insecure_local:
+        raise TlsConfigError(
+            "no TLS: give --tls-cert, --tls-key and --tls-ca "
+            "(plaintext only with --insecure-local on a loopback --host)"
+        )
+    if tls is None and not is_loopback(address):
+        raise TlsConfigError(f"--insecure-local serves loopback only, not {address}")
+
+
 async def serve(
-    engine: RoundEngine, address: str, chunk_bytes: int, ready: asyncio.Event | None = None
+    engine: RoundEngine,
+    address: str,
+    chunk_bytes: int,
+    ready: asyncio.Event | None = None,
+    tls: TlsFiles | None = None,
+    namespace: str = "default",
+    insecure_local: bool = False,
 ) -> None:
     """Serve until cancelled or SIGTERM; health turns SERVING once the engine is loaded."""
+    check_transport(address, tls, insecure_local)
+    guard = Guard(None if tls is None else Policy(namespace, engine.training))
     server = grpc.aio.server(options=GRPC_OPTIONS)
-    pb_grpc.add_AggregatorServicer_to_server(AggregatorServicer(engine, chunk_bytes), server)
-    pb_grpc.add_ControlServicer_to_server(ControlServicer(engine), server)
+    pb_grpc.add_AggregatorServicer_to_server(AggregatorServicer(engine, chunk_bytes, guard), server)
+    pb_grpc.add_ControlServicer_to_server(ControlServicer(engine, guard), server)
     health = health_async.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    port = server.add_insecure_port(address)
+    if tls is None:
+        log.warning("transport.plaintext", address=address, reason="--insecure-local: loopback only, no TLS")
+        port = server.add_insecure_port(address)
+    else:
+        port = server.add_secure_port(address, server_credentials(tls))
     if port == 0:
         raise OSError(f"cannot listen on {address}")
-    await server.start()
-    await health.set("", health_pb2.HealthCheckResponse.SERVING)
-    await health.set("fedfleet.v1.Aggregator", health_pb2.HealthCheckResponse.SERVING)
-    log.info("aggregator.listening", address=address, port=port)
-    if ready is not None:
-        ready.set()
-    try:
-        await server.wait_for_termination()
-    finally:
-        await health.enter_graceful_shutdown()
-        await server.stop(grace=2)
+    watch = handshake_refusals(asyncio.get_running_loop()) if tls is not None else contextlib.nullcontext()
+    with watch:
+        await server.start()
+        await health.set("", health_pb2.HealthCheckResponse.SERVING)
+        await health.set("fedfleet.v1.Aggregator", health_pb2.HealthCheckResponse.SERVING)
+        log.info("aggregator.listening", address=address, port=port, mtls=tls is not None)
+        if ready is not None:
+            ready.set()
+        try:
+            await server.wait_for_termination()
+        finally:
+            await health.enter_graceful_shutdown()
+            await server.stop(grace=2)

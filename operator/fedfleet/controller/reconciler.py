@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import math
 import os
 import time
 from collections.abc import Awaitable, Callable
@@ -20,12 +21,21 @@ from kubernetes.client.exceptions import ApiException
 
 from fedfleet.api.load import ManifestError, parse_training
 from fedfleet.api.site import FederationSiteSpec
-from fedfleet.api.training import FederatedTraining
+from fedfleet.api.training import FederatedTraining, FederatedTrainingSpec
 from fedfleet.controller import core, metrics
 from fedfleet.controller import resources as res
+from fedfleet.controller.certificates import CertificateError, Certificates, fingerprint
 from fedfleet.controller.kube import Kube
-from fedfleet.controller.status import now_rfc3339, round_status, set_condition
+from fedfleet.controller.status import (
+    now_rfc3339,
+    released_privacy,
+    round_status,
+    set_condition,
+)
+from fedfleet.identity.credentials import channel_credentials, channel_options
+from fedfleet.identity.names import server_name
 from fedfleet.logs import get_logger
+from fedfleet.privacy.release import RoundPrivacy
 from fedfleet.provenance.policy import REFUSED_EXIT_CODE
 from fedfleet.v1 import aggregator_pb2 as pb
 from fedfleet.v1 import aggregator_pb2_grpc as pb_grpc
@@ -63,20 +73,31 @@ class TrainingReconciler:
     def __init__(self, kube: Kube, emit: EmitEvent) -> None:
         self.kube = kube
         self._emit = emit
-        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._channels: dict[tuple[str, str], grpc.aio.Channel] = {}
+        self._retired: list[grpc.aio.Channel] = []
+        self.certificates = Certificates(kube)
 
     async def emit(self, obj: Object, type_: str, reason: str, message: str) -> None:
         result = self._emit(obj, type_, reason, message)
         if result is not None:
             await result
 
-    def control(self, address: str) -> pb_grpc.ControlStub:
-        if address not in self._channels:
-            self._channels[address] = grpc.aio.insecure_channel(address)
-        return pb_grpc.ControlStub(self._channels[address])
+    def control(self, ref: res.TrainingRef, address: str) -> pb_grpc.ControlStub:
+        """mTLS as the training's controller identity; a renewed certificate opens a new channel."""
+        bundle = self.certificates.controller_bundle(ref)
+        key = (address, fingerprint(bundle))
+        if key not in self._channels:
+            for stale in [k for k in self._channels if k[0] == address]:
+                self._retired.append(self._channels.pop(stale))  # its calls may still be running
+            self._channels[key] = grpc.aio.secure_channel(
+                address,
+                channel_credentials(bundle.cert_pem, bundle.key_pem, bundle.ca_pem),
+                options=channel_options(server_name(ref.name, ref.namespace)),
+            )
+        return pb_grpc.ControlStub(self._channels[key])
 
     async def close(self) -> None:
-        for channel in self._channels.values():
+        for channel in [*self._channels.values(), *self._retired]:
             await channel.close(grace=None)
 
     # -- the pass ------------------------------------------------------------------------------
@@ -91,6 +112,10 @@ class TrainingReconciler:
         try:
             training = self._parse(body)
             sites = await self._sites(training)
+            try:
+                await self.certificates.ensure(ref, training.spec, sites)  # before any pod mounts them
+            except CertificateError as err:
+                raise InvalidSpec(str(err)) from None
             await self._ensure_aggregator(ref, training, sites)
             live = await self._ensure_clients(ref, training, sites, step)
             await self._drive_rounds(ref, training, live, step)
@@ -288,7 +313,7 @@ class TrainingReconciler:
     async def _drop(
         self, ref: res.TrainingRef, training: FederatedTraining, number: int, cid: str, reason: str
     ) -> None:
-        stub = self.control(aggregator_address(ref, training.spec.aggregator.port))
+        stub = self.control(ref, aggregator_address(ref, training.spec.aggregator.port))
         with contextlib.suppress(grpc.aio.AioRpcError):  # not a participant of that round, or it is over
             await stub.DropClient(pb.DropRequest(round=number, client_id=cid, reason=reason), timeout=5)
 
@@ -299,7 +324,7 @@ class TrainingReconciler:
         spec = training.spec
         status = step.body.get("status") or {}
         expected = spec.expected_clients()
-        control = self.control(aggregator_address(ref, spec.aggregator.port))
+        control = self.control(ref, aggregator_address(ref, spec.aggregator.port))
         try:
             agg = await control.GetStatus(pb.StatusRequest(), timeout=3)
         except grpc.aio.AioRpcError:
@@ -314,8 +339,12 @@ class TrainingReconciler:
             return
         failures = {int(k): int(v) for k, v in (status.get("roundFailures") or {}).items()}
         evaluated = bool(status.get("evaluated"))
+        history = list(agg.history)
+        released = released_privacy(history)
         if agg.HasField("current"):
-            evaluated = await self._record_round(ref, agg.current, step, failures) or evaluated
+            so_far = released_privacy(h for h in history if h.round <= agg.current.round)
+            epsilon = self._epsilon(spec, so_far, expected)
+            evaluated = await self._record_round(ref, agg.current, step, failures, epsilon) or evaluated
         waiting_since = float(status.get("waitingSince") or time.time())
         current = None
         if agg.HasField("current"):
@@ -332,9 +361,9 @@ class TrainingReconciler:
             round_failures=failures,
             last_failure=str(status.get("lastFailure", "")),
             waiting_seconds=time.time() - waiting_since,
+            released=released,
         )
         action = core.decide(spec, observation, expected)
-        history = list(agg.history)
         step.status |= {
             "phase": "Running",
             "completedRounds": agg.model_version,
@@ -350,6 +379,8 @@ class TrainingReconciler:
             "evaluated": evaluated,
             "message": step.status.get("message", ""),
         }
+        if (epsilon := self._epsilon(spec, released, expected)) is not None:
+            step.status["epsilon"] = epsilon
         if history:
             step.status["metrics"] = dict(history[-1].metrics)
             if "train_loss" in history[-1].metrics:
@@ -364,27 +395,30 @@ class TrainingReconciler:
             self._progressing(step, "RoundRunning", f"round {action.number} is running")
         elif isinstance(action, core.Finish):
             await control.FinishTraining(pb.FinishRequest(), timeout=5)
+            reason = action.reason or "Succeeded"  # PrivacyBudgetExhausted: stopped early, model usable
             step.status |= {
                 "phase": "Succeeded",
                 "currentRound": 0,
-                "message": f"{agg.model_version} rounds completed",
+                "message": action.message or f"{agg.model_version} rounds completed",
             }
             step.status["conditions"] = set_condition(
                 set_condition(
                     status.get("conditions", []),
                     "Ready",
                     True,
-                    "Succeeded",
+                    reason,
                     step.status["message"],
                     step.generation,
                 ),
                 "Progressing",
                 False,
-                "Succeeded",
+                reason,
                 "training finished",
                 step.generation,
             )
             step.done = True
+            if action.reason:
+                await self.emit(step.body, "Normal", action.reason, step.status["message"])
             await self.emit(step.body, "Normal", "TrainingSucceeded", step.status["message"])
         elif isinstance(action, core.FailTraining):
             await control.FinishTraining(pb.FinishRequest(), timeout=5)
@@ -492,8 +526,25 @@ class TrainingReconciler:
             f"(attempt {attempt})",
         )
 
+    @staticmethod
+    def _epsilon(
+        spec: FederatedTrainingSpec, released: tuple[RoundPrivacy, ...], population: int
+    ) -> float | None:
+        """The training's epsilon after the `released` rounds; None when privacy is off."""
+        if not spec.privacy.enabled:
+            return None
+        from fedfleet.privacy.budget import epsilon_spent  # dp-accounting: only trainings with DP
+
+        value = epsilon_spent(spec.privacy, released, max(1, population))
+        return value if math.isfinite(value) else None
+
     async def _record_round(
-        self, ref: res.TrainingRef, state: pb.RoundState, step: Pass, failures: dict[int, int]
+        self,
+        ref: res.TrainingRef,
+        state: pb.RoundState,
+        step: Pass,
+        failures: dict[int, int],
+        epsilon: float | None = None,
     ) -> bool:
         """Copy the aggregator's round into its FederatedRound; count a failure once. Returns
         True when this is the successful final evaluation."""
@@ -504,7 +555,7 @@ class TrainingReconciler:
             return False
         before = (existing.get("status") or {}).get("phase")
         retries = int((existing.get("status") or {}).get("retries", 0))
-        status = round_status(state, retries)
+        status = round_status(state, retries, epsilon if state.HasField("privacy") else None)
         if before in ("Succeeded", "Failed"):
             return kind == "evaluate" and before == "Succeeded"
         try:

@@ -34,6 +34,8 @@ def round_rows(result: RunResult) -> list[dict[str, Any]]:
                 "eval_accuracy": evaluated.get("eval_accuracy"),
                 "seconds": r["seconds"],
                 "model_digest": r["model_digest"],
+                "epsilon": r.get("epsilon"),  # the training's epsilon once this round was released
+                "privacy": r.get("privacy"),  # what DP the round carried (clip, noise, cohort)
             }
         )
     return rows
@@ -53,6 +55,9 @@ def write_metrics(result: RunResult, out_dir: Path) -> Path:
                     "model_digest": result.model_digest,
                     "eval_accuracy": final.get("eval_accuracy"),
                     "eval_loss": final.get("eval_loss"),
+                    "epsilon": final.get("epsilon"),
+                    "stop_reason": result.stop_reason,
+                    "stop_message": result.stop_message,
                 },
                 "lineage": {  # check with: fedfleet lineage verify <out>/state --public-key <publicKey>
                     "head": result.lineage_head,
@@ -94,17 +99,24 @@ def write_plot(result: RunResult, out_dir: Path) -> Path:
 
 
 def print_table(result: RunResult, console: Console | None = None) -> None:
-    table = Table(title=f"{result.training}: {result.model_version} rounds in {result.seconds:.1f}s")
-    for column in ("round", "clients", "train loss", "held-out loss", "accuracy", "seconds"):
+    rows = round_rows(result)
+    private = any(row["epsilon"] is not None for row in rows)
+    table = Table(
+        title=f"{result.training}: {result.model_version} rounds in {result.seconds:.1f}s",
+        caption=f"{result.stop_reason}: {result.stop_message}" if result.stop_reason else None,
+    )
+    columns = ["round", "clients", "train loss", "held-out loss", "accuracy", "seconds"]
+    for column in columns + (["epsilon"] if private else []):
         table.add_column(column, justify="right")
     fmt = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
-    for row in round_rows(result):
-        table.add_row(
+    for row in rows:
+        cells = [
             str(row["round"]),
             row["clients"],
             fmt(row["train_loss"], ".4f"),
             fmt(row["eval_loss"], ".4f"),
             fmt(row["eval_accuracy"], ".3f"),
             fmt(row["seconds"], ".1f"),
-        )
+        ]
+        table.add_row(*cells, *([fmt(row["epsilon"], ".4g")] if private else []))
     (console or Console()).print(table)

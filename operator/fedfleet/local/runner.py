@@ -17,6 +17,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from fedfleet.api.training import FederatedTraining, RetrySpec
 from fedfleet.controller import core
+from fedfleet.controller.status import released_privacy, round_privacy
+from fedfleet.identity.credentials import channel_credentials, channel_options
+from fedfleet.identity.files import TlsFiles
+from fedfleet.identity.local import issue_local
+from fedfleet.identity.names import server_name
 from fedfleet.local.processes import Supervised
 from fedfleet.local.progress import RoundProgress
 from fedfleet.logs import get_logger
@@ -43,6 +48,8 @@ class RunResult:
     rounds: list[dict[str, Any]]
     final_evaluation: dict[str, Any] | None
     seconds: float
+    stop_reason: str = ""  # PrivacyBudgetExhausted when the budget ended the training early
+    stop_message: str = ""
     lineage_head: str = ""
     lineage_public_key: str = ""  # PEM; empty when the records are unsigned
     lineage_key_fingerprint: str = ""
@@ -70,7 +77,9 @@ class LocalRunner:
         self.evaluation: dict[str, Any] | None = None
         self.evaluated = False
         self.current_round = 0
+        self.finish = core.Finish()
         self.lineage_key = self.out_dir / LINEAGE_KEY_FILE
+        self.tls: dict[str, TlsFiles] = {}  # by process name; empty: plaintext on loopback
 
     # -- processes ---------------------------------------------------------------------------
     def _plan_processes(self) -> None:
@@ -88,6 +97,7 @@ class LocalRunner:
                 str(self.port),
                 "--state-dir",
                 str(self.out_dir / "state"),
+                *self._tls_args("aggregator"),
                 "--lineage-key",
                 str(self.lineage_key),
             ],
@@ -115,10 +125,43 @@ class LocalRunner:
                         str(partition),
                         "--num-partitions",
                         str(total),
+                        *self._tls_args(client_id),
                     ],
                     logs / f"{client_id}.log",
                     self.spec.retry,
                 )
+
+    def _issue_certificates(self) -> None:
+        """mTLS unless spec.tls.enabled is false: a fresh CA per run, certificates in OUT/tls."""
+        if not self.spec.tls.enabled:
+            log.warning(
+                "transport.plaintext", address=self.address, reason="spec.tls.enabled false: loopback only"
+            )
+            return
+        meta = self.training.metadata
+        clients = [
+            (site, f"{site}-{i}") for site in self.spec.sites.names for i in range(self.spec.clients_per_site)
+        ]
+        self.tls = issue_local(self.out_dir / "tls", meta.namespace, meta.name, clients)
+
+    def _tls_args(self, name: str) -> list[str]:
+        files = self.tls.get(name)
+        if files is None:
+            return ["--insecure-local"] if name == "aggregator" else []
+        args = ["--tls-cert", str(files.cert), "--tls-key", str(files.key), "--tls-ca", str(files.ca)]
+        return args if name == "aggregator" else [*args, "--tls-server-name", self._server_name]
+
+    @property
+    def _server_name(self) -> str:
+        return server_name(self.training.metadata.name, self.training.metadata.namespace)
+
+    def _channel(self) -> grpc.aio.Channel:
+        """The runner is the controller: it dials as the controller identity."""
+        files = self.tls.get("controller")
+        if files is None:
+            return grpc.aio.insecure_channel(self.address)
+        creds = channel_credentials(*files.read())
+        return grpc.aio.secure_channel(self.address, creds, options=channel_options(self._server_name))
 
     @property
     def clients(self) -> list[Supervised]:
@@ -126,7 +169,9 @@ class LocalRunner:
 
     def _write_pids(self) -> None:
         pids = {name: p.pid for name, p in self.processes.items() if p.running}
-        (self.out_dir / "processes.json").write_text(json.dumps({"address": self.address, "pids": pids}))
+        tls = str(self.out_dir / "tls") if self.tls else None  # controller/ there: what a tool dials with
+        table = {"address": self.address, "pids": pids, "tls": tls, "serverName": self._server_name}
+        (self.out_dir / "processes.json").write_text(json.dumps(table))
 
     async def _supervise(self, control: pb_grpc.ControlStub) -> None:
         """Report dead clients to the aggregator and restart whatever may be restarted."""
@@ -184,6 +229,7 @@ class LocalRunner:
             round_failures=self.failures,
             last_failure=self.last_failure,
             waiting_seconds=time.monotonic() - waiting_since,
+            released=released_privacy(status.history),
         )
 
     async def _drive(
@@ -197,6 +243,9 @@ class LocalRunner:
                     self.spec, self._observe(status, waiting_since), self.spec.expected_clients()
                 )
                 if isinstance(action, core.Finish):
+                    self.finish = action
+                    if action.reason:
+                        log.info("training.stopped", reason=action.reason, message=action.message)
                     return
                 if isinstance(action, core.FailTraining):
                     raise LocalRunError(action.reason)
@@ -252,11 +301,12 @@ class LocalRunner:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         if not self.lineage_key.exists():  # kept: a resumed run signs with the same key
             generate_signing_key(self.lineage_key)
+        self._issue_certificates()
         self._plan_processes()
         for proc in self.processes.values():
             proc.start()
         self._write_pids()
-        channel = grpc.aio.insecure_channel(self.address)
+        channel = self._channel()
         control = pb_grpc.ControlStub(channel)
         supervisor = asyncio.create_task(self._supervise(control))
         try:
@@ -270,17 +320,36 @@ class LocalRunner:
             for proc in self.processes.values():
                 proc.stop()
             await channel.close(grace=None)
+        rounds = [round_dict(r) for r in sorted(status.history, key=lambda r: r.round)]
+        self._add_epsilon(rounds, status.history)
         return RunResult(
             training=self.training.metadata.name,
             model_version=status.model_version,
             model_digest=status.model_digest,
-            rounds=[round_dict(r) for r in status.history],
+            rounds=rounds,
             final_evaluation=self.evaluation,
             seconds=time.monotonic() - started,
+            stop_reason=self.finish.reason,
+            stop_message=self.finish.message,
             lineage_head=status.lineage_head,
             lineage_public_key=status.lineage_public_key,
             lineage_key_fingerprint=status.lineage_key_fingerprint,
         )
+
+    def _add_epsilon(self, rounds: list[dict[str, Any]], history: Any) -> None:
+        """Each released round's DP record and the training's epsilon once it was released."""
+        if not self.spec.privacy.enabled:
+            return
+        from fedfleet.privacy.budget import epsilon_after_each  # dp-accounting: only with DP
+
+        epsilons = iter(
+            epsilon_after_each(self.spec.privacy, released_privacy(history), self.spec.expected_clients())
+        )
+        for row, state in zip(rounds, sorted(history, key=lambda r: r.round), strict=True):
+            privacy = round_privacy(state)
+            if privacy is not None:
+                row["privacy"] = privacy.to_record()
+                row["epsilon"] = next(epsilons)
 
     async def _wait_clients_exit(self, timeout: float) -> None:
         until = time.monotonic() + timeout

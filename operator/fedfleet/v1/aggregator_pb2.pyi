@@ -32,20 +32,26 @@ ROUND_PHASE_SUCCEEDED: RoundPhase
 ROUND_PHASE_FAILED: RoundPhase
 
 class TensorChunk(_message.Message):
-    __slots__ = ("name", "dtype", "shape", "offset", "data", "crc32")
+    __slots__ = ("name", "dtype", "shape", "offset", "data", "crc32", "block_values", "scales", "values")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DTYPE_FIELD_NUMBER: _ClassVar[int]
     SHAPE_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
     CRC32_FIELD_NUMBER: _ClassVar[int]
+    BLOCK_VALUES_FIELD_NUMBER: _ClassVar[int]
+    SCALES_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
     name: str
     dtype: str
     shape: _containers.RepeatedScalarFieldContainer[int]
     offset: int
     data: bytes
     crc32: int
-    def __init__(self, name: _Optional[str] = ..., dtype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ..., crc32: _Optional[int] = ...) -> None: ...
+    block_values: int
+    scales: bytes
+    values: int
+    def __init__(self, name: _Optional[str] = ..., dtype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ..., crc32: _Optional[int] = ..., block_values: _Optional[int] = ..., scales: _Optional[bytes] = ..., values: _Optional[int] = ...) -> None: ...
 
 class JoinRequest(_message.Message):
     __slots__ = ("training", "client_id", "site", "session", "wait_seconds")
@@ -226,8 +232,26 @@ class ClientState(_message.Message):
     reason: str
     def __init__(self, client_id: _Optional[str] = ..., state: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
+class RoundPrivacy(_message.Message):
+    __slots__ = ("mode", "clip_norm", "noise_multiplier", "effective_noise_multiplier", "expected_clients", "survivors", "max_update_norm")
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    CLIP_NORM_FIELD_NUMBER: _ClassVar[int]
+    NOISE_MULTIPLIER_FIELD_NUMBER: _ClassVar[int]
+    EFFECTIVE_NOISE_MULTIPLIER_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_CLIENTS_FIELD_NUMBER: _ClassVar[int]
+    SURVIVORS_FIELD_NUMBER: _ClassVar[int]
+    MAX_UPDATE_NORM_FIELD_NUMBER: _ClassVar[int]
+    mode: str
+    clip_norm: float
+    noise_multiplier: float
+    effective_noise_multiplier: float
+    expected_clients: int
+    survivors: int
+    max_update_norm: float
+    def __init__(self, mode: _Optional[str] = ..., clip_norm: _Optional[float] = ..., noise_multiplier: _Optional[float] = ..., effective_noise_multiplier: _Optional[float] = ..., expected_clients: _Optional[int] = ..., survivors: _Optional[int] = ..., max_update_norm: _Optional[float] = ...) -> None: ...
+
 class RoundState(_message.Message):
-    __slots__ = ("round", "kind", "phase", "participants", "reported", "dropped", "reason", "metrics", "model_digest", "started_unix", "finished_unix", "model_version", "clients", "min_clients", "deadline_unix")
+    __slots__ = ("round", "kind", "phase", "participants", "reported", "dropped", "reason", "metrics", "model_digest", "started_unix", "finished_unix", "model_version", "clients", "min_clients", "deadline_unix", "privacy")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -250,6 +274,7 @@ class RoundState(_message.Message):
     CLIENTS_FIELD_NUMBER: _ClassVar[int]
     MIN_CLIENTS_FIELD_NUMBER: _ClassVar[int]
     DEADLINE_UNIX_FIELD_NUMBER: _ClassVar[int]
+    PRIVACY_FIELD_NUMBER: _ClassVar[int]
     round: int
     kind: RoundKind
     phase: RoundPhase
@@ -265,7 +290,8 @@ class RoundState(_message.Message):
     clients: _containers.RepeatedCompositeFieldContainer[ClientState]
     min_clients: int
     deadline_unix: float
-    def __init__(self, round: _Optional[int] = ..., kind: _Optional[_Union[RoundKind, str]] = ..., phase: _Optional[_Union[RoundPhase, str]] = ..., participants: _Optional[_Iterable[str]] = ..., reported: _Optional[_Iterable[str]] = ..., dropped: _Optional[_Iterable[str]] = ..., reason: _Optional[str] = ..., metrics: _Optional[_Mapping[str, float]] = ..., model_digest: _Optional[str] = ..., started_unix: _Optional[float] = ..., finished_unix: _Optional[float] = ..., model_version: _Optional[int] = ..., clients: _Optional[_Iterable[_Union[ClientState, _Mapping]]] = ..., min_clients: _Optional[int] = ..., deadline_unix: _Optional[float] = ...) -> None: ...
+    privacy: RoundPrivacy
+    def __init__(self, round: _Optional[int] = ..., kind: _Optional[_Union[RoundKind, str]] = ..., phase: _Optional[_Union[RoundPhase, str]] = ..., participants: _Optional[_Iterable[str]] = ..., reported: _Optional[_Iterable[str]] = ..., dropped: _Optional[_Iterable[str]] = ..., reason: _Optional[str] = ..., metrics: _Optional[_Mapping[str, float]] = ..., model_digest: _Optional[str] = ..., started_unix: _Optional[float] = ..., finished_unix: _Optional[float] = ..., model_version: _Optional[int] = ..., clients: _Optional[_Iterable[_Union[ClientState, _Mapping]]] = ..., min_clients: _Optional[int] = ..., deadline_unix: _Optional[float] = ..., privacy: _Optional[_Union[RoundPrivacy, _Mapping]] = ...) -> None: ...
 
 class StatusRequest(_message.Message):
     __slots__ = ()
