@@ -17,10 +17,11 @@ from typing import Any
 from fedfleet.api.training import FederatedTrainingSpec
 from fedfleet.controller import resources as res
 from fedfleet.controller.kube import Kube, path
-from fedfleet.identity.ca import Bundle, Issuer, IssuerError, ed25519_pem
+from fedfleet.identity.ca import Bundle, Issuer, IssuerError
 from fedfleet.identity.names import Identity, aggregator_dns_names
 from fedfleet.identity.rotation import lifetime_reason, renewal_reason
 from fedfleet.logs import get_logger
+from fedfleet.provenance.signing import new_signing_key_pem
 
 Object = dict[str, Any]
 TLS_TYPE = "kubernetes.io/tls"
@@ -137,7 +138,7 @@ class Certificates:
         name = res.lineage_secret_name(ref.name)
         if (ref.namespace, name) in found:
             return
-        data = {res.LINEAGE_KEY_FILE: base64.b64encode(ed25519_pem()).decode()}
+        data = {res.LINEAGE_KEY_FILE: base64.b64encode(new_signing_key_pem()).decode()}
         await self.kube.create(res.secret(ref, name, ref.namespace, "lineage", "Opaque", data))
 
     def _controller_bundle(

@@ -213,7 +213,3 @@ def identity_of(cert: x509.Certificate) -> Identity:
         raise IdentityError(f"the certificate has {len(uris)} URI SANs; a fedfleet identity has exactly one")
     return Identity.parse(uris[0])
 
-
-def ed25519_pem() -> bytes:
-    """A fresh Ed25519 private key (PKCS#8 PEM), for signing a training's lineage."""
-    return _key_pem(ed25519.Ed25519PrivateKey.generate())
