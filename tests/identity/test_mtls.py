@@ -14,7 +14,9 @@ from pathlib import Path
 
 import grpc
 import pytest
+from fedfleet.client.connection import AggregatorConnection
 from fedfleet.identity.ca import Bundle
+from fedfleet.identity.files import TlsFiles
 from fedfleet.v1 import aggregator_pb2 as pb
 from fedfleet.v1 import aggregator_pb2_grpc as pb_grpc
 
@@ -217,3 +219,35 @@ def test_the_aggregator_never_serves_plaintext_by_omission(
     )
     assert done.returncode == 2 and message in done.stderr, done.stderr
     assert not (tmp_path / "rounds").exists()  # refused before loading or writing anything
+
+
+def test_rotated_certificate_files_take_effect_without_a_restart(tmp_path: Path) -> None:
+    """The aggregator reloads its files at the next handshake; a client rebuilds its channel
+    before its next join. Rotating both to a new CA: the old certificates stop working."""
+    fed = Federation(tmp_path)
+    try:
+        client_dir = write_bundle(tmp_path / "site-a-0", fed.pki.client("site-a", "site-a-0"))
+        conn = AggregatorConnection(
+            fed.aggregator.address,
+            TRAINING,
+            "site-a-0",
+            "site-a",
+            5,
+            TlsFiles.in_dir(client_dir),
+            SERVER_NAME,
+        )
+        assert conn.join().action == pb.JoinReply.ACTION_TRAIN
+
+        new = Pki()  # another CA altogether, as after a CA rotation
+        write_bundle(tmp_path / "server", new.server)
+        write_bundle(client_dir, new.client("site-a", "site-a-0"))
+        assert conn.join().action == pb.JoinReply.ACTION_TRAIN
+        conn.close()
+
+        before = fed.refusals()
+        old = fed.stub(fed.pki.client("site-a", "site-a-0"), trust=new.ca.trust_pem)
+        err = refused(lambda: join(old, "site-a-0", "site-a"))
+        assert err.code() == grpc.StatusCode.UNAVAILABLE
+        fed.refused_once_more("untrusted_issuer", before)
+    finally:
+        fed.aggregator.close()
