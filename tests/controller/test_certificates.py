@@ -50,8 +50,14 @@ def bundle(secret: dict[str, object]) -> Bundle:
     return Bundle.from_secret_data(secret["data"])
 
 
-async def test_every_identity_gets_a_tls_secret_where_its_pod_runs(kube: Kube) -> None:
-    controller = await Certificates(kube).ensure(REF, spec(), SITES)
+async def test_every_identity_gets_a_tls_secret_where_its_pod_runs(
+    kube: Kube, kube_api: ApiServerHandle
+) -> None:
+    certificates = Certificates(kube)
+    controller = await certificates.ensure(REF, spec(), SITES)
+    calls = len(kube_api.calls)
+    assert await certificates.ensure(REF, spec(), SITES) == controller
+    assert len(kube_api.calls) == calls  # checked a moment ago: the next pass costs no API call
     found = await secrets(kube)
     assert sorted(found) == [
         ("default", "llm-aggregator-tls"),
@@ -76,7 +82,7 @@ async def test_every_identity_gets_a_tls_secret_where_its_pod_runs(kube: Kube) -
 
 
 async def test_a_second_pass_changes_nothing_and_a_certificate_near_expiry_is_renewed(kube: Kube) -> None:
-    certificates = Certificates(kube)
+    certificates = Certificates(kube, check_seconds=0)  # every pass checks
     await certificates.ensure(REF, spec(), SITES)
     first = await secrets(kube)
     await certificates.ensure(REF, spec(), SITES)

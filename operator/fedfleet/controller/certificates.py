@@ -2,8 +2,10 @@
 certificate, one client certificate per site client (in the site's namespace), the lineage
 signing key, and the controller's own certificate (kept in memory, never stored).
 
-Each pass lists the training's Secrets once (by label) and re-issues only what
+A check lists the training's Secrets once (by label) and re-issues only what
 `rotation.renewal_reason` says must go: missing, running out, under another CA, other names.
+Lifetimes are hours to weeks, so after a complete check the next one waits CHECK_SECONDS
+(FEDFLEET_CERTIFICATE_CHECK_SECONDS, default 60) unless the sites or TLS settings changed.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 import base64
 import datetime
 import hashlib
+import os
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +29,7 @@ from fedfleet.provenance.signing import new_signing_key_pem
 
 Object = dict[str, Any]
 TLS_TYPE = "kubernetes.io/tls"
+CHECK_SECONDS = float(os.environ.get("FEDFLEET_CERTIFICATE_CHECK_SECONDS", "60"))
 log = get_logger(component="operator")
 
 
@@ -41,9 +46,11 @@ class Wanted:
 
 
 class Certificates:
-    def __init__(self, kube: Kube) -> None:
+    def __init__(self, kube: Kube, check_seconds: float = CHECK_SECONDS) -> None:
         self.kube = kube
+        self.check_seconds = check_seconds
         self._controller: dict[tuple[str, str], Bundle] = {}
+        self._checked: dict[tuple[str, str], tuple[float, object]] = {}
 
     async def ensure(
         self, ref: res.TrainingRef, spec: FederatedTrainingSpec, sites: list[res.SiteRef]
@@ -53,6 +60,11 @@ class Certificates:
             raise CertificateError(
                 "spec.tls.enabled: false is for `fedfleet local run` only; a cluster always uses mTLS"
             )
+        key = (ref.namespace, ref.name)
+        plan = (ref.uid, spec.tls, spec.clients_per_site, tuple((s.name, s.namespace) for s in sites))
+        last = self._checked.get(key)
+        if last and last[1] == plan and time.monotonic() - last[0] < self.check_seconds:
+            return self._controller[key]
         found = {
             (s["metadata"]["namespace"], s["metadata"]["name"]): s
             for s in await self.kube.list("Secret", None, f"{res.GROUP}/training={ref.name}")
@@ -90,7 +102,9 @@ class Certificates:
                     reason=reason,
                 )
         await self._lineage_key(ref, found)
-        return self._controller_bundle(ref, issuer, lifetime)
+        bundle = self._controller_bundle(ref, issuer, lifetime)
+        self._checked[key] = (time.monotonic(), plan)
+        return bundle
 
     def controller_bundle(self, ref: res.TrainingRef) -> Bundle:
         """The one `ensure` made this pass (ensure runs before any call to the aggregator)."""
