@@ -212,4 +212,3 @@ def identity_of(cert: x509.Certificate) -> Identity:
     if len(uris) != 1:
         raise IdentityError(f"the certificate has {len(uris)} URI SANs; a fedfleet identity has exactly one")
     return Identity.parse(uris[0])
-
