@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
@@ -92,9 +92,9 @@ def join(stub: pb_grpc.AggregatorStub, client_id: str, site: str, training: str 
     return reply
 
 
-def refused(call: object) -> grpc.RpcError:
+def refused(call: Callable[[], object]) -> grpc.RpcError:
     with pytest.raises(grpc.RpcError) as caught:
-        call() if callable(call) else None
+        call()
     return caught.value
 
 
