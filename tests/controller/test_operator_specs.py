@@ -58,6 +58,15 @@ def test_a_semantically_invalid_spec_gets_invalidspec_and_nothing_is_scheduled(
         )
     )
     cluster.apply(training_manifest("lost", 5001, ["site-a", "site-x"]))
+    cluster.apply(
+        training_manifest(
+            "unissued",
+            5002,
+            ["site-a", "site-b"],
+            secureAggregation={"enabled": False},
+            tls={"issuerSecret": "org-ca"},
+        )
+    )
     operator = start_operator(kubeconfig, tmp_path / "operator.log")
     try:
 
@@ -74,10 +83,16 @@ def test_a_semantically_invalid_spec_gets_invalidspec_and_nothing_is_scheduled(
             lost["reason"] == "InvalidSpec"
             and lost["message"] == "spec.sites.names: no FederationSite named site-x"
         )
+        unissued = wait_for(lambda: ready_condition("unissued"), 60, "unissued condition")
+        assert (unissued["reason"], unissued["message"]) == (
+            "InvalidSpec",
+            "spec.tls.issuerSecret: no Secret org-ca in namespace default",
+        )
         wait_for(
             lambda: ("InvalidSpec", greedy["message"]) in cluster.events("greedy"), 30, "InvalidSpec event"
         )
-        assert not cluster.items("Pod", selector="fedfleet.io/training in (greedy,lost)")
+        assert not cluster.items("Pod", selector="fedfleet.io/training in (greedy,lost,unissued)")
+        assert not cluster.items("Secret", selector="fedfleet.io/training in (greedy,lost,unissued)")
         assert not cluster.items("FederatedRound", "default")
     finally:
         operator.terminate()
