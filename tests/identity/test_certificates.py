@@ -8,6 +8,7 @@ import pytest
 from cryptography import x509
 from fedfleet.identity.ca import Issuer, IssuerError, identity_of
 from fedfleet.identity.names import Identity, IdentityError, aggregator_dns_names
+from fedfleet.identity.peer import AuthRefusal, peer_identity
 from fedfleet.identity.rotation import renewal_reason
 
 from tests.identity.pki import DAY
@@ -96,3 +97,15 @@ def test_a_user_issuer_must_be_a_ca_with_its_own_key() -> None:
         Issuer.from_pem(b"junk", leaf.key_pem)
     again = Issuer.from_pem(ca.cert_pem, ca.as_bundle().key_pem)
     again.issue(CLIENT, DAY).certificate.verify_directly_issued_by(ca.cert)
+
+
+def test_a_call_without_a_fedfleet_identity_is_unauthenticated() -> None:
+    with pytest.raises(AuthRefusal) as none:
+        peer_identity({})
+    assert (none.value.code, none.value.reason) == ("UNAUTHENTICATED", "no_certificate")
+    ca = Issuer.generate("ca", DAY)
+    with pytest.raises(AuthRefusal) as anonymous:  # a certificate of the CA, but no URI SAN
+        peer_identity({"x509_pem_cert": [ca.cert_pem]})
+    assert (anonymous.value.code, anonymous.value.reason) == ("UNAUTHENTICATED", "no_identity")
+    assert "0 URI SANs" in anonymous.value.message
+    assert peer_identity({"x509_pem_cert": [ca.issue(CLIENT, DAY).cert_pem]}) == CLIENT
