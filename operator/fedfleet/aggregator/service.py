@@ -24,7 +24,6 @@ from fedfleet.aggregator.rounds import Kind, Phase, Round
 from fedfleet.chunks import GRPC_OPTIONS, iter_chunks
 from fedfleet.identity.credentials import server_credentials
 from fedfleet.identity.files import TlsConfigError, TlsFiles, is_loopback
-from fedfleet.identity.names import Identity
 from fedfleet.identity.peer import AuthRefusal, Policy, peer_identity
 from fedfleet.logs import get_logger
 from fedfleet.refusal import Refusal
@@ -86,16 +85,13 @@ class Guard:
     def __init__(self, policy: Policy | None) -> None:
         self.policy = policy
 
-    def _who(self, context: Context) -> Identity | None:
-        return None if self.policy is None else peer_identity(context.auth_context())
-
     def client(self, context: Context, client_id: str, site: str | None = None) -> None:
-        if self.policy is not None and (who := self._who(context)) is not None:
-            self.policy.client(who, client_id, site)
+        if self.policy is not None:
+            self.policy.client(peer_identity(context.auth_context()), client_id, site)
 
     def controller(self, context: Context) -> None:
-        if self.policy is not None and (who := self._who(context)) is not None:
-            self.policy.controller(who)
+        if self.policy is not None:
+            self.policy.controller(peer_identity(context.auth_context()))
 
 
 def round_to_pb(round_: Round) -> pb.RoundState:
