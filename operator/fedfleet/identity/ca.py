@@ -150,7 +150,7 @@ class Issuer:
         if cert.not_valid_after_utc <= _now():
             raise IssuerError(f"tls.crt expired at {cert.not_valid_after_utc.isoformat()}")
         chain = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs[1:])
-        return cls(cert, key, chain, ca_pem.strip() and ca_pem)
+        return cls(cert, key, chain, ca_pem if ca_pem.strip() else b"")
 
     def issue(
         self,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Literal
 
 from cryptography import x509
 
@@ -18,8 +19,10 @@ from fedfleet.refusal import Refusal
 class AuthRefusal(Refusal):
     """A refused caller; `reason` is a short, fixed label for metrics."""
 
-    def __init__(self, code: str, reason: str, message: str) -> None:
-        super().__init__("UNAUTHENTICATED" if code == "UNAUTHENTICATED" else "PERMISSION_DENIED", message)
+    def __init__(
+        self, code: Literal["UNAUTHENTICATED", "PERMISSION_DENIED"], reason: str, message: str
+    ) -> None:
+        super().__init__(code, message)
         self.reason = reason
 
 
