@@ -106,3 +106,25 @@ def test_aggregator_service_and_state_claim() -> None:
     claim = res.state_claim(REF, SPEC)
     assert claim is not None and claim["spec"]["resources"]["requests"]["storage"] == "1Gi"
     assert {"name": "state", "persistentVolumeClaim": {"claimName": "digits-state"}} in pod["spec"]["volumes"]
+
+
+def test_each_pod_mounts_only_its_own_certificate_read_only_and_is_told_where_it_is() -> None:
+    aggregator = res.aggregator_pod(REF, SPEC)
+    container = aggregator["spec"]["containers"][0]
+    volumes = {v["name"]: v for v in aggregator["spec"]["volumes"]}
+    assert volumes["tls"]["secret"] == {"secretName": "digits-aggregator-tls", "defaultMode": 0o440}
+    assert volumes["lineage"]["secret"]["secretName"] == "digits-lineage-key"
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    assert mounts["tls"] == {"name": "tls", "mountPath": "/var/run/fedfleet/tls", "readOnly": True}
+    assert mounts["lineage"]["mountPath"] == "/var/run/fedfleet/lineage" and mounts["lineage"]["readOnly"]
+    args = " ".join(container["args"])
+    assert "--tls-cert /var/run/fedfleet/tls/tls.crt --tls-key /var/run/fedfleet/tls/tls.key" in args
+    assert "--tls-ca /var/run/fedfleet/tls/ca.crt" in args and "--insecure-local" not in args
+    assert "--lineage-key /var/run/fedfleet/lineage/ed25519.pem" in args
+    assert container["readinessProbe"]["tcpSocket"] == {"port": 6000}  # a grpc probe cannot do mTLS
+
+    client = res.client_pod(REF, SPEC, GPU_SITE, 1, 1, "digits-aggregator.hub.svc:6000", 1)
+    secrets = [v["secret"]["secretName"] for v in client["spec"]["volumes"] if "secret" in v]
+    assert secrets == ["digits-a-1-tls"]
+    args = " ".join(client["spec"]["containers"][0]["args"])
+    assert "--tls-ca /var/run/fedfleet/tls/ca.crt --tls-server-name digits-aggregator.hub.svc" in args
