@@ -105,6 +105,7 @@ def test_the_site_role_lets_the_hub_operator_run_pods_here_and_nothing_else() ->
     assert {(tuple(r["apiGroups"]), tuple(r["resources"])) for r in role["rules"]} == {
         (("",), ("pods",)),
         (("",), ("configmaps",)),  # the training's manifest, mounted by the client pods
+        (("",), ("secrets",)),  # each client's certificate, mounted too
     }
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
     assert binding["subjects"] == [

@@ -45,7 +45,9 @@ kopf lists, watches and patches (finalizer, progress annotations) the watched re
 posts Events; the reconciler reads trainings, writes their and their rounds' status, creates
 (create-or-adopt: create, then get on a conflict) the manifest ConfigMaps, the aggregator
 Service, Pod and state claim, the rounds and the client pods, deletes failed pods and
-replaced rounds, and annotates a client pod it gives up on.
+replaced rounds, and annotates a client pod it gives up on; it issues each training's CA and
+the pods' certificates as Secrets (listed by label, replaced when they rotate, deleted with
+the training) and reads a user's issuer Secret.
 */}}
 {{- define "fedfleet.namespacedRules" -}}
 - apiGroups: [fedfleet.io]
@@ -67,6 +69,9 @@ replaced rounds, and annotates a client pod it gives up on.
   resources: [configmaps]
   verbs: [create, get, list, delete]
 - apiGroups: [""]
+  resources: [secrets]
+  verbs: [create, get, list, update, delete]
+- apiGroups: [""]
   resources: [services, persistentvolumeclaims]
   verbs: [create, get]
 - apiGroups: [""]
@@ -86,15 +91,16 @@ replaced rounds, and annotates a client pod it gives up on.
 
 {{/*
 Reads across namespaces that a namespaced install still needs: the reconciler finds
-FederationSites in any namespace, and a training's client pods and manifests wherever its
-sites run them (writes there are granted by each site's fedfleet-site Role).
+FederationSites in any namespace, and a training's client pods, manifests and certificate
+Secrets wherever its sites run them (writes there are granted by each site's fedfleet-site
+Role). RBAC cannot narrow a list by label: this lets the operator read every Secret.
 */}}
 {{- define "fedfleet.crossNamespaceReads" -}}
 - apiGroups: [fedfleet.io]
   resources: [federationsites]
   verbs: [list]
 - apiGroups: [""]
-  resources: [pods, configmaps]
+  resources: [pods, configmaps, secrets]
   verbs: [list]
 {{- end -}}
 
