@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import shutil
@@ -166,3 +167,16 @@ def test_hadolint_finds_nothing() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_pods_default_to_the_image_the_hub_chart_passes() -> None:
+    """The Deployment's FEDFLEET_IMAGE is what a manifest without an image runs (api/pods.py)."""
+    env = dict(os.environ, FEDFLEET_IMAGE="registry.example.com/fedfleet:0.1.0-cuda")
+    code = (
+        "from fedfleet.api.pods import AggregatorSettings, PodSettings;"
+        "print(PodSettings().image, AggregatorSettings().image)"
+    )
+    shown = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True, timeout=60
+    ).stdout.split()
+    assert shown == ["registry.example.com/fedfleet:0.1.0-cuda"] * 2
