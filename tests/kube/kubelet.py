@@ -214,10 +214,11 @@ class Kubelet:
                     return str(directory) + text[len(mount_path) :]
             return text
 
-        command = list(container.get("command") or [])
-        if command[:1] == ["fedfleet"]:
-            command = [sys.executable, "-m", "fedfleet", *command[1:]]
-        argv = [local(a) for a in command + list(container.get("args") or [])]
+        # Paths in the pod spec are mapped; the interpreter that stands in for the image's
+        # `fedfleet` is not (it may itself live under a mount path such as /tmp).
+        argv = [local(a) for a in list(container.get("command") or []) + list(container.get("args") or [])]
+        if argv[:1] == ["fedfleet"]:
+            argv = [sys.executable, "-m", "fedfleet", *argv[1:]]
         env = dict(os.environ)
         for var in container.get("env") or []:
             if "value" in var:
