@@ -106,6 +106,18 @@ def test_aggregator_service_and_state_claim() -> None:
     claim = res.state_claim(REF, SPEC)
     assert claim is not None and claim["spec"]["resources"]["requests"]["storage"] == "1Gi"
     assert {"name": "state", "persistentVolumeClaim": {"claimName": "digits-state"}} in pod["spec"]["volumes"]
+    assert "model" not in {v["name"] for v in pod["spec"]["volumes"]}
+
+
+def test_the_aggregator_mounts_a_base_model_claim_read_only_where_the_source_points() -> None:
+    spec = SPEC.model_copy(
+        update={"aggregator": SPEC.aggregator.model_copy(update={"model_volume_claim": "base-models"})}
+    )
+    pod = res.aggregator_pod(REF, spec)
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    assert volumes["model"]["persistentVolumeClaim"] == {"claimName": "base-models", "readOnly": True}
+    mounts = {m["name"]: m for m in pod["spec"]["containers"][0]["volumeMounts"]}
+    assert mounts["model"] == {"name": "model", "mountPath": "/data", "readOnly": True}
 
 
 def test_each_pod_mounts_only_its_own_certificate_read_only_and_is_told_where_it_is() -> None:

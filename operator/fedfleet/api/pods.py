@@ -40,3 +40,13 @@ class AggregatorSettings(PodSettings):
     state_volume_size: str = Field(
         default="", description="Size of a state PersistentVolumeClaim; empty: emptyDir."
     )
+    model_volume_claim: str = Field(
+        default="",
+        description=(
+            "An existing PersistentVolumeClaim (training's namespace) with the base model, mounted "
+            "read-only at modelMountPath, for tasks that build the initial model from spec.model.source."
+        ),
+    )
+    model_mount_path: str = Field(
+        default="/data", pattern=r"^/", description="Where modelVolumeClaim is mounted in the aggregator."
+    )

@@ -212,6 +212,16 @@ def aggregator_pod(ref: TrainingRef, spec: FederatedTrainingSpec) -> Object:
         if settings.state_volume_size
         else {"emptyDir": {}}
     )
+    model_mounts: list[Object] = []
+    model_volumes: list[Object] = []
+    if settings.model_volume_claim:  # e.g. a LoRA base's config.json at spec.model.source
+        model_mounts = [{"name": "model", "mountPath": settings.model_mount_path, "readOnly": True}]
+        model_volumes = [
+            {
+                "name": "model",
+                "persistentVolumeClaim": {"claimName": settings.model_volume_claim, "readOnly": True},
+            }
+        ]
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -249,6 +259,7 @@ def aggregator_pod(ref: TrainingRef, spec: FederatedTrainingSpec) -> Object:
                         {"name": "state", "mountPath": STATE_PATH},
                         {"name": "tls", "mountPath": TLS_PATH, "readOnly": True},
                         {"name": "lineage", "mountPath": LINEAGE_PATH, "readOnly": True},
+                        *model_mounts,
                     ],
                 )
                 | {
@@ -263,6 +274,7 @@ def aggregator_pod(ref: TrainingRef, spec: FederatedTrainingSpec) -> Object:
                 {"name": "tmp", "emptyDir": {}},
                 secret_volume("tls", tls_secret_name(ref.name, "aggregator")),
                 secret_volume("lineage", lineage_secret_name(ref.name)),
+                *model_volumes,
             ],
         },
     }
