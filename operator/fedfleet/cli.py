@@ -187,15 +187,15 @@ def _client(args: argparse.Namespace) -> int:
     )
 
     training = load_training(args.manifest)
+    log = logs.get_logger(component="client", client=args.client_id, site=args.site)
     try:
         check_base_model(training.spec, args.allowed_base_digest)
     except PolicyRefusal as refusal:  # before torch, data or the network: nothing to retry
-        logs.get_logger(component="client", client=args.client_id).error(
-            "client.policy_refused", reason=str(refusal)
-        )
+        log.error("client.policy_refused", reason=str(refusal))
         write_termination_message(str(refusal))
         return REFUSED_EXIT_CODE
     from fedfleet.client.app import ClientOptions, SiteClient  # torch: only once the site agrees
+    from fedfleet.tasks.base import TaskError
 
     options = ClientOptions(
         args.aggregator,
@@ -210,7 +210,14 @@ def _client(args: argparse.Namespace) -> int:
         tls_files(args.tls_cert, args.tls_key, args.tls_ca),
         args.tls_server_name,
     )
-    return SiteClient(training, options).run()
+    try:
+        client = SiteClient(training, options)
+    except TaskError as err:  # this site cannot run the task as configured (data, base model pin)
+        log.error("client.task_refused", reason=str(err))
+        write_termination_message(str(err))
+        print(f"fedfleet: {err}", file=sys.stderr)
+        return REFUSED_EXIT_CODE
+    return client.run()
 
 
 def _lineage(args: argparse.Namespace) -> int:

@@ -6,9 +6,11 @@ The base model is a tiny random Llama built in the test (`tiny_lm`), so nothing 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import huggingface_hub.constants
@@ -17,6 +19,7 @@ import pytest
 import torch
 from fedfleet.api.training import FederatedTraining, ModelSpec, TaskSpec
 from fedfleet.models import ModelSourceError, initial_weights
+from fedfleet.provenance.policy import REFUSED_EXIT_CODE
 from fedfleet.tasks.base import SiteContext, TaskError, load_task
 from fedfleet.tasks.pretrained import base_model_digest
 from safetensors.numpy import load_file
@@ -112,6 +115,34 @@ def test_weights_other_than_the_pinned_digest_are_refused(base: Path) -> None:
 
     with pytest.raises(TaskError, match=rf"spec.model.digest: the base model must be pinned; .* {actual}"):
         load_task(*lora_task(base, "")).build_model(0)
+
+
+def test_a_client_process_given_other_weights_refuses_once_with_the_reason(
+    base: Path, tmp_path: Path
+) -> None:
+    """Exit 78 (a refusal the operator does not retry), the reason on stderr and as the pod's
+    termination message, and no traceback."""
+    pinned = "sha256:" + "0" * 64
+    write_site_text(tmp_path / "text", ["site-a"], count=20)
+    manifest = write_manifest(
+        tmp_path / "llm.yaml",
+        task={"name": "causal-lm-lora", "config": LORA | {"data": str(tmp_path / "text" / "{site}")}},
+        model={"source": str(base), "digest": pinned},
+    )
+    termination = tmp_path / "termination-log"
+    client = ["client", "--manifest", str(manifest), "--aggregator", "127.0.0.1:1"]
+    done = subprocess.run(
+        [sys.executable, "-m", "fedfleet", *client, "--site", "site-a", "--client-id", "site-a-0"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=os.environ | {"FEDFLEET_TERMINATION_LOG": str(termination)},
+    )
+    assert done.returncode == REFUSED_EXIT_CODE, done.stderr
+    assert "Traceback" not in done.stderr
+    assert f"fedfleet: spec.model.digest: the base model in {base}" in done.stderr and pinned in done.stderr
+    assert termination.read_text().startswith("spec.model.digest:")
 
 
 def test_the_digest_is_the_sha256_of_the_sha256sum_listing_of_the_weight_files(base: Path) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 from fedfleet.api.training import RetrySpec
 from fedfleet.controller.core import restart_delay
 from fedfleet.logs import get_logger
+from fedfleet.provenance.policy import REFUSED_EXIT_CODE
 
 log = get_logger(component="local")
 
@@ -61,10 +62,12 @@ class Supervised:
         code = self.process.returncode
         self.process = None
         self.exit_codes.append(code)
-        delay = restart_delay(self.retry, self.starts) if self.restartable else None
+        # a refusal (the site's policy or the task's configuration) would only repeat itself
+        refused = code == REFUSED_EXIT_CODE
+        delay = restart_delay(self.retry, self.starts) if self.restartable and not refused else None
         if delay is None:
             self.given_up = True
-            log.error("process.given_up", name=self.name, exit_code=code, starts=self.starts)
+            log.error("process.given_up", name=self.name, exit_code=code, starts=self.starts, refused=refused)
         else:
             self.next_start = time.monotonic() + delay
             log.warning(
