@@ -148,6 +148,7 @@ class TestApiServer(kmock.KubernetesEmulator):
     _versions: Any = attrs.field(factory=lambda: itertools.count(1000), init=False)
     calls: list[Call] = attrs.field(factory=list, init=False)
     custom: dict[Any, CustomResource] = attrs.field(factory=dict, init=False)
+    _in_flight: set[int] = attrs.field(factory=set, init=False)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -288,6 +289,18 @@ class TestApiServer(kmock.KubernetesEmulator):
 
     # -- request handling --------------------------------------------------------------------
     async def _handle(self, request: Any) -> aiohttp.web.StreamResponse:
+        # kmock keeps every request and routes each new one by scanning that whole history:
+        # quadratic in a long test. Nothing reads it here (`calls` is our record), so the
+        # history keeps only the requests still being served (kmock appends a request just
+        # before handing it here, with nothing running in between).
+        self._in_flight.add(id(request))
+        self._requests[:] = [r for r in self._requests if id(r) in self._in_flight]
+        try:
+            return await self._serve(request)
+        finally:
+            self._in_flight.discard(id(request))
+
+    async def _serve(self, request: Any) -> aiohttp.web.StreamResponse:
         self._record(request)
         if request.resource is None or request.resource.plural is None:
             return await super()._handle(request)
