@@ -16,6 +16,7 @@ from tests.controller.cluster import Cluster, site, start_operator, training_man
 from tests.dataplane.harness import free_port
 from tests.kube.fixtures import start_kubelet
 from tests.kube.kubelet import Kubelet
+from tests.privacy.test_budget_core import DELTA, library_epsilon
 
 SITES = ["site-a", "site-b", "site-c"]
 
@@ -192,7 +193,10 @@ SLOW_TASK = {"name": "digits-mlp", "config": {"hidden": 16, "localEpochs": 60}}
 @needs_test_kubelet
 def test_an_operator_killed_mid_round_resumes_without_duplicates(fleet_factory: Any, kube_api: Any) -> None:
     fleet = fleet_factory()
-    fleet.cluster.apply(training_manifest("resume", free_port(), SITES, minClients=3, task=SLOW_TASK))
+    privacy = {"enabled": True, "clipNorm": 5.0, "noiseMultiplier": 1.0, "delta": DELTA}
+    fleet.cluster.apply(
+        training_manifest("resume", free_port(), SITES, minClients=3, task=SLOW_TASK, privacy=privacy)
+    )
 
     def round_two_training() -> bool:
         found = fleet.cluster.get("FederatedRound", "default", "resume-r0002")
@@ -206,6 +210,20 @@ def test_an_operator_killed_mid_round_resumes_without_duplicates(fleet_factory: 
     rounds = {r["metadata"]["name"]: r for r in fleet.cluster.items("FederatedRound", "default")}
     assert sorted(rounds) == ["resume-eval", "resume-r0001", "resume-r0002", "resume-r0003"]
     assert all(r["status"]["phase"] == "Succeeded" and r["spec"]["attempt"] == 1 for r in rounds.values())
+    # every released round charged once, across the restart: epsilon is dp-accounting's for 3 rounds
+    assert done["status"]["epsilon"] == pytest.approx(library_epsilon(1.0, 1.0, 3), rel=1e-9)
+    spent = [rounds[f"resume-r000{n}"]["status"]["epsilon"] for n in (1, 2, 3)]
+    assert spent == pytest.approx([library_epsilon(1.0, 1.0, n) for n in (1, 2, 3)], rel=1e-9)
+    header, row = subprocess.run(
+        ["kubectl", "--kubeconfig", str(fleet.cluster.kubeconfig), "get", "ft", "resume", "-n", "default"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout.splitlines()[:2]
+    assert float(row[header.index("EPSILON") :].split()[0]) == pytest.approx(
+        done["status"]["epsilon"], rel=1e-3
+    )
     if kube_api.kubeconfig == fleet.cluster.kubeconfig:  # the test server records every request
         pod_creates = [c for c in kube_api.calls if c.verb == "create" and c.resource == "pods"]
         round_creates = [c for c in kube_api.calls if c.verb == "create" and c.resource == "federatedrounds"]
