@@ -16,7 +16,7 @@ from tests.controller.cluster import Cluster, site, start_operator, training_man
 from tests.dataplane.harness import free_port
 from tests.kube.fixtures import start_kubelet
 from tests.kube.kubelet import Kubelet
-from tests.privacy.test_budget_core import DELTA, library_epsilon
+from tests.privacy.library import DELTA, library_epsilon
 
 SITES = ["site-a", "site-b", "site-c"]
 
@@ -211,9 +211,9 @@ def test_an_operator_killed_mid_round_resumes_without_duplicates(fleet_factory: 
     assert sorted(rounds) == ["resume-eval", "resume-r0001", "resume-r0002", "resume-r0003"]
     assert all(r["status"]["phase"] == "Succeeded" and r["spec"]["attempt"] == 1 for r in rounds.values())
     # every released round charged once, across the restart: epsilon is dp-accounting's for 3 rounds
-    assert done["status"]["epsilon"] == pytest.approx(library_epsilon(1.0, 1.0, 3), rel=1e-9)
+    assert done["status"]["epsilon"] == pytest.approx(library_epsilon([(1.0, 1.0)] * 3), rel=1e-9)
     spent = [rounds[f"resume-r000{n}"]["status"]["epsilon"] for n in (1, 2, 3)]
-    assert spent == pytest.approx([library_epsilon(1.0, 1.0, n) for n in (1, 2, 3)], rel=1e-9)
+    assert spent == pytest.approx([library_epsilon([(1.0, 1.0)] * n) for n in (1, 2, 3)], rel=1e-9)
     header, row = subprocess.run(
         ["kubectl", "--kubeconfig", str(fleet.cluster.kubeconfig), "get", "ft", "resume", "-n", "default"],
         capture_output=True,

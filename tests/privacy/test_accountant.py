@@ -3,22 +3,11 @@
 from __future__ import annotations
 
 import json
-from collections import Counter
 
-import dp_accounting
 import pytest
-from dp_accounting.rdp import RdpAccountant
 from fedfleet.privacy import PrivacyAccountant, RoundCharge, effective_noise_multiplier
 
-DELTA = 1e-5
-
-
-def library_epsilon(rounds: list[tuple[float, float]], delta: float = DELTA) -> float:
-    """The library's figure, composed directly from the same (q, z) rounds (equal ones counted)."""
-    acc = RdpAccountant()
-    for (q, z), count in Counter(rounds).items():
-        acc.compose(dp_accounting.PoissonSampledDpEvent(q, dp_accounting.GaussianDpEvent(z)), count)
-    return float(acc.get_epsilon(delta))
+from tests.privacy.library import DELTA, library_epsilon
 
 
 @pytest.mark.parametrize(("q", "z", "rounds"), [(0.05, 1.0, 12), (0.01, 0.8, 8), (1.0, 3.0, 20)])

@@ -9,14 +9,10 @@ from fedfleet.api import FederatedTrainingSpec, parse_training
 from fedfleet.controller.core import BUDGET_EXHAUSTED, Finish, Observation, StartRound, decide
 from fedfleet.privacy import NoiseMode, RoundPrivacy
 
+from tests.privacy.library import library_epsilon
+
 ALL = ("a-0", "b-0", "c-0", "d-0")
 Z, DELTA = 1.2, 1e-5
-
-
-def library_epsilon(q: float, z: float, rounds: int) -> float:
-    accountant = RdpAccountant()
-    accountant.compose(dp_accounting.PoissonSampledDpEvent(q, dp_accounting.GaussianDpEvent(z)), rounds)
-    return float(accountant.get_epsilon(DELTA))
 
 
 def spec(budget: float, mode: NoiseMode = "central", min_clients: int = 4) -> FederatedTrainingSpec:
@@ -49,7 +45,7 @@ def released(k: int, mode: NoiseMode = "central", survivors: int = 4) -> tuple[R
 
 def test_exactly_the_rounds_the_budget_allows_run() -> None:
     k = 3
-    budget = (library_epsilon(1.0, Z, k) + library_epsilon(1.0, Z, k + 1)) / 2
+    budget = (library_epsilon([(1.0, Z)] * k) + library_epsilon([(1.0, Z)] * (k + 1))) / 2
     s = spec(budget)
     for done in range(k):  # rounds 1..k fit
         obs = Observation(done, ALL, 4, released=released(done))
@@ -65,7 +61,7 @@ def test_distributed_rounds_are_checked_at_min_clients_survivors_and_charged_as_
     # One released round that lost a client: charged z sqrt(3/4), not z.
     dropped = released(1, "distributed", survivors=3)
     assert dropped[0].effective_noise_multiplier == Z * (3 / 4) ** 0.5
-    one_lossy = library_epsilon(1.0, Z * (3 / 4) ** 0.5, 1)
+    one_lossy = library_epsilon([(1.0, Z * (3 / 4) ** 0.5)])
     # The next round is checked as if only minClients=3 of 4 survive.
     worst_two = RdpAccountant()
     event = dp_accounting.PoissonSampledDpEvent(1.0, dp_accounting.GaussianDpEvent(Z * (3 / 4) ** 0.5))

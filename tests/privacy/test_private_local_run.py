@@ -7,22 +7,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-import dp_accounting
-from dp_accounting.rdp import RdpAccountant
-
 from tests.dataplane.harness import write_manifest
 from tests.local.test_local_run import finish, local_run
+from tests.privacy.library import library_epsilon
 
 C, Z, DELTA = 1.0, 1.5, 1e-5
 TASK = {"name": "digits-mlp", "config": {"hidden": 16, "localEpochs": 2}}
-
-
-def library_epsilon(q: float, z: float, rounds: int) -> float:
-    """dp-accounting's own figure, without our accountant: `rounds` Poisson-sampled Gaussians."""
-    accountant = RdpAccountant()
-    event = dp_accounting.PoissonSampledDpEvent(q, dp_accounting.GaussianDpEvent(z))
-    accountant.compose(event, rounds)
-    return float(accountant.get_epsilon(DELTA))
 
 
 def run(tmp_path: Path, name: str, privacy: dict[str, Any], **spec: Any) -> dict[str, Any]:
@@ -53,7 +43,7 @@ def clipped_norms(logs: Path) -> list[float]:
 
 def test_the_budget_stops_the_training_after_exactly_the_rounds_it_allows(tmp_path: Path) -> None:
     """Budget between epsilon(2 rounds) and epsilon(3): 2 rounds run, the 3rd would exceed it."""
-    two, three = library_epsilon(1.0, Z, 2), library_epsilon(1.0, Z, 3)
+    two, three = library_epsilon([(1.0, Z)] * 2), library_epsilon([(1.0, Z)] * 3)
     budget = (two + three) / 2
     metrics = run(
         tmp_path,
@@ -67,7 +57,7 @@ def test_the_budget_stops_the_training_after_exactly_the_rounds_it_allows(tmp_pa
     assert metrics["final"]["stop_reason"] == "PrivacyBudgetExhausted"
     assert "stopped after 2 of 5 rounds" in metrics["final"]["stop_message"]
     # q = 3 participants / 3 clients; the status figure is dp-accounting's for (q, z, rounds)
-    assert [r["epsilon"] for r in rounds] == [library_epsilon(1.0, Z, 1), two]
+    assert [r["epsilon"] for r in rounds] == [library_epsilon([(1.0, Z)]), two]
     assert metrics["final"]["epsilon"] == two <= budget
     assert metrics["final"]["eval_accuracy"] is not None, "the stopped model is still evaluated"
     assert "PrivacyBudgetExhausted" in metrics["output"]
@@ -84,6 +74,6 @@ def test_distributed_noise_under_secure_aggregation_is_charged_as_configured(tmp
     assert [r["round"] for r in rounds] == [1, 2] and metrics["final"]["stop_reason"] == ""
     assert [r["privacy"]["effectiveNoiseMultiplier"] for r in rounds] == [Z, Z]  # no dropouts
     assert [r["privacy"]["maxUpdateNorm"] for r in rounds] == [-1.0, -1.0]  # masked: unseen
-    assert [r["epsilon"] for r in rounds] == [library_epsilon(1.0, Z, 1), library_epsilon(1.0, Z, 2)]
+    assert [r["epsilon"] for r in rounds] == [library_epsilon([(1.0, Z)]), library_epsilon([(1.0, Z)] * 2)]
     norms = clipped_norms(tmp_path / "distributed" / "logs")
     assert len(norms) == 3 * 2 and max(norms) <= C
