@@ -36,13 +36,17 @@ def iter_chunks(weights: Weights, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Ite
                 shape=list(array.shape),
                 offset=offset,
                 data=data,
-                crc32=zlib.crc32(data),
+                crc32=checksum(data),
             )
 
 
+def checksum(data: bytes, scales: bytes = b"") -> int:
+    """A chunk's CRC32: over data, then scales (empty unless the chunk is quantized)."""
+    return zlib.crc32(scales, zlib.crc32(data))
+
+
 def verify_crc(chunk: pb.TensorChunk) -> None:
-    """CRC32 over data, then scales (empty unless the chunk is quantized)."""
-    if zlib.crc32(chunk.scales, zlib.crc32(chunk.data)) != chunk.crc32:
+    if checksum(chunk.data, chunk.scales) != chunk.crc32:
         raise Refusal(
             "DATA_LOSS", f"tensor {chunk.name!r}: checksum mismatch in chunk at byte {chunk.offset}"
         )

@@ -15,12 +15,11 @@ SecAgg+ encoder quantizes to `bits` over the fixed range [-clipRange, clipRange]
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Iterator
 
 import numpy as np
 
-from fedfleet.chunks import DEFAULT_CHUNK_BYTES, iter_chunks
+from fedfleet.chunks import DEFAULT_CHUNK_BYTES, checksum, iter_chunks
 from fedfleet.refusal import Refusal
 from fedfleet.v1 import aggregator_pb2 as pb
 
@@ -117,7 +116,7 @@ def iter_quantized_chunks(
                 shape=list(array.shape),
                 offset=4 * first,
                 data=data,
-                crc32=zlib.crc32(raw_scales, zlib.crc32(data)),
+                crc32=checksum(data, raw_scales),
                 block_values=block,
                 scales=raw_scales,
                 values=len(part),

@@ -8,12 +8,12 @@ updates: whatever was refused left no trace.
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Callable
 
 import grpc
 import numpy as np
 import pytest
+from fedfleet.chunks import checksum
 from fedfleet.compression import iter_quantized_chunks
 from fedfleet.v1 import aggregator_pb2 as pb
 
@@ -37,7 +37,7 @@ def q8(update: dict[str, np.ndarray]) -> list[pb.TensorChunk]:
 
 
 def resum(chunk: pb.TensorChunk) -> None:
-    chunk.crc32 = zlib.crc32(chunk.scales, zlib.crc32(chunk.data))
+    chunk.crc32 = checksum(chunk.data, chunk.scales)
 
 
 def mangle(kind: str) -> Callable[[list[pb.TensorChunk]], list[pb.TensorChunk]]:
