@@ -41,6 +41,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     _add_log_args(run)
 
+    plan = commands.add_parser(
+        "plan", help="check a manifest and forecast it (DP budget, bytes per round) before running it"
+    )
+    plan.add_argument("manifest", type=Path)
+    plan.add_argument(
+        "--kubeconfig",
+        type=Path,
+        default=None,
+        help="also check the sites on this cluster (claims, GPUs, RBAC)",
+    )
+    _add_log_args(plan)
+
     agg = commands.add_parser("aggregator", help="serve one training's rounds over gRPC")
     agg.add_argument("--manifest", type=Path, required=True)
     agg.add_argument("--host", default="0.0.0.0")
@@ -123,13 +135,14 @@ def build_parser() -> argparse.ArgumentParser:
 def _local_run(args: argparse.Namespace) -> int:
     from fedfleet.local.report import print_table, write_metrics, write_plot
     from fedfleet.local.runner import LocalRunError, LocalRunner
-    from fedfleet.tasks.base import TaskError, load_task
+    from fedfleet.plan.checks import preflight
 
     training = load_training(args.manifest)
-    try:
-        load_task(training.spec.task)  # a bad task config fails here, not in every client
-    except TaskError as err:
-        raise ManifestError(f"{args.manifest}: {err}") from None
+    if not training.spec.sites.names:
+        raise ManifestError(
+            f"{args.manifest}: spec.sites: a local run needs site names (label selectors need a cluster)"
+        )
+    preflight(training, args.manifest, with_traffic=False).raise_errors()  # `fedfleet plan`'s checks
     out_dir = args.out or Path("out") / training.metadata.name
     try:
         runner = LocalRunner(
@@ -141,12 +154,28 @@ def _local_run(args: argparse.Namespace) -> int:
         )
         result = asyncio.run(runner.run())
     except LocalRunError as err:
-        print(f"fedfleet: training failed: {err} (logs: {out_dir / 'logs'})", file=sys.stderr)
+        logs_dir = out_dir / "logs"  # named only when the run got as far as writing them
+        where = f" (logs: {logs_dir})" if logs_dir.is_dir() else ""
+        print(f"fedfleet: training failed: {err}{where}", file=sys.stderr)
         return 1
     print_table(result)
     metrics, plot = write_metrics(result, out_dir), write_plot(result, out_dir)
     print(f"final model {result.model_digest} in {out_dir / 'state'}; metrics: {metrics}; plot: {plot}")
     return 0
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from fedfleet.plan.checks import preflight
+    from fedfleet.plan.render import render
+
+    training = load_training(args.manifest)
+    plan = preflight(training, args.manifest)
+    if args.kubeconfig is not None:
+        from fedfleet.plan.sites import check_sites
+
+        check_sites(plan, args.kubeconfig)
+    print(render(plan), file=sys.stdout if plan.ok else sys.stderr)
+    return 0 if plan.ok else 2
 
 
 def _aggregator(args: argparse.Namespace) -> int:
@@ -259,6 +288,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.configure(args.log_format, args.log_level)
     handlers = {
         "local": _local_run,
+        "plan": _plan,
         "aggregator": _aggregator,
         "client": _client,
         "lineage": _lineage,

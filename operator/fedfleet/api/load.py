@@ -6,8 +6,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
+from fedfleet.api.suggest import did_you_mean
 from fedfleet.api.training import FederatedTraining
 
 
@@ -25,7 +26,11 @@ def _field_path(loc: tuple[int | str, ...]) -> str:
     return ".".join(parts) or "(document)"
 
 
-def format_validation_error(err: ValidationError, source: str) -> str:
+def format_validation_error(
+    err: ValidationError, source: str, root: type[BaseModel] = FederatedTraining
+) -> str:
+    """One line per issue: `SOURCE: field.path: message`, with 'did you mean' for unknown keys
+    (`root` is the model the paths start from)."""
     lines = []
     for issue in err.errors(include_url=False):
         where = _field_path(tuple(issue["loc"]))
@@ -34,8 +39,20 @@ def format_validation_error(err: ValidationError, source: str) -> str:
         shown = (
             "" if issue["type"] in ("missing", "model_type") or isinstance(got, dict) else f" (got {got!r})"
         )
+        if issue["type"] == "extra_forbidden":
+            loc = [p for p in issue["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
+            shown = did_you_mean(root, loc) or shown
         lines.append(f"{source}: {where}: {message}{shown}")
     return "\n".join(lines)
+
+
+def yaml_error(path: Path, err: yaml.YAMLError) -> str:
+    """`FILE:LINE:COL: not valid YAML: problem`: PyYAML's own text names `<unicode string>`."""
+    mark = getattr(err, "problem_mark", None)
+    where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+    problem = getattr(err, "problem", None) or str(err)
+    context = getattr(err, "context", None)
+    return f"{where}: not valid YAML: {f'{context}: ' if context else ''}{problem}"
 
 
 def parse_training(document: Any, source: str = "manifest") -> FederatedTraining:
@@ -56,7 +73,7 @@ def load_training(path: str | Path) -> FederatedTraining:
     try:
         documents = [d for d in yaml.safe_load_all(text) if d is not None]
     except yaml.YAMLError as err:
-        raise ManifestError(f"{path}: not valid YAML: {err}") from None
+        raise ManifestError(yaml_error(path, err)) from None
     trainings = [d for d in documents if isinstance(d, dict) and d.get("kind") == "FederatedTraining"]
     if len(trainings) != 1:
         if len(documents) == 1:

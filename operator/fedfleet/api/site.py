@@ -37,7 +37,6 @@ class FederationSiteSpec(SpecModel):
         default_factory=dict,
         description="Labels on the site's client pods (e.g. kueue.x-k8s.io/queue-name); fedfleet's own win.",
     )
-    identity_secret: str = Field(default="", description="Secret with this site's client identity (mTLS).")
     policy: SitePolicy = Field(default_factory=SitePolicy)
 
     def allows(self, digest: str) -> bool:

@@ -121,7 +121,7 @@ def load_task(spec: TaskSpec, model: ModelSpec | None = None) -> Task[Any]:
         config = cls.Config.model_validate(spec.config)
     except ValidationError as err:
         raise TaskError(
-            format_validation_error(err, "spec.task.config").replace(
+            format_validation_error(err, "spec.task.config", cls.Config).replace(
                 "spec.task.config: ", "spec.task.config."
             )
         ) from None
