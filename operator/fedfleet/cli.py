@@ -39,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=Path, default=None, help="output directory (default: out/<training name>)")
     run.add_argument("--port", type=int, default=0, help="aggregator port (default: a free one)")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.add_argument(
+        "--force", action="store_true", help="continue checkpoints in --out that another spec made"
+    )
     _add_log_args(run)
 
     plan = commands.add_parser(
@@ -142,8 +145,18 @@ def _local_run(args: argparse.Namespace) -> int:
         raise ManifestError(
             f"{args.manifest}: spec.sites: a local run needs site names (label selectors need a cluster)"
         )
+    from fedfleet.local.failures import last_fatal_error
+    from fedfleet.local.state_guard import StateMismatch, check_state
+
     preflight(training, args.manifest, with_traffic=False).raise_errors()  # `fedfleet plan`'s checks
     out_dir = args.out or Path("out") / training.metadata.name
+    try:
+        resume = check_state(out_dir, training, args.force)
+    except StateMismatch as err:
+        print(f"fedfleet: {err}", file=sys.stderr)
+        return 2
+    if resume.completed_rounds:
+        print(f"fedfleet: {resume.message()} ({out_dir / 'state'})", file=sys.stderr)
     try:
         runner = LocalRunner(
             training,
@@ -156,7 +169,9 @@ def _local_run(args: argparse.Namespace) -> int:
     except LocalRunError as err:
         logs_dir = out_dir / "logs"  # named only when the run got as far as writing them
         where = f" (logs: {logs_dir})" if logs_dir.is_dir() else ""
-        print(f"fedfleet: training failed: {err}{where}", file=sys.stderr)
+        cause = last_fatal_error(logs_dir)  # what made the processes fail, not only that they did
+        reason = f"{err}; {cause}" if cause and cause not in str(err) else str(err)
+        print(f"fedfleet: training failed: {reason}{where}", file=sys.stderr)
         return 1
     print_table(result)
     metrics, plot = write_metrics(result, out_dir), write_plot(result, out_dir)
