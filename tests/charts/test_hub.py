@@ -6,7 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from fedfleet.api import parse_training
 from fedfleet.cli import build_parser
+from fedfleet.controller import resources as res
 
 from tests.charts.render import HUB, Object, load_values, of_kind, render, variant_id, variants
 
@@ -118,7 +120,30 @@ def test_metrics_service_monitor_and_budget_select_the_operator(values: Path | N
     assert [p["targetPort"] for p in service["spec"]["ports"]] == ["metrics"] and "metrics" in ports
     budget = of_kind(objs, "PodDisruptionBudget")[0]["spec"]
     assert budget["selector"]["matchLabels"].items() <= pod_labels.items() and budget["maxUnavailable"] == 1
-    for monitor in of_kind(objs, "ServiceMonitor"):
+    for monitor in of_kind(objs, "ServiceMonitor")[:1]:
+        assert monitor["metadata"]["name"] == "fedfleet"
         assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
         assert [e["port"] for e in monitor["spec"]["endpoints"]] == [service["spec"]["ports"][0]["name"]]
         assert monitor["metadata"]["labels"]["release"] == "prometheus"
+
+
+@pytest.mark.parametrize("namespaces", [[], ["team-a", "team-b"]], ids=["cluster-wide", "namespaced"])
+def test_a_service_monitor_scrapes_every_aggregator_the_operator_creates(namespaces: list[str]) -> None:
+    objs = render(HUB, {"namespaces": namespaces, "metrics": {"serviceMonitor": {"enabled": True}}})
+    monitor = next(
+        m for m in of_kind(objs, "ServiceMonitor") if m["metadata"]["name"].endswith("-aggregators")
+    )
+    spec = parse_training(
+        {
+            "apiVersion": "fedfleet.io/v1alpha1",
+            "kind": "FederatedTraining",
+            "metadata": {"name": "t"},
+            "spec": {"task": {"name": "digits-mlp"}, "rounds": 1, "sites": {"names": ["a"]}},
+        }
+    ).spec
+    service = res.aggregator_service(res.TrainingRef("t", "team-a", "uid"), spec)
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert [e["port"] for e in monitor["spec"]["endpoints"]] == ["metrics"]
+    assert "metrics" in {p["name"] for p in service["spec"]["ports"]}
+    expected = {"matchNames": namespaces} if namespaces else {"any": True}
+    assert monitor["spec"]["namespaceSelector"] == expected

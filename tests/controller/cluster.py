@@ -17,6 +17,7 @@ from typing import Any
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
+from tests.dataplane.harness import free_port
 from tests.kube.fixtures import operator_kubeconfig
 
 GROUP, VERSION = "fedfleet.io", "v1alpha1"
@@ -147,7 +148,8 @@ def training_manifest(name: str, port: int, sites: list[str], **spec: Any) -> Ob
         "minClients": 2,
         "roundTimeoutSeconds": 60,
         "retry": {"maxAttempts": 3, "backoffSeconds": 0.2, "maxRoundAttempts": 2},
-        "aggregator": {"port": port},
+        # every test pod shares the loopback: each aggregator needs its own metrics port too
+        "aggregator": {"port": port, "metricsPort": free_port()},
     }
     return {
         "apiVersion": f"{GROUP}/{VERSION}",

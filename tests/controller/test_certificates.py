@@ -7,6 +7,7 @@ import base64
 import datetime
 
 import pytest
+from cryptography import x509
 from fedfleet.api.load import parse_training
 from fedfleet.api.site import FederationSiteSpec
 from fedfleet.controller import resources as res
@@ -14,6 +15,7 @@ from fedfleet.controller.certificates import CertificateError, Certificates
 from fedfleet.controller.kube import Kube
 from fedfleet.identity.ca import Bundle, Issuer, identity_of
 from fedfleet.identity.names import Identity
+from fedfleet.identity.rotation import TrustState
 from kubernetes import config
 
 from tests.controller.cluster import training_manifest
@@ -58,6 +60,8 @@ async def test_every_identity_gets_a_tls_secret_where_its_pod_runs(
     calls = len(kube_api.calls)
     assert await certificates.ensure(REF, spec(), SITES) == controller
     assert len(kube_api.calls) == calls  # checked a moment ago: the next pass costs no API call
+    listed = {c.namespace for c in kube_api.calls if (c.verb, c.resource) == ("list", "secrets")}
+    assert listed == {"default", "hospital"}  # per namespace: never every Secret in the cluster
     found = await secrets(kube)
     assert sorted(found) == [
         ("default", "llm-aggregator-tls"),
@@ -137,3 +141,65 @@ async def test_tls_settings_a_cluster_cannot_honour_are_refused(
     with pytest.raises(CertificateError, match=message.replace(".", r"\.").replace("`", "`")):
         await Certificates(kube).ensure(REF, spec(**tls), SITES)
     assert await secrets(kube) == {}
+
+
+async def test_a_ca_running_out_is_rotated_with_overlap_through_the_secrets(kube: Kube) -> None:
+    """Step by step, each waiting for the kubelet to refresh every pod's volume: the new CA joins
+    every ca.crt (leaves kept), then issues every leaf (both CAs still trusted), then the old
+    one leaves the bundle. A restarted operator continues from the CA's Secret."""
+    clock = [datetime.datetime.now(datetime.UTC).timestamp()]
+    certificates = Certificates(kube, check_seconds=0, settle_seconds=300, clock=lambda: clock[0])
+    await certificates.ensure(REF, spec(), SITES)
+    first = await secrets(kube)
+    old = Issuer.generate(
+        "default/llm fedfleet CA", 365 * DAY, now=datetime.datetime.now(datetime.UTC) - 300 * DAY
+    )
+    steady = TrustState(old)  # as if the operator had issued everything from `old` long ago
+    start = {}
+    for key, found in first.items():
+        if key[1].endswith("-tls"):
+            cert = bundle(found).certificate
+            names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+            leaf = steady.signer.issue(identity_of(cert), DAY, tuple(names.get_values_for_type(x509.DNSName)))
+            start[key] = found | {"data": leaf.secret_data()}
+        elif key[1] == "llm-ca":
+            start[key] = found | {"data": steady.secret_data()}
+    for (namespace, name), secret in start.items():
+        await kube.request("PUT", f"/api/v1/namespaces/{namespace}/secrets/{name}", secret)
+    leaves = [k for k in start if k[1].endswith("-tls")]
+
+    def cas(secret: dict[str, object]) -> list[x509.Certificate]:
+        return x509.load_pem_x509_certificates(bundle(secret).ca_pem)
+
+    await certificates.ensure(REF, spec(), SITES)
+    introduced = await secrets(kube)
+    new = TrustState.from_secret_data(introduced[("default", "llm-ca")]["data"]).next
+    assert new is not None
+    for key in leaves:
+        assert cas(introduced[key]) == [old.cert, new.cert]
+        assert bundle(introduced[key]).cert_pem == bundle(start[key]).cert_pem  # same leaf, new trust
+    assert bundle(introduced[("default", "llm-ca")]).cert_pem == old.cert_pem  # the old CA still issues
+
+    clock[0] += 299
+    await Certificates(kube, check_seconds=0, settle_seconds=300, clock=lambda: clock[0]).ensure(
+        REF, spec(), SITES
+    )
+    assert await secrets(kube) == introduced  # not yet: some kubelet may not have refreshed
+
+    clock[0] += 1
+    await Certificates(kube, check_seconds=0, settle_seconds=300, clock=lambda: clock[0]).ensure(
+        REF, spec(), SITES
+    )
+    switched = await secrets(kube)
+    for key in leaves:
+        bundle(switched[key]).certificate.verify_directly_issued_by(new.cert)
+        assert cas(switched[key]) == [new.cert, old.cert]
+
+    clock[0] += 300
+    controller = await certificates.ensure(REF, spec(), SITES)
+    done = await secrets(kube)
+    for key in leaves:
+        assert cas(done[key]) == [new.cert]
+        assert bundle(done[key]).cert_pem == bundle(switched[key]).cert_pem
+    controller.certificate.verify_directly_issued_by(new.cert)
+    assert x509.load_pem_x509_certificates(controller.ca_pem) == [new.cert]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -137,6 +138,10 @@ def test_a_training_runs_to_success_with_a_client_retried_and_kubectl_shows_it(
             "client site-b-0 started again (attempt 3 of 3)",
         ]
     assert {"RoundStarted", "RoundSucceeded", "TrainingSucceeded"} <= {r for r, _ in events}
+    if not REAL_CLUSTER:  # the test kubelet's pods listen on the test's loopback
+        port = done["spec"]["aggregator"]["metricsPort"]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as scraped:
+            assert "fedfleet_aggregator_auth_refusals_total" in scraped.read().decode()
 
     # every hop was mTLS with the identities the operator issued: one Secret per pod, mounted
     secrets = {

@@ -140,3 +140,25 @@ def test_each_pod_mounts_only_its_own_certificate_read_only_and_is_told_where_it
     assert secrets == ["digits-a-1-tls"]
     args = " ".join(client["spec"]["containers"][0]["args"])
     assert "--tls-ca /var/run/fedfleet/tls/ca.crt --tls-server-name digits-aggregator.hub.svc" in args
+
+
+def test_the_aggregator_serves_metrics_where_prometheus_looks() -> None:
+    pod = res.aggregator_pod(REF, SPEC)
+    container = pod["spec"]["containers"][0]
+    args = container["args"]
+    assert args[args.index("--metrics-port") + 1] == "9090"
+    assert {"name": "metrics", "containerPort": 9090} in container["ports"]
+    assert pod["metadata"]["annotations"] == {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": "9090",
+        "prometheus.io/path": "/metrics",
+    }
+    service = res.aggregator_service(REF, SPEC)
+    assert {"name": "metrics", "port": 9090, "targetPort": 9090, "appProtocol": "http"} in service["spec"][
+        "ports"
+    ]
+
+
+def test_the_metrics_port_cannot_be_the_grpc_port() -> None:
+    with pytest.raises(ValueError, match="metricsPort 6000 is also the gRPC port"):
+        SPEC.aggregator.model_validate({"port": 6000, "metricsPort": 6000})

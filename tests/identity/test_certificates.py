@@ -9,7 +9,7 @@ from cryptography import x509
 from fedfleet.identity.ca import Issuer, IssuerError, identity_of
 from fedfleet.identity.names import Identity, IdentityError, aggregator_dns_names
 from fedfleet.identity.peer import AuthRefusal, peer_identity
-from fedfleet.identity.rotation import renewal_reason
+from fedfleet.identity.rotation import TrustState, advance, current_bundle, renewal_reason
 
 from tests.identity.pki import DAY
 
@@ -68,22 +68,22 @@ def test_a_certificate_is_renewed_once_less_than_a_third_of_its_life_is_left() -
     ca = Issuer.generate("ca", 30 * DAY)
     now = datetime.datetime.now(datetime.UTC)
     fresh = ca.issue(CLIENT, 3 * DAY)
-    assert renewal_reason(fresh, CLIENT, ca.trust_pem) is None
-    assert renewal_reason(fresh, CLIENT, ca.trust_pem, now=now + 1.9 * DAY) is None
-    reason = renewal_reason(fresh, CLIENT, ca.trust_pem, now=now + 2.1 * DAY)
+    assert renewal_reason(fresh, CLIENT, ca.cert) is None
+    assert renewal_reason(fresh, CLIENT, ca.cert, now=now + 1.9 * DAY) is None
+    reason = renewal_reason(fresh, CLIENT, ca.cert, now=now + 2.1 * DAY)
     assert reason is not None and reason.startswith("expires at")
     expired = ca.issue(CLIENT, DAY, now=now - 2 * DAY)
-    assert str(renewal_reason(expired, CLIENT, ca.trust_pem)).startswith("expired at")
+    assert str(renewal_reason(expired, CLIENT, ca.cert)).startswith("expired at")
 
 
 def test_a_certificate_is_renewed_when_it_no_longer_matches_what_would_be_issued() -> None:
     ca, other = Issuer.generate("ca", 30 * DAY), Issuer.generate("other", 30 * DAY)
     bundle = ca.issue(CLIENT, DAY)
-    assert renewal_reason(None, CLIENT, ca.trust_pem) == "missing"
-    assert renewal_reason(bundle, CLIENT, other.trust_pem) == "issued under another CA"
+    assert renewal_reason(None, CLIENT, ca.cert) == "missing"
+    assert renewal_reason(bundle, CLIENT, other.cert) == "issued under another CA"
     moved = Identity.of_client("team-a", "llm", "hospital-2", "hospital-1-0")
-    assert str(renewal_reason(bundle, moved, ca.trust_pem)).startswith("identity is spiffe://")
-    assert str(renewal_reason(bundle, CLIENT, ca.trust_pem, ("x.svc",))).startswith("DNS names are []")
+    assert str(renewal_reason(bundle, moved, ca.cert)).startswith("identity is spiffe://")
+    assert str(renewal_reason(bundle, CLIENT, ca.cert, ("x.svc",))).startswith("DNS names are []")
 
 
 def test_a_user_issuer_must_be_a_ca_with_its_own_key() -> None:
@@ -109,3 +109,60 @@ def test_a_call_without_a_fedfleet_identity_is_unauthenticated() -> None:
     assert (anonymous.value.code, anonymous.value.reason) == ("UNAUTHENTICATED", "no_identity")
     assert "0 URI SANs" in anonymous.value.message
     assert peer_identity({"x509_pem_cert": [ca.issue(CLIENT, DAY).cert_pem]}) == CLIENT
+
+
+def pems(bundle: bytes) -> list[x509.Certificate]:
+    return x509.load_pem_x509_certificates(bundle)
+
+
+def test_a_ca_rotation_trusts_old_and_new_until_every_pod_has_the_new_leaf() -> None:
+    now = datetime.datetime.now(datetime.UTC)
+    old = Issuer.generate("old", 30 * DAY, now=now - 25 * DAY)  # a sixth of its life left: due
+    new = Issuer.generate("new", 30 * DAY)
+    t, settle = now.timestamp(), 300.0
+    steady = TrustState(old, changed_at=t - 10 * settle)
+
+    introduced, why = advance(steady, t, settle, lambda: new)
+    assert why is not None and "trusted beside it" in why
+    assert introduced.issuer is old and pems(introduced.bundle) == [old.cert, new.cert]
+    assert advance(introduced, t + settle - 1, settle, lambda: new) == (introduced, None)  # still settling
+
+    switched, why = advance(introduced, t + settle, settle, lambda: new)
+    assert why is not None and "issues from now on" in why
+    assert switched.issuer.cert == new.cert and pems(switched.bundle) == [new.cert, old.cert]
+    assert advance(switched, t + 2 * settle - 1, settle, lambda: new)[1] is None
+
+    done, why = advance(switched, t + 2 * settle, settle, lambda: new)
+    assert why is not None and "old CA is dropped" in why
+    assert pems(done.bundle) == [new.cert]
+    assert advance(done, t + 99 * settle, settle, lambda: new)[1] is None
+    # the operator keeps the state in the CA's Secret; a restarted operator reads it back
+    for state in (introduced, switched, done):
+        again = TrustState.from_secret_data(state.secret_data())
+        assert (again.issuer.cert, again.bundle, again.changed_at) == (
+            state.issuer.cert,
+            state.bundle,
+            state.changed_at,
+        )
+
+
+def test_an_expired_ca_is_replaced_at_once_as_nothing_trusts_it_any_more() -> None:
+    now = datetime.datetime.now(datetime.UTC)
+    gone = Issuer.generate("gone", DAY, now=now - 2 * DAY)
+    new = Issuer.generate("new", 30 * DAY)
+    state, why = advance(TrustState(gone, changed_at=now.timestamp()), now.timestamp(), 300, lambda: new)
+    assert why is not None and "expired" in why and pems(state.bundle) == [new.cert]
+
+
+def test_only_a_changed_trust_bundle_keeps_the_leaf_and_its_key() -> None:
+    now = datetime.datetime.now(datetime.UTC)
+    old = Issuer.generate("old", 30 * DAY, now=now - 25 * DAY)
+    leaf = old.issue(CLIENT, DAY)
+    introduced, _ = advance(TrustState(old), now.timestamp(), 300, lambda: Issuer.generate("new", 30 * DAY))
+    kept = current_bundle(leaf, introduced.signer, CLIENT, DAY)
+    assert (kept.cert_pem, kept.key_pem) == (leaf.cert_pem, leaf.key_pem) and kept.ca_pem == introduced.bundle
+    assert current_bundle(kept, introduced.signer, CLIENT, DAY) is kept  # nothing to write
+    switched, _ = advance(introduced, now.timestamp() + 300, 300, lambda: Issuer.generate("x", DAY))
+    fresh = current_bundle(kept, switched.signer, CLIENT, DAY)
+    fresh.certificate.verify_directly_issued_by(switched.issuer.cert)
+    assert fresh.ca_pem == switched.bundle

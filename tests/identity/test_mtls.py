@@ -3,6 +3,7 @@ presenting certificates issued by fedfleet.identity. Every refusal is logged and
 
 from __future__ import annotations
 
+import datetime
 import json
 import re
 import subprocess
@@ -15,13 +16,24 @@ from pathlib import Path
 import grpc
 import pytest
 from fedfleet.client.connection import AggregatorConnection
-from fedfleet.identity.ca import Bundle
+from fedfleet.identity.ca import Bundle, Issuer
 from fedfleet.identity.files import TlsFiles
+from fedfleet.identity.names import Identity, aggregator_dns_names
+from fedfleet.identity.rotation import TrustState, advance, current_bundle
 from fedfleet.v1 import aggregator_pb2 as pb
 from fedfleet.v1 import aggregator_pb2_grpc as pb_grpc
 
 from tests.dataplane.harness import Aggregator, free_port, open_channel, write_manifest
-from tests.identity.pki import SERVER_NAME, TRAINING, Pki, credentials, tls_flags, write_bundle
+from tests.identity.pki import (
+    DAY,
+    NAMESPACE,
+    SERVER_NAME,
+    TRAINING,
+    Pki,
+    credentials,
+    tls_flags,
+    write_bundle,
+)
 
 PARTICIPANTS = ["site-a-0", "site-b-0"]
 
@@ -251,3 +263,76 @@ def test_rotated_certificate_files_take_effect_without_a_restart(tmp_path: Path)
         fed.refused_once_more("untrusted_issuer", before)
     finally:
         fed.aggregator.close()
+
+
+def test_a_ca_rotation_never_fails_a_call_whichever_pods_have_caught_up(tmp_path: Path) -> None:
+    """The Secrets of each step of a CA rotation (identity.rotation, as the operator writes
+    them): any two pods, each holding the previous or the current contents, talk at the first
+    try, client to aggregator and controller to aggregator. A rotation without the overlap
+    (old CA straight to new) is refused, so the check can fail."""
+    now = datetime.datetime.now(datetime.UTC)
+    settle, t = 300.0, now.timestamp()
+    old = Issuer.generate("old CA", 30 * DAY, now=now - 25 * DAY)  # due for rotation
+    states = [TrustState(old, changed_at=t - settle)]
+    for step in range(3):  # trust old + new; new issues; old dropped
+        state, why = advance(
+            states[-1], t + step * settle, settle, lambda: Issuer.generate("new CA", 30 * DAY)
+        )
+        assert why is not None
+        states.append(state)
+    pods = {
+        "aggregator": (
+            Identity(NAMESPACE, TRAINING, "aggregator"),
+            tuple(aggregator_dns_names(TRAINING, NAMESPACE)),
+        ),
+        "site-a-0": (Identity.of_client(NAMESPACE, TRAINING, "site-a", "site-a-0"), ()),
+        "controller": (Identity(NAMESPACE, TRAINING, "controller"), ()),
+    }
+    held: dict[str, list[Bundle]] = {name: [] for name in pods}
+    for state in states:
+        for name, (identity, dns) in pods.items():
+            before = held[name][-1] if held[name] else None
+            held[name].append(current_bundle(before, state.signer, identity, DAY, dns))
+
+    server = write_bundle(tmp_path / "server", held["aggregator"][0])
+    metrics_port = free_port()
+    aggregator = Aggregator(
+        write_manifest(tmp_path / "m.yaml", name=TRAINING, secureAggregation={"enabled": False}),
+        tmp_path / "state",
+        tmp_path / "aggregator.log",
+        args=(*tls_flags(server), "--metrics-port", str(metrics_port)),
+        credentials=credentials(held["controller"][0], held["controller"][0].ca_pem),
+        server_name=SERVER_NAME,
+    )
+    try:
+        aggregator.start_round(1, ["site-a-0"], min_clients=1)
+        for step in range(len(states) - 1):
+            for on_server, on_callers in (
+                (step, step),
+                (step + 1, step),
+                (step, step + 1),
+                (step + 1, step + 1),
+            ):
+                write_bundle(server, held["aggregator"][on_server])
+                client, controller = held["site-a-0"][on_callers], held["controller"][on_callers]
+                client_stub = pb_grpc.AggregatorStub(
+                    open_channel(aggregator.address, credentials(client, client.ca_pem), SERVER_NAME)
+                )
+                assert join(client_stub, "site-a-0", "site-a").action == pb.JoinReply.ACTION_TRAIN
+                control = pb_grpc.ControlStub(
+                    open_channel(aggregator.address, credentials(controller, controller.ca_pem), SERVER_NAME)
+                )
+                control.GetStatus(pb.StatusRequest(), timeout=10)
+        scraped = (
+            urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
+        )
+        assert "fedfleet_aggregator_auth_refusals_total{" not in scraped  # not one handshake refused
+
+        write_bundle(server, held["aggregator"][0])  # without the overlap: old CA only on one side,
+        jumped = states[-1].signer.issue(pods["site-a-0"][0], DAY)  # new CA only on the other
+        stub = pb_grpc.AggregatorStub(
+            open_channel(aggregator.address, credentials(jumped, jumped.ca_pem), SERVER_NAME)
+        )
+        assert refused(lambda: join(stub, "site-a-0", "site-a")).code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        aggregator.close()

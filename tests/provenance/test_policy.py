@@ -97,6 +97,21 @@ def test_the_aggregator_refuses_a_base_model_file_that_is_not_the_pinned_one(tmp
     assert set(initial_weights(spec(source=str(model), digest=file_digest(model)))) == {"w"}
 
 
+def test_a_pin_holds_for_an_initial_model_the_task_builds(tmp_path: Path) -> None:
+    """No source: the pin is round 0's model.safetensors digest, checked before round 0 exists."""
+    with pytest.raises(
+        ModelSourceError, match=f"spec.model.digest: the initial model digits-mlp .* pins {PINNED}"
+    ):
+        initial_weights(spec(digest=PINNED))
+    built = initial_weights(spec(seed=3))
+    round_zero = tmp_path / "model.safetensors"
+    save_file({k: np.ascontiguousarray(v) for k, v in built.items()}, str(round_zero))  # as checkpoints do
+    pinned = initial_weights(spec(seed=3, digest=file_digest(round_zero)))
+    assert {k: v.tobytes() for k, v in pinned.items()} == {k: v.tobytes() for k, v in built.items()}
+    with pytest.raises(ModelSourceError, match=r"from spec\.model\.seed 4 has digest"):
+        initial_weights(spec(seed=4, digest=file_digest(round_zero)))  # another seed: another model
+
+
 def test_the_operator_records_a_site_refusal_and_publishes_the_lineage(
     kubeconfig: Path, tmp_path: Path
 ) -> None:

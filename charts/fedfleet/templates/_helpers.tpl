@@ -26,6 +26,13 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: fedfleet
 {{- end -}}
 
+{{/* The labels the operator puts on every aggregator Pod and Service it creates. */}}
+{{- define "fedfleet.aggregatorLabels" -}}
+app.kubernetes.io/name: fedfleet
+app.kubernetes.io/component: aggregator
+app.kubernetes.io/managed-by: fedfleet-operator
+{{- end -}}
+
 {{- define "fedfleet.serviceAccountName" -}}
 {{- default (include "fedfleet.fullname" .) .Values.serviceAccount.name -}}
 {{- end -}}
@@ -91,16 +98,17 @@ the training) and reads a user's issuer Secret.
 
 {{/*
 Reads across namespaces that a namespaced install still needs: the reconciler finds
-FederationSites in any namespace, and a training's client pods, manifests and certificate
-Secrets wherever its sites run them (writes there are granted by each site's fedfleet-site
-Role). RBAC cannot narrow a list by label: this lets the operator read every Secret.
+FederationSites in any namespace, and a training's client pods and manifests wherever its
+sites run them (writes there are granted by each site's fedfleet-site Role). Secrets are not
+among them: the operator lists a training's certificates in the training's namespace and in
+each site's, where the site's Role grants it.
 */}}
 {{- define "fedfleet.crossNamespaceReads" -}}
 - apiGroups: [fedfleet.io]
   resources: [federationsites]
   verbs: [list]
 - apiGroups: [""]
-  resources: [pods, configmaps, secrets]
+  resources: [pods, configmaps]
   verbs: [list]
 {{- end -}}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from fedfleet import __version__
 from fedfleet.api.base import SpecModel
@@ -34,6 +34,12 @@ class PodSettings(SpecModel):
 
 class AggregatorSettings(PodSettings):
     port: int = Field(default=50051, ge=1, le=65535, description="gRPC port of the aggregator Service.")
+    metrics_port: int = Field(
+        default=9090,
+        ge=1,
+        le=65535,
+        description="Prometheus metrics (refusal counters, rounds) and the liveness probe; not mTLS.",
+    )
     staging_slots: int = Field(
         default=2, ge=1, le=64, description="Uploads received at once (memory: slots x model)."
     )
@@ -50,3 +56,11 @@ class AggregatorSettings(PodSettings):
     model_mount_path: str = Field(
         default="/data", pattern=r"^/", description="Where modelVolumeClaim is mounted in the aggregator."
     )
+
+    @model_validator(mode="after")
+    def _distinct_ports(self) -> AggregatorSettings:
+        if self.metrics_port == self.port:
+            raise ValueError(
+                f"metricsPort {self.metrics_port} is also the gRPC port; give them different ports"
+            )
+        return self

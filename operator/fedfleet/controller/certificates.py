@@ -2,10 +2,16 @@
 certificate, one client certificate per site client (in the site's namespace), the lineage
 signing key, and the controller's own certificate (kept in memory, never stored).
 
-A check lists the training's Secrets once (by label) and re-issues only what
+A check lists the training's Secrets once (by label, in the training's namespace and each site's:
+never cluster-wide, so a namespaced install reads no other Secret) and re-issues only what
 `rotation.renewal_reason` says must go: missing, running out, under another CA, other names.
 Lifetimes are hours to weeks, so after a complete check the next one waits CHECK_SECONDS
 (FEDFLEET_CERTIFICATE_CHECK_SECONDS, default 60) unless the sites or TLS settings changed.
+
+A generated CA is rotated with overlap (`rotation.advance`): every pod's `ca.crt` holds the
+old and the new CA until the leaves of the new one have reached every pod, each step waiting
+`settle_seconds` for the kubelet to refresh Secret volumes; a changed bundle alone rewrites
+`ca.crt` and keeps the leaf, so nothing is re-issued before it has to be.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import datetime
 import hashlib
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,13 +30,16 @@ from fedfleet.controller import resources as res
 from fedfleet.controller.kube import Kube, path
 from fedfleet.identity.ca import Bundle, Issuer, IssuerError
 from fedfleet.identity.names import Identity, aggregator_dns_names
-from fedfleet.identity.rotation import lifetime_reason, renewal_reason
+from fedfleet.identity.rotation import TrustState, advance, current_bundle, renewal_reason
 from fedfleet.logs import get_logger
 from fedfleet.provenance.signing import new_signing_key_pem
 
 Object = dict[str, Any]
 TLS_TYPE = "kubernetes.io/tls"
 CHECK_SECONDS = float(os.environ.get("FEDFLEET_CERTIFICATE_CHECK_SECONDS", "60"))
+# How long a changed Secret takes to reach every pod's volume: the kubelet's sync period (1 min by
+# default) plus its Secret cache, with a wide margin. Each step of a CA rotation waits this long.
+TRUST_SETTLE_SECONDS = 300.0
 log = get_logger(component="operator")
 
 
@@ -46,9 +56,17 @@ class Wanted:
 
 
 class Certificates:
-    def __init__(self, kube: Kube, check_seconds: float = CHECK_SECONDS) -> None:
+    def __init__(
+        self,
+        kube: Kube,
+        check_seconds: float = CHECK_SECONDS,
+        settle_seconds: float = TRUST_SETTLE_SECONDS,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.kube = kube
         self.check_seconds = check_seconds
+        self.settle_seconds = settle_seconds
+        self.clock = clock
         self._controller: dict[tuple[str, str], Bundle] = {}
         self._checked: dict[tuple[str, str], tuple[float, object]] = {}
 
@@ -67,7 +85,8 @@ class Certificates:
             return self._controller[key]
         found = {
             (s["metadata"]["namespace"], s["metadata"]["name"]): s
-            for s in await self.kube.list("Secret", None, f"{res.GROUP}/training={ref.name}")
+            for namespace in sorted({ref.namespace, *(s.namespace for s in sites)})
+            for s in await self.kube.list("Secret", namespace, f"{res.GROUP}/training={ref.name}")
         }
         issuer = await self._issuer(ref, spec, found)
         lifetime = datetime.timedelta(hours=spec.tls.certificate_lifetime_hours)
@@ -86,20 +105,22 @@ class Certificates:
                 wanted.append(Wanted(res.tls_secret_name(ref.name, cid), site.namespace, identity))
         for want in wanted:
             existing = found.get((want.namespace, want.secret))
-            bundle = _bundle_of(existing)
-            reason = renewal_reason(bundle, want.identity, issuer.trust_pem, want.dns_names)
-            if reason is not None:
-                fresh = issuer.issue(want.identity, lifetime, want.dns_names)
+            current = _bundle_of(existing)
+            fresh = current_bundle(current, issuer, want.identity, lifetime, want.dns_names)
+            if fresh is not current:
                 component = "aggregator" if want.identity.role == "aggregator" else "client"
                 obj = res.secret(ref, want.secret, want.namespace, component, TLS_TYPE, fresh.secret_data())
                 await self._write(obj, existing)
                 log.info(
-                    "certificate.issued",
+                    "certificate.issued"
+                    if current is None or fresh.cert_pem != current.cert_pem
+                    else "certificate.trust_updated",
                     training=ref.name,
                     secret=want.secret,
                     namespace=want.namespace,
                     identity=want.identity.uri,
-                    reason=reason,
+                    reason=renewal_reason(current, want.identity, issuer.cert, want.dns_names)
+                    or "trust bundle changed",
                 )
         await self._lineage_key(ref, found)
         bundle = self._controller_bundle(ref, issuer, lifetime)
@@ -130,22 +151,28 @@ class Certificates:
                 raise CertificateError(f"spec.tls.issuerSecret: Secret {name}: {err}") from None
         secret_name = res.ca_secret_name(ref.name)
         existing = found.get((ref.namespace, secret_name))
-        bundle = _bundle_of(existing)
-        if bundle is not None:
+        hours = max(3 * spec.tls.certificate_lifetime_hours, 24 * 365)
+
+        def new_ca() -> Issuer:
+            return Issuer.generate(f"{ref.namespace}/{ref.name} fedfleet CA", datetime.timedelta(hours=hours))
+
+        now = self.clock()
+        state: TrustState | None = None
+        reason: str | None
+        if existing is not None:
             try:
-                issuer = Issuer.from_pem(bundle.cert_pem, bundle.key_pem)
-                if lifetime_reason(issuer.cert) is None:
-                    return issuer
+                state = TrustState.from_secret_data(dict(existing.get("data") or {}))
             except IssuerError as err:
                 log.warning("ca.unreadable", training=ref.name, secret=secret_name, reason=str(err))
-        leaf_hours = spec.tls.certificate_lifetime_hours
-        issuer = Issuer.generate(
-            f"{ref.namespace}/{ref.name} fedfleet CA", datetime.timedelta(hours=max(3 * leaf_hours, 24 * 365))
-        )
-        obj = res.secret(ref, secret_name, ref.namespace, "ca", TLS_TYPE, issuer.as_bundle().secret_data())
-        await self._write(obj, existing)
-        log.info("ca.issued", training=ref.name, secret=secret_name, renewed=existing is not None)
-        return issuer
+        if state is None:
+            state, reason = TrustState(new_ca(), changed_at=now), "unreadable" if existing else "missing"
+        else:
+            state, reason = advance(state, now, self.settle_seconds, new_ca)
+        if reason is not None:
+            obj = res.secret(ref, secret_name, ref.namespace, "ca", TLS_TYPE, state.secret_data())
+            await self._write(obj, existing)
+            log.info("ca.changed", training=ref.name, secret=secret_name, reason=reason)
+        return state.signer
 
     async def _lineage_key(self, ref: res.TrainingRef, found: dict[tuple[str, str], Object]) -> None:
         """Created once and never rotated: the key signs one hash chain for the training's life."""
@@ -160,10 +187,7 @@ class Certificates:
     ) -> Bundle:
         key = (ref.namespace, ref.name)
         identity = Identity(ref.namespace, ref.name, "controller")
-        bundle = self._controller.get(key)
-        if renewal_reason(bundle, identity, issuer.trust_pem) is not None:
-            bundle = self._controller[key] = issuer.issue(identity, lifetime)
-        assert bundle is not None
+        bundle = self._controller[key] = current_bundle(self._controller.get(key), issuer, identity, lifetime)
         return bundle
 
     async def _write(self, obj: Object, existing: Object | None) -> None:
@@ -187,5 +211,5 @@ def _bundle_of(secret: Object | None) -> Bundle | None:
 
 
 def fingerprint(bundle: Bundle) -> str:
-    """Identifies a controller bundle: a new one means a new gRPC channel."""
-    return hashlib.sha256(bundle.cert_pem).hexdigest()[:16]
+    """Identifies a controller bundle (its leaf and what it trusts): a new one, a new channel."""
+    return hashlib.sha256(bundle.cert_pem + bundle.ca_pem).hexdigest()[:16]

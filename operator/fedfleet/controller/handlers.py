@@ -66,9 +66,14 @@ async def cleanup(name: str, namespace: str | None, memo: Any, **_: Any) -> None
     kube: Kube = memo.kube
     selector = f"{GROUP}/training={name}"
     removed = 0
-    for kind in ("Pod", "ConfigMap", "Secret"):  # Secrets: client certificates in site namespaces
+    namespaces = {namespace or ""}  # and every namespace that ran the training's pods (a manifest each)
+    for kind in ("Pod", "ConfigMap"):
         for obj in await kube.list(kind, None, selector):
+            namespaces.add(obj["metadata"]["namespace"])
             removed += await kube.delete(kind, obj["metadata"]["namespace"], obj["metadata"]["name"])
+    for ns in sorted(namespaces - {""}):  # certificates: listed per namespace, never cluster-wide
+        for obj in await kube.list("Secret", ns, selector):
+            removed += await kube.delete("Secret", ns, obj["metadata"]["name"])
     log.info("training.cleaned_up", training=name, namespace=namespace, objects=removed)
 
 

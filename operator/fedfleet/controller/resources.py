@@ -199,7 +199,13 @@ def aggregator_service(ref: TrainingRef, spec: FederatedTrainingSpec) -> Object:
                     "port": spec.aggregator.port,
                     "targetPort": spec.aggregator.port,
                     "appProtocol": "grpc",
-                }
+                },
+                {  # what the hub chart's ServiceMonitor for aggregators scrapes
+                    "name": "metrics",
+                    "port": spec.aggregator.metrics_port,
+                    "targetPort": spec.aggregator.metrics_port,
+                    "appProtocol": "http",
+                },
             ],
         },
     }
@@ -229,6 +235,7 @@ def aggregator_pod(ref: TrainingRef, spec: FederatedTrainingSpec) -> Object:
             "name": aggregator_name(ref.name),
             "namespace": ref.namespace,
             "labels": labels(ref.name, "aggregator"),
+            "annotations": scrape_annotations(settings.metrics_port),
             "ownerReferences": [ref.owner_reference()],
         },
         "spec": {
@@ -250,6 +257,8 @@ def aggregator_pod(ref: TrainingRef, spec: FederatedTrainingSpec) -> Object:
                         STATE_PATH,
                         "--staging-slots",
                         str(settings.staging_slots),
+                        "--metrics-port",
+                        str(settings.metrics_port),
                         *tls_args(),
                         "--lineage-key",
                         f"{LINEAGE_PATH}/{LINEAGE_KEY_FILE}",
@@ -263,7 +272,10 @@ def aggregator_pod(ref: TrainingRef, spec: FederatedTrainingSpec) -> Object:
                     ],
                 )
                 | {
-                    "ports": [{"name": "grpc", "containerPort": settings.port}],
+                    "ports": [
+                        {"name": "grpc", "containerPort": settings.port},
+                        {"name": "metrics", "containerPort": settings.metrics_port},
+                    ],
                     # the kubelet's grpc probe cannot do mTLS; the port listens once the model is loaded
                     "readinessProbe": {"tcpSocket": {"port": settings.port}, "periodSeconds": 5},
                 }
@@ -278,6 +290,12 @@ def aggregator_pod(ref: TrainingRef, spec: FederatedTrainingSpec) -> Object:
             ],
         },
     }
+
+
+def scrape_annotations(port: int) -> dict[str, str]:
+    """How a Prometheus without the Prometheus Operator finds a pod to scrape (as the hub chart
+    marks the operator's pod)."""
+    return {"prometheus.io/scrape": "true", "prometheus.io/port": str(port), "prometheus.io/path": "/metrics"}
 
 
 def state_claim(ref: TrainingRef, spec: FederatedTrainingSpec) -> Object | None:

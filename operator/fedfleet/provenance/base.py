@@ -1,9 +1,10 @@
 """Which base model a training starts from, as a digest both the ledger and a site can check.
 
-The pin (`spec.model.digest`) is authoritative wherever a base model is loaded: the aggregator
-refuses a source file that does not match it (`fedfleet.models`), and so does a task that
-loads its base itself. Without a pin, a source file's own digest is the base; a model the task
-builds from its seed has no base digest at all.
+The pin (`spec.model.digest`) is authoritative wherever a base model is loaded or built: the
+aggregator refuses a source file, or an initial model the task builds from its seed, that
+does not match it (`fedfleet.models`), and a task that loads its base itself checks it there.
+Without a pin, a source file's own digest is the base; a model the task builds from its seed
+has no base digest at all.
 """
 
 from __future__ import annotations
