@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime
 import gc
 import json
 import math
@@ -40,7 +41,16 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "operator"))
 
-from fedfleet.secagg import WEIGHT_WORDS, SecAggClient, SecAggParams, SecAggServer  # noqa: E402
+from fedfleet.identity.ca import Issuer  # noqa: E402
+from fedfleet.identity.names import Identity  # noqa: E402
+from fedfleet.secagg import (  # noqa: E402
+    WEIGHT_WORDS,
+    SecAggClient,
+    SecAggParams,
+    SecAggServer,
+    Signer,
+    Verifier,
+)
 from fedfleet.secagg.crypto import KeyPair  # noqa: E402
 from fedfleet.secagg.masks import DEFAULT_BLOCK_WORDS, Keystream, Scratch  # noqa: E402
 
@@ -108,21 +118,45 @@ def key_floor(k: int, repeats: int = 3) -> float:
     return statistics.median(runs)
 
 
+class Identities:
+    """What each client process and the aggregator hold across rounds: a certificate of the
+    training's CA and its key (advertisements are signed with it), and a verifier of the
+    training's CA (which caches chains it has checked, as a long-running process does)."""
+
+    def __init__(self, n: int) -> None:
+        ca = Issuer.generate("bench CA", datetime.timedelta(days=1))
+        self.ids = [f"client-{i:03d}" for i in range(n)]
+        self.signers = {}
+        for c in self.ids:
+            bundle = ca.issue(Identity.of_client("bench", "bench", "site", c), datetime.timedelta(days=1))
+            self.signers[c] = Signer.from_pem(bundle.cert_pem, bundle.key_pem)
+        self.verifiers = {c: Verifier(ca.trust_pem, "bench", "bench") for c in [*self.ids, ""]}
+
+
 def one_round(
-    params: SecAggParams, update: np.ndarray, out: np.ndarray, accumulator: np.ndarray
+    params: SecAggParams,
+    update: np.ndarray,
+    out: np.ndarray,
+    accumulator: np.ndarray,
+    identities: Identities,
 ) -> dict[str, float]:
     """One whole round (all clients, then the server); seconds of client and server compute."""
     n, m = params.participants, len(update)
-    ids = [f"client-{i:03d}" for i in range(n)]
+    ids = identities.ids
     weights = {c: float(1 + (i * 37) % 1000) for i, c in enumerate(ids)}
     client_s = server_s = 0.0
     round_started = time.perf_counter()
 
     t = time.perf_counter()
-    server = SecAggServer("bench", 1, ids, params, dimension=m, accumulator=accumulator)
+    server = SecAggServer(
+        "bench", 1, ids, params, dimension=m, accumulator=accumulator, verifier=identities.verifiers[""]
+    )
     server_s += time.perf_counter() - t
     t = time.perf_counter()
-    clients = {c: SecAggClient("bench", 1, c, params) for c in ids}
+    clients = {
+        c: SecAggClient("bench", 1, c, params, signer=identities.signers[c], verifier=identities.verifiers[c])
+        for c in ids
+    }
     adverts = {c: clients[c].advertise() for c in ids}
     client_s += time.perf_counter() - t
 
@@ -168,10 +202,19 @@ def one_round(
 
     t = time.perf_counter()
     server.close_inputs()
-    requests = {c: server.request_for(c) for c in ids}
+    survivors = {c: server.survivors_for(c) for c in ids}
     server_s += time.perf_counter() - t
     t = time.perf_counter()
-    reveals = {c: clients[c].reveal(requests[c]) for c in ids}
+    endorsed = {c: clients[c].endorse(survivors[c]) for c in ids}
+    client_s += time.perf_counter() - t
+    t = time.perf_counter()
+    for c in ids:
+        server.add_endorsements(c, endorsed[c])
+    server.close_consistency()
+    endorsements = {c: server.endorsements_for(c) for c in ids}
+    server_s += time.perf_counter() - t
+    t = time.perf_counter()
+    reveals = {c: clients[c].reveal(endorsements[c]) for c in ids}
     client_s += time.perf_counter() - t
     t = time.perf_counter()
     for c in ids:
@@ -219,13 +262,14 @@ def measure(n: int, m: int, neighbours: int, repeats: int) -> dict[str, Any]:
     accumulator = np.empty(m + WEIGHT_WORDS, dtype=np.uint32)  # the aggregator's, reused across rounds
     accumulator.fill(0)
     k = params.neighbours
+    identities = Identities(n)
     rounds, client_limits, server_limits, keys = [], [], [], []
-    rounds.append(one_round(params, update, out, accumulator))
+    rounds.append(one_round(params, update, out, accumulator, identities))
     peak = rounds[0]["peak_mb"]  # before the limit's own buffers exist
     limit = Limit(m + 1)
     for repeat in range(repeats):
         if repeat:
-            rounds.append(one_round(params, update, out, accumulator))
+            rounds.append(one_round(params, update, out, accumulator, identities))
         client_limits.append(limit.masks(k + 1))
         server_limits.append(limit.masks(n) + limit.adds(n))
         keys.append(key_floor(k, repeats=1))

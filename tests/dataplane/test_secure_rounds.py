@@ -35,11 +35,20 @@ def params_from(reply: pb.JoinReply) -> SecAggParams:
 def keys_and_shares(agg: Aggregator, client: str) -> SecAggClient:
     reply = agg.join(client)
     assert reply.action == pb.JoinReply.ACTION_TRAIN
-    secure = SecAggClient("tiny", 1, client, params_from(reply))
+    attempt = json.loads(reply.config_json)["secagg"]["attempt"]
+    secure = SecAggClient("tiny", 1, client, params_from(reply), attempt=attempt)
     neighbours = exchange(agg, client, Stage.STAGE_ADVERTISE_KEYS, secure.advertise())
     shares = exchange(agg, client, Stage.STAGE_SHARE_KEYS, secure.share_keys(neighbours.payload))
     secure.receive_shares(shares.payload)
     return secure
+
+
+def endorse_and_reveal(agg: Aggregator, client: str, secure: SecAggClient) -> pb.SecAggReply:
+    """The consistency round (every survivor's call returns once all have endorsed), then the reveal."""
+    survivors = exchange(agg, client, Stage.STAGE_UNMASK, b"")
+    assert survivors.payload and not survivors.done
+    endorsed = exchange(agg, client, Stage.STAGE_CONSISTENCY, secure.endorse(survivors.payload))
+    return exchange(agg, client, Stage.STAGE_UNMASK, secure.reveal(endorsed.payload))
 
 
 def test_a_secure_round_over_grpc_releases_only_the_weighted_mean(tmp_path: Path) -> None:
@@ -63,10 +72,8 @@ def test_a_secure_round_over_grpc_releases_only_the_weighted_mean(tmp_path: Path
         for c in IDS:
             words = secure[c].mask_update(updates[c], float(examples[c]))
             agg.upload(c, 1, chunks_of({MASKED_TENSOR: words}, 1 << 16), examples=examples[c])
-        for c in IDS:
-            request = exchange(agg, c, Stage.STAGE_UNMASK, b"")
-            assert request.payload and not request.done
-            assert exchange(agg, c, Stage.STAGE_UNMASK, secure[c].reveal(request.payload)).done
+        with ThreadPoolExecutor(3) as pool:
+            assert all(pool.map(lambda c: endorse_and_reveal(agg, c, secure[c]).done, IDS))
         with pytest.raises(grpc.RpcError) as again:
             exchange(
                 agg,
@@ -90,7 +97,8 @@ def test_secure_stage_messages_are_refused_out_of_order_or_from_strangers(tmp_pa
     with running_aggregator(tmp_path, rounds=2, secureAggregation={"stageTimeoutSeconds": 2}) as agg:
         agg.start_round(1, IDS, min_clients=2)
         reply = agg.join(IDS[0])
-        secure = SecAggClient("tiny", 1, IDS[0], params_from(reply))
+        attempt = json.loads(reply.config_json)["secagg"]["attempt"]
+        secure = SecAggClient("tiny", 1, IDS[0], params_from(reply), attempt=attempt)
         advert = secure.advertise()
 
         def code(client: str, stage: int, payload: bytes, session: str = "s1") -> tuple[grpc.StatusCode, str]:
@@ -124,9 +132,8 @@ def test_a_client_dropped_during_the_key_exchange_is_not_waited_for(tmp_path: Pa
         for c in IDS:
             words = secure[c].mask_update(np.full(flat_size, 0.5, dtype=np.float32), 10.0)
             agg.upload(c, 1, chunks_of({MASKED_TENSOR: words}, 1 << 16), examples=10)
-        for c in IDS:
-            request = exchange(agg, c, Stage.STAGE_UNMASK, b"")
-            exchange(agg, c, Stage.STAGE_UNMASK, secure[c].reveal(request.payload))
+        with ThreadPoolExecutor(3) as pool:
+            list(pool.map(lambda c: endorse_and_reveal(agg, c, secure[c]), IDS))
         final = list(agg.control.WatchRound(pb.WatchRequest(round=1)))[-1]
         assert final.phase == pb.ROUND_PHASE_SUCCEEDED, final.reason
         assert list(final.dropped) == ["site-d-0"] and sorted(final.reported) == IDS

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
-from fedfleet.secagg import SecAggClient, SecAggParams, SecAggServer
+from fedfleet.identity.ca import Issuer
+from fedfleet.identity.names import Identity
+from fedfleet.secagg import SecAggClient, SecAggParams, SecAggServer, Signer, Verifier
+
+NAMESPACE = "ns"
+DAY = datetime.timedelta(days=1)
 
 
 @dataclass
@@ -43,6 +49,39 @@ def make_fleet(n: int, m: int = 2_000, seed: int = 0, **build: object) -> Fleet:
     weights = {c: float(rng.integers(1, 1_500)) for c in updates}  # some above max_weight
     options: dict[str, object] = {"clip": 1.0, "max_weight": 1_000.0} | build
     return Fleet(SecAggParams.build(n, **options), updates, weights)  # type: ignore[arg-type]
+
+
+def authenticate(fleet: Fleet, ca: Issuer | None = None) -> dict[str, Signer]:
+    """Give every client of the fleet a certificate of one training CA (namespace "ns", site
+    "site"), sign adverts with it, and make clients and server check each other's. Returns the
+    signers (a test plays a malicious client with one)."""
+    ca = ca or Issuer.generate("test CA", DAY)
+    signers = {}
+    for c in fleet.ids:
+        bundle = ca.issue(Identity.of_client(NAMESPACE, fleet.training, "site", c), DAY)
+        signers[c] = Signer.from_pem(bundle.cert_pem, bundle.key_pem)
+    trust = ca.trust_pem
+    fleet.server = SecAggServer(
+        fleet.training,
+        fleet.round_number,
+        fleet.ids,
+        fleet.params,
+        dimension=fleet.dimension,
+        graph_seed=b"fixed graph",
+        verifier=Verifier(trust, NAMESPACE, fleet.training),
+    )
+    fleet.clients = {
+        c: SecAggClient(
+            fleet.training,
+            fleet.round_number,
+            c,
+            fleet.params,
+            signer=signers[c],
+            verifier=Verifier(trust, NAMESPACE, fleet.training),
+        )
+        for c in fleet.ids
+    }
+    return signers
 
 
 def keys_and_shares(
@@ -92,10 +131,19 @@ def run_round(
     for c in uploaders:
         upload(fleet, c, chunk, rng)
     fleet.server.close_inputs()
-    for c in uploaders:
-        if c not in set(drop_after_upload):
-            fleet.server.add_reveal(c, fleet.clients[c].reveal(fleet.server.request_for(c)))
+    reveal(fleet, [c for c in uploaders if c not in set(drop_after_upload)])
     return fleet.server.unmask()
+
+
+def reveal(fleet: Fleet, clients: Iterable[str]) -> None:
+    """After inputs close: the consistency round (each endorses the survivor set it is shown),
+    then each reveals on the endorsements it receives."""
+    server, members = fleet.server, sorted(clients)
+    for c in members:
+        server.add_endorsements(c, fleet.clients[c].endorse(server.survivors_for(c)))
+    server.close_consistency()
+    for c in members:
+        server.add_reveal(c, fleet.clients[c].reveal(server.endorsements_for(c)))
 
 
 def plain(fleet: Fleet, members: Iterable[str]) -> tuple[np.ndarray, float]:

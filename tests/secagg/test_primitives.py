@@ -15,14 +15,16 @@ from fedfleet.secagg.graph import neighbour_graph, usable_degree
 from fedfleet.secagg.masks import Keystream, MaskExpander, Scratch
 from fedfleet.secagg.messages import (
     Binding,
+    EndorsementInbox,
+    Endorsements,
     KeyAdvert,
     Neighbour,
     NeighbourKeys,
     Reveal,
-    RevealRequest,
     SealedShares,
     ShareInbox,
     ShareKind,
+    SurvivorSet,
 )
 
 
@@ -89,12 +91,14 @@ def messages() -> list[object]:
     key, share = bytes(range(32)), bytes(range(32, 64))
     sealed = bytes(SEALED_SHARE_BYTES)
     return [
-        KeyAdvert(b, key, share, b"12345678"),
-        NeighbourKeys(b, 3, (Neighbour("x", 1, key, share), Neighbour("y", 2, share, key))),
+        KeyAdvert(b, key, share, b"12345678", 7, b"\x01credential", b"signature"),
+        NeighbourKeys(b, 3, (Neighbour("x", 1, key, share, b"cred", b"sig"), Neighbour("y", 2, share, key))),
         NeighbourKeys(b, 1, ()),
         SealedShares(b, (("x", sealed), ("y", sealed))),
         ShareInbox(b, (("x", sealed),)),
-        RevealRequest(b, (("x", ShareKind.SELF_MASK), ("y", ShareKind.MASK_KEY))),
+        SurvivorSet(b, ("x", "y", "z")),
+        Endorsements(b, (("x", key), ("y", share))),
+        EndorsementInbox(b, (("x", key),)),
         Reveal(b, (("x", ShareKind.MASK_KEY, share),)),
     ]
 
@@ -121,14 +125,17 @@ def test_messages_round_trip_and_reject_every_mangling(message: object) -> None:
 
 def test_message_limits() -> None:
     b = Binding("t", 1, "c")
-    many = RevealRequest(b, tuple((f"c{i}", ShareKind.SELF_MASK) for i in range(10))).to_bytes()
+    many = SurvivorSet(b, tuple(f"c{i}" for i in range(10))).to_bytes()
     with pytest.raises(OversizedMessage, match="at most 9"):
-        RevealRequest.from_bytes(many, max_entries=9)
+        SurvivorSet.from_bytes(many, max_entries=9)
     lying = many[: len(many) - 40]  # the count promises more entries than the bytes hold
     with pytest.raises(MalformedMessage):
-        RevealRequest.from_bytes(lying)
+        SurvivorSet.from_bytes(lying)
     with pytest.raises(MalformedMessage, match="not str"):
-        RevealRequest.from_bytes("text")  # type: ignore[arg-type]
+        SurvivorSet.from_bytes("text")  # type: ignore[arg-type]
+    huge = KeyAdvert(b, bytes(32), bytes(32), bytes(8), 0, b"\x01" + bytes(20_000), b"").to_bytes()
+    with pytest.raises(OversizedMessage, match="at most 16384"):
+        KeyAdvert.from_bytes(huge)
     with pytest.raises(ValueError, match="ids are"):
         KeyAdvert(Binding("t", 1, "x" * 256), bytes(32), bytes(32), bytes(8)).to_bytes()
 

@@ -22,13 +22,14 @@ from fedfleet.secagg import (
 )
 from fedfleet.secagg.messages import (
     Binding,
+    Endorsements,
     KeyAdvert,
     NeighbourKeys,
     Reveal,
-    RevealRequest,
     SealedShares,
     ShareInbox,
     ShareKind,
+    SurvivorSet,
 )
 
 from tests.secagg.protocol import Fleet, bound, keys_and_shares, make_fleet, plain, upload
@@ -61,8 +62,12 @@ def finish(fleet: Fleet) -> None:
             if c not in server.uploaded():
                 upload(fleet, c)
         server.close_inputs()
-    for c in sorted(server.u3 - server.reveals):
-        server.add_reveal(c, clients[c].reveal(server.request_for(c)))
+    if server.stage == "consistency":
+        for c in sorted(server.u3 - server.endorsements.keys()):
+            server.add_endorsements(c, clients[c].endorse(server.survivors_for(c)))
+        server.close_consistency()
+    for c in sorted(server.endorsements.keys() - server.reveals):
+        server.add_reveal(c, clients[c].reveal(server.endorsements_for(c)))
     values, weight = server.unmask()
     expected, expected_weight = plain(fleet, set(fleet.ids))
     assert np.all(np.abs(values - expected) <= bound(fleet, N, expected))
@@ -226,35 +231,57 @@ def test_late_upload_from_a_client_that_did_not_share_is_refused() -> None:
     assert "did not share" in refused(OutOfOrder, "FAILED_PRECONDITION", fleet.server.shares_payload, "c05")
 
 
-def test_reveal_refusals_on_both_sides() -> None:
+def test_consistency_and_reveal_refusals_on_both_sides() -> None:
     fleet = make_fleet(N, M, neighbours=N - 1)
     keys_and_shares(fleet)
     server, clients = fleet.server, fleet.clients
     for c in fleet.ids[:4]:  # c04 drops after sharing: its key shares are needed
         upload(fleet, c)
     c0 = clients["c00"]
-    early = RevealRequest(Binding("t", 1, "c00"), (("c01", ShareKind.SELF_MASK),)).to_bytes()
-    assert "not open" in refused(OutOfOrder, "FAILED_PRECONDITION", server.request_for, "c00")
+    assert "fixed when inputs close" in refused(
+        OutOfOrder, "FAILED_PRECONDITION", server.survivors_for, "c00"
+    )
     server.close_inputs()
-    request = RevealRequest.from_bytes(server.request_for("c00"))
-    assert dict(request.wanted) == {
-        "c01": ShareKind.SELF_MASK,
-        "c02": ShareKind.SELF_MASK,
-        "c03": ShareKind.SELF_MASK,
-        "c04": ShareKind.MASK_KEY,
-    }
-    # client side: never both kinds of one neighbour; nothing it does not hold; right round only
-    both = replace(request, wanted=(("c01", ShareKind.SELF_MASK), ("c01", ShareKind.MASK_KEY))).to_bytes()
-    assert "never both" in refused(ForbiddenReveal, "PERMISSION_DENIED", c0.reveal, both)
-    self_ = replace(request, wanted=(("c00", ShareKind.SELF_MASK),)).to_bytes()
-    assert "does not hold" in refused(NotAuthorized, "PERMISSION_DENIED", c0.reveal, self_)
-    other_round = replace(request, binding=Binding("t", 2, "c00")).to_bytes()
-    assert "round 2" in refused(WrongBinding, "FAILED_PRECONDITION", c0.reveal, other_round)
-    assert early  # (a request made before inputs closed would name the same things)
-    honest = c0.reveal(request.to_bytes())
-    assert "already revealed" in refused(ReplayedMessage, "ALREADY_EXISTS", c0.reveal, request.to_bytes())
-    # server side: only the kind it asked for, each owner once, all of them, once per client
+    survivors = SurvivorSet.from_bytes(server.survivors_for("c00"))
+    assert survivors.survivors == ("c00", "c01", "c02", "c03")
+    assert "no masked upload" in refused(OutOfOrder, "FAILED_PRECONDITION", server.survivors_for, "c04")
+    # client side: the right round only, a well-formed set (neither refusal ends its round)
+    other_round = replace(survivors, binding=Binding("t", 2, "c00")).to_bytes()
+    assert "round 2" in refused(WrongBinding, "FAILED_PRECONDITION", c0.endorse, other_round)
+    shuffled = replace(survivors, survivors=("c01", "c00", "c02", "c03")).to_bytes()
+    assert "in order" in refused(MalformedMessage, "INVALID_ARGUMENT", c0.endorse, shuffled)
+    endorsed = c0.endorse(survivors.to_bytes())
+    assert "stage 'upload'" in refused(OutOfOrder, "FAILED_PRECONDITION", c0.endorse, survivors.to_bytes())
+    # server side: each survivor endorses once, for its surviving neighbours only
+    server.add_endorsements("c00", endorsed)
+    assert "already endorsed" in refused(
+        ReplayedMessage, "ALREADY_EXISTS", server.add_endorsements, "c00", endorsed
+    )
+    tags = Endorsements.from_bytes(clients["c01"].endorse(server.survivors_for("c01")))
+    to_dropped = replace(tags, shares=(*tags.shares[:2], ("c04", tags.shares[0][1]))).to_bytes()
+    assert "surviving neighbours" in refused(
+        MalformedMessage, "INVALID_ARGUMENT", server.add_endorsements, "c01", to_dropped
+    )
+    assert "no masked upload" in refused(
+        OutOfOrder, "FAILED_PRECONDITION", server.add_endorsements, "c04", tags.to_bytes()
+    )
+    server.add_endorsements("c01", tags.to_bytes())
+    assert "not open" in refused(OutOfOrder, "FAILED_PRECONDITION", server.endorsements_for, "c00")
+    for c in ("c02", "c03"):
+        server.add_endorsements(c, clients[c].endorse(server.survivors_for(c)))
+    server.close_consistency()
+    inbox = server.endorsements_for("c00")
+    honest = c0.reveal(inbox)
+    # the client chose the kinds itself, from the one set it endorsed: b of survivors, s_sk of c04
     shares = Reveal.from_bytes(honest)
+    assert [(o, k) for o, k, _ in shares.shares] == [
+        ("c01", ShareKind.SELF_MASK),
+        ("c02", ShareKind.SELF_MASK),
+        ("c03", ShareKind.SELF_MASK),
+        ("c04", ShareKind.MASK_KEY),
+    ]
+    assert "already revealed" in refused(ReplayedMessage, "ALREADY_EXISTS", c0.reveal, inbox)
+    # server side: only the kind the survivor set allows, each owner once, all of them, once per client
     swapped = tuple(
         (owner, ShareKind.SELF_MASK if kind == ShareKind.MASK_KEY else kind, share)
         for owner, kind, share in shares.shares
@@ -280,9 +307,9 @@ def test_reveal_refusals_on_both_sides() -> None:
     assert "sent by" in refused(NotAuthorized, "PERMISSION_DENIED", server.add_reveal, "c01", honest)
     server.add_reveal("c00", honest)
     assert "already revealed" in refused(ReplayedMessage, "ALREADY_EXISTS", server.add_reveal, "c00", honest)
-    assert "no masked upload" in refused(OutOfOrder, "FAILED_PRECONDITION", server.request_for, "c04")
+    assert "did not endorse" in refused(OutOfOrder, "FAILED_PRECONDITION", server.endorsements_for, "c04")
     for c in fleet.ids[1:4]:
-        server.add_reveal(c, clients[c].reveal(server.request_for(c)))
+        server.add_reveal(c, clients[c].reveal(server.endorsements_for(c)))
     values, weight = server.unmask()
     expected, expected_weight = plain(fleet, set(fleet.ids[:4]))
     assert np.all(np.abs(values - expected) <= bound(fleet, 4, expected))
@@ -305,8 +332,9 @@ def test_client_steps_out_of_order() -> None:
     c1.receive_shares(fleet.server.shares_payload("c01"))
     c1.start_upload(50, 3.0)
     c1.mask_chunk(0, fleet.updates["c01"])  # the weight word is still missing
-    request = RevealRequest(Binding("t", 1, "c01"), ()).to_bytes()
-    assert "upload was complete" in refused(OutOfOrder, "FAILED_PRECONDITION", c1.reveal, request)
+    survivors = SurvivorSet(Binding("t", 1, "c01"), tuple(fleet.ids)).to_bytes()
+    assert "upload was complete" in refused(OutOfOrder, "FAILED_PRECONDITION", c1.endorse, survivors)
+    assert "stage 'endorsed'" in refused(OutOfOrder, "FAILED_PRECONDITION", c1.reveal, b"")
 
 
 def test_neighbour_list_checks() -> None:

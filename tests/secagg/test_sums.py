@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from fedfleet.secagg import SecAggClient, SecAggParams
+from fedfleet.secagg.params import derive_neighbours, failure_bound, threshold_for
 
-from tests.secagg.protocol import Fleet, bound, keys_and_shares, make_fleet, plain, run_round
+from tests.secagg.protocol import Fleet, bound, keys_and_shares, make_fleet, plain, reveal, run_round
 
 
 def check(fleet: Fleet, values: np.ndarray, weight: float, members: set[str]) -> None:
@@ -25,11 +26,11 @@ def test_classic_secagg_sum_equals_the_plain_weighted_sum(n: int, m: int) -> Non
 
 
 def test_secagg_plus_sparse_graph_with_chunks_in_any_order() -> None:
-    fleet = make_fleet(50, 10_000, seed=4)  # k = ceil(2 log2 50) = 12
-    assert (fleet.params.neighbours, fleet.params.threshold) == (12, 6)
-    assert all(len(peers) == 12 for peers in fleet.server.graph.values()) or not fleet.server.graph
+    fleet = make_fleet(50, 10_000, seed=4)  # derived k and t (dropout 5%, failure <= 1e-4)
+    assert (fleet.params.neighbours, fleet.params.threshold) == (13, 7)
+    assert all(len(peers) == 13 for peers in fleet.server.graph.values()) or not fleet.server.graph
     values, weight = run_round(fleet, chunk=997, shuffle_seed=1)
-    assert all(len(peers) == 12 for peers in fleet.server.graph.values())
+    assert all(len(peers) == 13 for peers in fleet.server.graph.values())
     check(fleet, values, weight, set(fleet.ids))
 
 
@@ -50,8 +51,7 @@ def test_whole_upload_api_and_external_accumulator_agree() -> None:
         server.check_input(c)
         total += fleet.clients[c].mask_update(fleet.updates[c], fleet.weights[c])
     server.close_inputs(set(fleet.ids))
-    for c in fleet.ids:
-        server.add_reveal(c, fleet.clients[c].reveal(server.request_for(c)))
+    reveal(fleet, fleet.ids)
     values, weight = server.unmask(total)
     check(fleet, values, weight, set(fleet.ids))
 
@@ -87,12 +87,19 @@ def test_params_are_validated() -> None:
         SecAggParams.build(2)
     with pytest.raises(ValueError, match="threshold"):
         SecAggParams(10, 4, 5, 1.0, 10.0)
+    with pytest.raises(ValueError, match="above k/2"):
+        SecAggParams(10, 4, 2, 1.0, 10.0)  # t = k/2: an aggregator lying about dropouts gets both
     with pytest.raises(ValueError, match="bits"):
-        SecAggParams(10, 4, 2, 1.0, 10.0, bits=31)
+        SecAggParams(10, 4, 3, 1.0, 10.0, bits=31)
     with pytest.raises(ValueError, match="clip"):
-        SecAggParams(10, 4, 2, float("inf"), 10.0)
+        SecAggParams(10, 4, 3, float("inf"), 10.0)
     p = SecAggParams.build(100)
-    assert (p.neighbours, p.threshold) == (14, 7)
+    assert (p.neighbours, p.threshold) == (15, 8)  # the least k whose failure bound is <= 1e-4
+    assert failure_bound(100, 15, 8, 0.05) <= 1e-4 < failure_bound(100, 14, 8, 0.05)
+    assert [threshold_for(k) for k in (2, 3, 4, 9, 14)] == [2, 2, 3, 5, 8]  # strictly above k/2
+    assert threshold_for(14, colluders=3) == 9  # 2t > k + c
+    assert derive_neighbours(8, 0.05, 1e-4) == 7  # nothing sparser reaches it: classic SecAgg
+    assert SecAggParams.build(100, dropout=0.2).neighbours > 15  # more dropouts, more neighbours
     assert p.levels * 100 + 100 < 2**32  # n codes of at most L + 1 cannot wrap
     assert (
         SecAggParams.build(5, neighbours=4).fingerprint() != SecAggParams.build(5, neighbours=2).fingerprint()
@@ -112,7 +119,6 @@ def test_masking_in_place_over_the_float_buffer() -> None:
             fleet.server.add_chunk(c, offset, client.mask_chunk(offset, chunk, chunk.view(np.uint32)))
         fleet.server.add_chunk(c, len(values), client.weight_words())
     fleet.server.close_inputs()
-    for c in fleet.ids:
-        fleet.server.add_reveal(c, fleet.clients[c].reveal(fleet.server.request_for(c)))
+    reveal(fleet, fleet.ids)
     values, weight = fleet.server.unmask()
     check(fleet, values, weight, set(fleet.ids))

@@ -16,6 +16,7 @@ from fedfleet.api.training import FederatedTraining
 from fedfleet.chunks import DEFAULT_CHUNK_BYTES
 from fedfleet.identity.files import TlsFiles
 from fedfleet.models import initial_weights
+from fedfleet.secagg import Verifier
 
 
 async def run_aggregator(
@@ -31,8 +32,10 @@ async def run_aggregator(
     lineage_key: Ed25519PrivateKey | None = None,
 ) -> None:
     check_transport(address, tls, insecure_local)  # before loading a model it would not serve
+    verifier = None
     if tls is not None:
-        tls.read()  # a missing or unreadable file fails here, named
+        ca_pem = tls.read()[2]  # a missing or unreadable file fails here, named
+        verifier = Verifier(ca_pem, training.metadata.namespace, training.metadata.name)
     if metrics_port:
         prometheus_client.start_http_server(metrics_port, addr=address.rsplit(":", 1)[0].strip("[]"))
     engine = RoundEngine(
@@ -42,6 +45,7 @@ async def run_aggregator(
         state_dir,
         staging_slots,
         lineage_key,
+        verifier,
     )
     server = asyncio.create_task(
         serve(

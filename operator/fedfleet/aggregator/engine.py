@@ -31,7 +31,7 @@ from fedfleet.logs import get_logger
 from fedfleet.privacy import l2_norm, release_mean
 from fedfleet.provenance.ledger import Ledger
 from fedfleet.refusal import Refusal
-from fedfleet.secagg import MASKED_TENSOR, ProtocolError, SecAggAbort
+from fedfleet.secagg import MASKED_TENSOR, ProtocolError, SecAggAbort, Verifier
 from fedfleet.strategies import make_strategy
 from fedfleet.v1 import aggregator_pb2 as pb
 
@@ -60,8 +60,10 @@ class RoundEngine:
         state_dir: Path,
         staging_slots: int = 2,
         lineage_key: Ed25519PrivateKey | None = None,
+        secagg_verifier: Verifier | None = None,
     ) -> None:
         self.training = training
+        self.secagg_verifier = secagg_verifier  # the training's CA: SecAgg+ adverts must be signed
         self.spec = spec
         self.log = get_logger(component="aggregator", training=training)
         self.strategy = make_strategy(spec.strategy)
@@ -144,6 +146,7 @@ class RoundEngine:
                 self.spec.secure_aggregation,
                 time.time() + timeout,
                 self.spec.compression.bits,
+                self.secagg_verifier,
             )
             params = secure.params
             self.masked_sum = self._masked_sum_for(self.masked_sum, params.lane_dtype, params.weight_words)

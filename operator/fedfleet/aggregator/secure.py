@@ -9,7 +9,7 @@ from typing import Any
 
 from fedfleet.api.training import SecureAggregationSpec
 from fedfleet.refusal import Refusal
-from fedfleet.secagg import ProtocolError, SecAggAbort, SecAggParams, SecAggServer
+from fedfleet.secagg import ProtocolError, SecAggAbort, SecAggParams, SecAggServer, Verifier
 from fedfleet.secagg.params import lane_for
 from fedfleet.v1 import aggregator_pb2 as pb
 
@@ -26,9 +26,12 @@ class SecureRound:
         spec: SecureAggregationSpec,
         deadline: float,
         bits: int = 32,
+        verifier: Verifier | None = None,
     ) -> None:
         """`bits` (spec.compression.bits) picks the lane: the narrowest that n codes of `bits`
-        bits fit (bits + ceil(log2 n)); the code then takes every level that lane leaves."""
+        bits fit (bits + ceil(log2 n)); the code then takes every level that lane leaves.
+        `verifier` (the training's CA) checks each advertisement's signature on receipt. The
+        attempt is the start time in ns: a retried round number is a new, later attempt."""
         if len(participants) < 3:
             raise Refusal("INVALID_ARGUMENT", "secure aggregation needs at least 3 participants")
         self.params = SecAggParams.build(
@@ -38,8 +41,13 @@ class SecureRound:
             spec.clip_range,
             spec.max_weight,
             lane=lane_for(0 if bits >= 32 else bits, len(participants)),
+            dropout=spec.dropout_rate,
+            failure_probability=spec.failure_probability,
         )
-        self.server = SecAggServer(training, number, participants, self.params)
+        self.attempt = time.time_ns()
+        self.server = SecAggServer(
+            training, number, participants, self.params, verifier=verifier, attempt=self.attempt
+        )
         # no stage may outlast the round: a quarter of the round at most for each key-exchange stage
         self.stage_timeout = min(spec.stage_timeout_seconds, max(1.0, (deadline - time.time()) / 4))
         self.participants = set(participants)
@@ -58,6 +66,7 @@ class SecureRound:
                 "clip": p.clip,
                 "maxWeight": p.max_weight,
                 "lane": p.lane_bits,
+                "attempt": self.attempt,
             }
         }
 
@@ -145,7 +154,13 @@ class SecureRound:
             if stage == Stage.STAGE_UNMASK and not payload:
                 ready = await self._wait(lambda: server.stage not in ("inputs",), LONG_POLL_SECONDS)
                 self._refuse_if_aborted()
-                return (server.request_for(client), False) if ready else (b"", False)
+                return (server.survivors_for(client), False) if ready else (b"", False)
+            if stage == Stage.STAGE_CONSISTENCY:
+                server.add_endorsements(client, payload)
+                self._notify()
+                await self._wait(lambda: server.stage != "consistency", self.stage_timeout + 5)
+                self._refuse_if_aborted()
+                return server.endorsements_for(client), False
             if stage == Stage.STAGE_UNMASK:
                 server.add_reveal(client, payload)
                 self._notify()
@@ -155,10 +170,14 @@ class SecureRound:
         raise Refusal("INVALID_ARGUMENT", "unknown SecAgg stage")
 
     async def unmask(self, summed: Any, uploaded: set[str]) -> tuple[Any, float]:
-        """Close inputs, wait for reveals (until all or the stage deadline), remove the masks."""
+        """Close inputs, wait for the survivors' endorsements, then for reveals (each until all
+        or the stage deadline), remove the masks."""
         self._refuse_if_aborted()
         try:
             self.server.close_inputs(uploaded)
+            self._notify()
+            await self._wait(lambda: self.server.all_endorsed, self.stage_timeout)
+            self.server.close_consistency()
             self._notify()
             await self._wait(lambda: self.server.all_revealed, self.stage_timeout)
             return self.server.unmask(summed)

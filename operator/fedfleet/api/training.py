@@ -84,10 +84,25 @@ class SecureAggregationSpec(SpecModel):
 
     enabled: bool = Field(default=True, description="Mask every update; needs at least 3 clients per round.")
     neighbours: int = Field(
-        default=0, ge=0, le=10_000, description="k; 0 picks ~2 log2(n); n-1 is classic SecAgg."
+        default=0,
+        ge=0,
+        le=10_000,
+        description="k; 0 derives it from n, dropoutRate and failureProbability; n-1 is classic SecAgg.",
     )
     threshold_ratio: float = Field(
-        default=0.5, gt=0, le=1, description="t = ceil(ratio x k) shares recover a secret."
+        default=0,
+        ge=0,
+        le=1,
+        description="t = ceil(ratio x k) if that is above the default, the least t strictly above k/2.",
+    )
+    dropout_rate: float = Field(
+        default=0.05, ge=0, lt=0.5, description="Share of clients expected to drop during a round (for k)."
+    )
+    failure_probability: float = Field(
+        default=1e-4,
+        gt=0,
+        lt=1,
+        description="Acceptable chance that dropouts at dropoutRate abort a round (for k).",
     )
     clip_range: float = Field(
         default=8.0, gt=0, description="Update values are clipped to [-c, c] before encoding."

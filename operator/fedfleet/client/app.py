@@ -11,12 +11,14 @@ from typing import Any
 import grpc
 import numpy as np
 import torch
+from cryptography import x509
 
 from fedfleet.api.training import FederatedTraining
 from fedfleet.client.connection import AggregatorConnection
+from fedfleet.identity.ca import identity_of
 from fedfleet.identity.files import TlsFiles
 from fedfleet.privacy import privatize_update
-from fedfleet.secagg import MASKED_TENSOR, ProtocolError, SecAggClient, SecAggParams
+from fedfleet.secagg import MASKED_TENSOR, ProtocolError, SecAggClient, SecAggParams, Signer, Verifier
 from fedfleet.tasks.base import SiteContext, Task, TrainContext, load_task
 from fedfleet.v1 import aggregator_pb2 as pb
 
@@ -75,6 +77,16 @@ class SiteClient:
             options.server_name,
         )
         self.log = self.conn.log.bind(device=str(self.device))
+        self._secagg_attempts: dict[int, int] = {}  # round -> the last SecAgg+ attempt joined
+
+    def _identity(self) -> tuple[Signer | None, Verifier | None]:
+        """With mTLS, sign SecAgg+ adverts with our certificate's key and accept only
+        neighbours whose certificates chain to the training's CA and name them."""
+        if self.options.tls is None:
+            return None, None
+        cert, key, ca = self.options.tls.read()
+        namespace = identity_of(x509.load_pem_x509_certificate(cert)).namespace
+        return Signer.from_pem(cert, key), Verifier(ca, namespace, self.training.metadata.name)
 
     def run(self) -> int:
         self.log.info("client.started", session=self.conn.session)
@@ -100,7 +112,22 @@ class SiteClient:
             float(settings["maxWeight"]),
             lane=int(settings.get("lane", 0)),
         )
-        secure = SecAggClient(self.training.metadata.name, round_number, self.options.client_id, params)
+        attempt = int(settings.get("attempt", 0))
+        if attempt <= self._secagg_attempts.get(round_number, -1):
+            raise ProtocolError(
+                f"round {round_number} attempt {attempt} is not newer than one already joined"
+            )
+        self._secagg_attempts[round_number] = attempt
+        signer, verifier = self._identity()
+        secure = SecAggClient(
+            self.training.metadata.name,
+            round_number,
+            self.options.client_id,
+            params,
+            signer=signer,
+            verifier=verifier,
+            attempt=attempt,
+        )
         neighbours = self.conn.secagg(round_number, pb.SecAggRequest.STAGE_ADVERTISE_KEYS, secure.advertise())
         shares = self.conn.secagg(
             round_number, pb.SecAggRequest.STAGE_SHARE_KEYS, secure.share_keys(neighbours.payload)
@@ -109,12 +136,16 @@ class SiteClient:
         return secure
 
     def _reveal(self, round_number: int, secure: SecAggClient) -> None:
-        """SecAgg+ stage 4: once uploads close, reveal exactly the shares the aggregator may have."""
+        """Once uploads close: endorse the survivor set to our neighbours, and reveal only when
+        t of them vouch for the same set (the shares follow from it)."""
         while True:
-            request = self.conn.secagg(round_number, pb.SecAggRequest.STAGE_UNMASK, b"")
-            if request.payload:
-                self.conn.secagg(round_number, pb.SecAggRequest.STAGE_UNMASK, secure.reveal(request.payload))
-                return
+            survivors = self.conn.secagg(round_number, pb.SecAggRequest.STAGE_UNMASK, b"")
+            if survivors.payload:
+                break
+        endorsed = self.conn.secagg(
+            round_number, pb.SecAggRequest.STAGE_CONSISTENCY, secure.endorse(survivors.payload)
+        )
+        self.conn.secagg(round_number, pb.SecAggRequest.STAGE_UNMASK, secure.reveal(endorsed.payload))
 
     def _privatize(self, update: dict[str, np.ndarray], config: dict[str, Any], log: Any) -> float:
         """DP-FedAvg before quantization and masking: clip to clipNorm, add this client's noise

@@ -5,8 +5,8 @@ round, and their total weight. Each message is opaque bytes for the gRPC layer; 
 must tell the server which (authenticated) client sent it. Call sequence per round:
 
     client (one per participant)                    aggregator
-    c = SecAggClient(training, rnd, id, params)     s = SecAggServer(training, rnd, ids, params,
-                                                                     dimension=M)
+    c = SecAggClient(training, rnd, id, params,     s = SecAggServer(training, rnd, ids, params,
+                     signer=, verifier=)                             dimension=M, verifier=)
     c.advertise()                        ------->   s.add_keys(id, payload)
                                                     s.close_keys()     # all_advertised, or deadline
     c.share_keys(payload)                <-------   s.neighbours_payload(id)
@@ -18,7 +18,10 @@ must tell the server which (authenticated) client sent it. Call sequence per rou
         words = c.mask_chunk(offset, chunk)  --->   s.add_chunk(id, offset, words)  # bytes are ok too
     c.weight_words()   (words [M, M+W))  ------->   s.add_chunk(id, M, words)
                                                     s.close_inputs()   # everyone done, or deadline
-    c.reveal(payload)                    <-------   s.request_for(id)
+    c.endorse(payload)                   <-------   s.survivors_for(id)     # U3, the same for all
+                                         ------->   s.add_endorsements(id, payload)
+                                                    s.close_consistency()   # all_endorsed, or deadline
+    c.reveal(payload)                    <-------   s.endorsements_for(id)  # >= t must vouch for U3
                                          ------->   s.add_reveal(id, payload)
                                                     values, weight = s.unmask()  # all_revealed, or deadline
 
@@ -31,16 +34,22 @@ chunks may arrive in any order and size (`np.frombuffer` on the received bytes: 
 Words are uint32 lanes unless `params.lane` (or `bits`) makes them uint16 or uint8: narrower
 uploads, every sum mod 2^lane (`lane_for(bits, n)` in `params.py`).
 
+`signer` (the client's identity key and certificate chain) and `verifier` (the training's CA)
+authenticate every advertisement: see `authentication.py`. Without them the protocol runs with
+ephemeral keys and holds only against an honest-but-curious aggregator.
+
 A refusal raises a `ProtocolError` subclass with `.code` (a gRPC status name) and changes
 nothing; `SecAggAbort` means the round cannot finish securely and nothing is released (also
 raised by a close_* call). `c.mask_update(flat, weight)` and `s.unmask(summed)` remain for
 callers that sum the M + W words themselves (then `s.close_inputs(uploaded_ids)`).
 """
 
+from fedfleet.secagg.authentication import Signer, Verifier
 from fedfleet.secagg.client import SecAggClient
 from fedfleet.secagg.errors import (
     AuthenticationFailed,
     ForbiddenReveal,
+    InconsistentView,
     MalformedMessage,
     NotAuthorized,
     OutOfOrder,
@@ -60,6 +69,7 @@ __all__ = [
     "WEIGHT_WORDS",
     "AuthenticationFailed",
     "ForbiddenReveal",
+    "InconsistentView",
     "MalformedMessage",
     "NotAuthorized",
     "OutOfOrder",
@@ -70,5 +80,7 @@ __all__ = [
     "SecAggClient",
     "SecAggParams",
     "SecAggServer",
+    "Signer",
+    "Verifier",
     "WrongBinding",
 ]

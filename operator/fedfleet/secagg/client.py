@@ -1,26 +1,49 @@
 """A client's side of one SecAgg+ round (fresh keys every round).
 
     advertise() -> share_keys(neighbours) -> receive_shares(inbox)
-    -> start_upload(M, weight) -> mask_chunk(offset, values)... + weight_words() -> reveal(request)
+    -> start_upload(M, weight) -> mask_chunk(offset, values)... + weight_words()
+    -> endorse(survivors) -> reveal(endorsements)
 
 Each step is allowed once and in this order; every message from the aggregator must be bound
-to this training, round and client. The client itself refuses to reveal both the self-mask
-share and the key share of one neighbour: with both, the aggregator could unmask that
-neighbour's input. It also refuses to mask the same words twice (a one-time pad reused on
-different data leaks their difference).
+to this training, round and client. Nothing the aggregator relays is taken on its word:
+
+- the advertisement is signed with this client's identity key (`Signer`), and each
+  neighbour's is checked (`Verifier`: signature, chain to the training's CA, the certificate
+  names that neighbour) before anything is sealed to it or masked with it;
+- after its upload, the client MACs the survivor set it is shown for each surviving neighbour,
+  under the pair's key, and reveals only once t neighbours have vouched for the same set;
+- which share of a neighbour it reveals follows from that one set (b if the neighbour
+  survived, s_sk if not), and it reveals once per round: never both for one owner, which
+  would let the aggregator unmask that neighbour's input.
+
+It also refuses to mask the same words twice (a one-time pad reused on different data leaks
+their difference). A failed check ends the client's part in the round (stage "aborted").
 """
 
 from __future__ import annotations
 
+import hmac
+
 import numpy as np
 
 from fedfleet.secagg import shamir
-from fedfleet.secagg.crypto import SHARE_PLAINTEXT_BYTES, KeyPair, pack_strings, pair_info, seal, unseal
+from fedfleet.secagg.authentication import Signer, Verifier
+from fedfleet.secagg.crypto import (
+    SHARE_PLAINTEXT_BYTES,
+    KeyPair,
+    endorsement,
+    pack_strings,
+    pair_info,
+    seal,
+    unseal,
+)
 from fedfleet.secagg.errors import (
-    ForbiddenReveal,
+    AuthenticationFailed,
+    InconsistentView,
     MalformedMessage,
     NotAuthorized,
     OutOfOrder,
+    ProtocolError,
     ReplayedMessage,
     SecAggAbort,
     WrongBinding,
@@ -28,14 +51,17 @@ from fedfleet.secagg.errors import (
 from fedfleet.secagg.masks import DEFAULT_BLOCK_WORDS, Keystream, thread_scratch
 from fedfleet.secagg.messages import (
     Binding,
+    EndorsementInbox,
+    Endorsements,
     KeyAdvert,
     Neighbour,
     NeighbourKeys,
     Reveal,
-    RevealRequest,
     SealedShares,
     ShareInbox,
     ShareKind,
+    SurvivorSet,
+    advert_statement,
 )
 from fedfleet.secagg.params import SecAggParams
 from fedfleet.secagg.quantize import Encoder
@@ -84,8 +110,17 @@ class SecAggClient:
         params: SecAggParams,
         *,
         block_words: int = DEFAULT_BLOCK_WORDS,
+        signer: Signer | None = None,
+        verifier: Verifier | None = None,
+        attempt: int = 0,
     ) -> None:
+        """`signer` and `verifier` default to an ephemeral key and signature-only checks: no
+        authentication, for plaintext loopback runs where every party shares one machine."""
         self.binding = Binding(training, round_number, client_id)
+        self.signer = signer if signer is not None else Signer.ephemeral()
+        self.verifier = verifier if verifier is not None else Verifier()
+        self.attempt = attempt
+        self.survivors: tuple[str, ...] = ()
         self.context = round_context(training, round_number)
         self.client = client_id
         self.params = params
@@ -110,6 +145,12 @@ class SecAggClient:
                 f"SecAgg client step needs stage {' or '.join(stages)!r}; it is at {self.stage!r}"
             )
 
+    def _fail(self, err: ProtocolError) -> ProtocolError:
+        """A check that failed on something only a lying aggregator (or neighbour) sends: this
+        client takes no further part in the round."""
+        self.stage = "aborted"
+        return err
+
     def _check_binding(self, binding: Binding) -> None:
         if binding != self.binding:
             raise WrongBinding(
@@ -121,10 +162,10 @@ class SecAggClient:
     def advertise(self) -> bytes:
         """Our two public keys: c_pk encrypts shares to us, s_pk agrees pairwise mask seeds."""
         self._expect("advertise")
+        keys = self.c_keys.public, self.s_keys.public, self.params.fingerprint()
+        signature = self.signer.sign(advert_statement(self.binding, self.attempt, *keys))
         self.stage = "share"
-        return KeyAdvert(
-            self.binding, self.c_keys.public, self.s_keys.public, self.params.fingerprint()
-        ).to_bytes()
+        return KeyAdvert(self.binding, *keys, self.attempt, self.signer.credential, signature).to_bytes()
 
     # -- stage 2 -----------------------------------------------------------------------------
     def share_keys(self, payload: bytes) -> bytes:
@@ -141,6 +182,21 @@ class SecAggClient:
             xs.add(peer.share_x)
         if len(peers) < self.params.threshold:
             raise SecAggAbort(f"{len(peers)} neighbours, fewer than the threshold {self.params.threshold}")
+        fingerprint = self.params.fingerprint()
+        for c, p in peers.items():
+            statement = advert_statement(
+                Binding(self.binding.training, self.binding.round, c),
+                self.attempt,
+                p.c_pk,
+                p.s_pk,
+                fingerprint,
+            )
+            try:
+                self.verifier.verify(c, p.credential, p.signature, statement)
+            except (AuthenticationFailed, MalformedMessage) as err:
+                raise self._fail(
+                    AuthenticationFailed(f"neighbour keys refused, leaving the round: {err}")
+                ) from None
         channels = {
             c: self.c_keys.agree(p.c_pk, pair_info("shares", self.context, self.client, c))
             for c, p in peers.items()
@@ -279,31 +335,76 @@ class SecAggClient:
     def upload_complete(self) -> bool:
         return self._weight_done and self._masked.total == self._dimension
 
-    # -- stage 5 -----------------------------------------------------------------------------
-    def reveal(self, payload: bytes) -> bytes:
-        """The shares the aggregator asked for: b of neighbours whose input arrived, s_sk of those
-        that dropped. Refuses a request that names one neighbour twice (both kinds) or a second
-        request (a reveal happens once per round)."""
-        if self.stage == "revealed":
-            raise ReplayedMessage("this client already revealed its shares this round")
+    # -- stage 5: consistency round ---------------------------------------------------------
+    def endorse(self, payload: bytes) -> bytes:
+        """Vouch, to each surviving neighbour, for the survivor set U3 we were shown. We endorse
+        one set per round; our reveal will follow from it."""
         self._expect("upload")
         if not self.upload_complete:
-            raise OutOfOrder("reveal before this client's masked upload was complete")
-        message = RevealRequest.from_bytes(payload, max_entries=len(self.neighbours))
+            raise OutOfOrder("endorsing before this client's masked upload was complete")
+        message = SurvivorSet.from_bytes(payload, max_entries=self.params.participants)
         self._check_binding(message.binding)
-        kinds: dict[str, ShareKind] = {}
-        for owner, kind in message.wanted:
-            if owner in kinds:
-                raise ForbiddenReveal(
-                    f"asked for {owner!r} twice ({kinds[owner].name} and {kind.name}): a client reveals "
-                    "either the self-mask share or the key share of a neighbour, never both"
+        survivors = message.survivors
+        if len(set(survivors)) != len(survivors) or list(survivors) != sorted(survivors):
+            raise MalformedMessage("the survivor set must list distinct clients in order")
+        if self.client not in survivors:
+            raise self._fail(
+                InconsistentView("the survivor set leaves out this client, whose input was sent")
+            )
+        strangers = sorted(set(survivors) & self.neighbours.keys() - self.held.keys())
+        if strangers:
+            raise self._fail(
+                InconsistentView(
+                    f"the survivor set names neighbours that never sent us shares: {strangers[:3]}"
                 )
-            if owner not in self.held:
-                raise NotAuthorized(f"asked for shares of {owner!r}, which this client does not hold")
-            kinds[owner] = kind
+            )
+        surviving = sorted(set(survivors) & self.held.keys())
+        if len(surviving) < self.params.threshold:
+            raise self._fail(
+                InconsistentView(
+                    f"{len(surviving)} of our neighbours survived, fewer than the threshold "
+                    f"{self.params.threshold}"
+                )
+            )
+        tags = tuple((c, endorsement(self._channel[c], self.context, survivors)) for c in surviving)
+        self.survivors = survivors
+        self.stage = "endorsed"
+        return Endorsements(self.binding, tags).to_bytes()
+
+    # -- stage 6 -----------------------------------------------------------------------------
+    def reveal(self, payload: bytes) -> bytes:
+        """Given the neighbours' endorsements addressed to us: if at least t of them vouch for
+        the very set we endorsed, reveal b of each neighbour in it and s_sk of each that is not
+        (once; never both for one owner). Otherwise refuse and leave the round."""
+        if self.stage == "revealed":
+            raise ReplayedMessage("this client already revealed its shares this round")
+        self._expect("endorsed")
+        message = EndorsementInbox.from_bytes(payload, max_entries=len(self.neighbours))
+        self._check_binding(message.binding)
+        senders = [sender for sender, _ in message.shares]
+        if len(set(senders)) != len(senders):
+            raise MalformedMessage("two endorsements from one neighbour")
+        valid = sum(
+            1
+            for sender, tag in message.shares
+            if sender in self.held
+            and sender in self.survivors
+            and hmac.compare_digest(tag, endorsement(self._channel[sender], self.context, self.survivors))
+        )
+        if valid < self.params.threshold:
+            raise self._fail(
+                InconsistentView(
+                    f"{valid} neighbours vouch for the survivor set we endorsed, fewer than the "
+                    f"threshold {self.params.threshold}: the aggregator may have shown others another set; "
+                    "revealing nothing"
+                )
+            )
+        survivors = set(self.survivors)
         shares = tuple(
-            (owner, kind, self.held[owner][:32] if kind == ShareKind.SELF_MASK else self.held[owner][32:])
-            for owner, kind in sorted(kinds.items())
+            (owner, ShareKind.SELF_MASK, held[:32])
+            if owner in survivors
+            else (owner, ShareKind.MASK_KEY, held[32:])
+            for owner, held in sorted(self.held.items())
         )
         self.stage = "revealed"
         return Reveal(self.binding, shares).to_bytes()

@@ -6,6 +6,8 @@ purpose, and to the unordered pair of clients, so no key is ever reused across r
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 
 from cryptography.exceptions import InvalidTag
@@ -22,6 +24,8 @@ NONCE_BYTES = 12
 TAG_BYTES = 16
 SHARE_PLAINTEXT_BYTES = 2 * shamir.SHARE_BYTES  # a share of b_u, then a share of s_sk_u
 SEALED_SHARE_BYTES = NONCE_BYTES + SHARE_PLAINTEXT_BYTES + TAG_BYTES
+ENDORSEMENT_BYTES = 32  # HMAC-SHA256
+_PROBE = X25519PrivateKey.generate()
 
 
 def pack_strings(*parts: str | bytes | int) -> bytes:
@@ -66,6 +70,22 @@ class KeyPair:
         except ValueError:  # wrong length, or a low-order point giving an all-zero secret
             raise AuthenticationFailed("unusable X25519 public key") from None
         return HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=info).derive(shared)
+
+
+def check_public_key(raw: bytes) -> None:
+    """Refuse a public key no honest neighbour could agree with: wrong length, or a low-order
+    point (X25519 with it gives the all-zero secret, which `exchange` refuses)."""
+    try:
+        _PROBE.exchange(X25519PublicKey.from_public_bytes(raw))
+    except ValueError:
+        raise AuthenticationFailed("unusable X25519 public key (wrong length or low order)") from None
+
+
+def endorsement(channel_key: bytes, context: bytes, survivors: tuple[str, ...]) -> bytes:
+    """A MAC of the survivor set under the pair's channel key: it convinces that one neighbour,
+    and nobody without the key (the aggregator) can make or move it."""
+    mac_key = hmac.digest(channel_key, b"fedfleet-secagg/consistency", hashlib.sha256)
+    return hmac.digest(mac_key, pack_strings("survivors", context, *survivors), hashlib.sha256)
 
 
 def pair_info(purpose: str, context: bytes, a: str, b: str) -> bytes:

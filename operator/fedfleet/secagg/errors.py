@@ -60,9 +60,16 @@ class OutOfOrder(ProtocolError):
 
 
 class ForbiddenReveal(ProtocolError):
-    """A request to reveal both the self-mask share and the key share of one client."""
+    """A reveal of a share kind the survivor set does not allow (or of both kinds of one client)."""
 
     code = "PERMISSION_DENIED"
+
+
+class InconsistentView(ProtocolError):
+    """The aggregator showed this client a survivor set its neighbours do not vouch for (or one
+    that cannot be true): the client reveals nothing this round."""
+
+    code = "FAILED_PRECONDITION"
 
 
 class SecAggAbort(RuntimeError):

@@ -17,12 +17,13 @@ from enum import IntEnum
 from functools import lru_cache
 from typing import ClassVar, NamedTuple
 
-from fedfleet.secagg.crypto import KEY_BYTES, SEALED_SHARE_BYTES
+from fedfleet.secagg.authentication import MAX_CREDENTIAL_BYTES, MAX_SIGNATURE_BYTES
+from fedfleet.secagg.crypto import ENDORSEMENT_BYTES, KEY_BYTES, SEALED_SHARE_BYTES
 from fedfleet.secagg.errors import MalformedMessage, OversizedMessage
 from fedfleet.secagg.shamir import SHARE_BYTES
 
 MAGIC = b"SA"
-VERSION = 1
+VERSION = 2
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 MAX_ID_BYTES = 255
 FINGERPRINT_BYTES = 8
@@ -33,8 +34,10 @@ class Kind(IntEnum):
     NEIGHBOURS = 2  # aggregator -> client: its index and its neighbours' keys
     SHARES = 3  # client -> aggregator: one sealed share pair per neighbour
     INBOX = 4  # aggregator -> client: the sealed share pairs addressed to it
-    REVEAL_REQUEST = 5  # aggregator -> client: which share of which neighbour to reveal
-    REVEAL = 6  # client -> aggregator: those shares
+    SURVIVORS = 5  # aggregator -> client: the survivor set U3 (clients whose input is in the sum)
+    REVEAL = 6  # client -> aggregator: its shares, by the survivor set it endorsed
+    ENDORSEMENTS = 7  # client -> aggregator: one MAC of the survivor set per surviving neighbour
+    ENDORSED = 8  # aggregator -> client: its neighbours' MACs of the survivor set, addressed to it
 
 
 class ShareKind(IntEnum):
@@ -86,6 +89,13 @@ class _Writer:
     def u32(self, value: int) -> None:
         self.parts.append(_U32.pack(value))
 
+    def u64(self, value: int) -> None:
+        self.parts.append(_U64.pack(value))
+
+    def blob(self, value: bytes) -> None:
+        """Variable-length bytes: a two-byte length, then the bytes."""
+        self.parts.append(len(value).to_bytes(2, "big") + value)
+
     def done(self) -> bytes:
         return b"".join(self.parts)
 
@@ -132,6 +142,16 @@ class _Reader:
     def u32(self) -> int:
         value: int = _U32.unpack(self.take(4))[0]
         return value
+
+    def u64(self) -> int:
+        value: int = _U64.unpack(self.take(8))[0]
+        return value
+
+    def blob(self, limit: int) -> bytes:
+        size = int.from_bytes(self.take(2), "big")
+        if size > limit:
+            raise OversizedMessage(f"{self.kind.name} message has a field of {size} bytes, at most {limit}")
+        return self.take(size)
 
     def count(self, limit: int, min_entry_bytes: int) -> int:
         n = self.u32()
@@ -181,27 +201,54 @@ _SHARE_KINDS = {kind.value: kind for kind in ShareKind}
 
 @dataclass(frozen=True)
 class KeyAdvert:
-    """Stage 1, client -> aggregator."""
+    """Stage 1, client -> aggregator, and forwarded whole to its neighbours (inside
+    `NeighbourKeys`): two fresh public keys, signed with the client's identity key."""
 
     binding: Binding
     c_pk: bytes
     s_pk: bytes
     params: bytes  # SecAggParams.fingerprint(): both sides must encode alike
+    attempt: int = 0  # which start of this round (a retried round number is a new attempt)
+    credential: bytes = b""  # see fedfleet.secagg.authentication
+    signature: bytes = b""  # over `statement()`
     KIND: ClassVar[Kind] = Kind.KEYS
+
+    def statement(self) -> bytes:
+        """What the signature covers: training, round, attempt, client, both keys, parameters."""
+        return advert_statement(self.binding, self.attempt, self.c_pk, self.s_pk, self.params)
 
     def to_bytes(self) -> bytes:
         w = _Writer(self.KIND, self.binding)
         w.raw(self.c_pk, KEY_BYTES)
         w.raw(self.s_pk, KEY_BYTES)
         w.raw(self.params, FINGERPRINT_BYTES)
+        w.u64(self.attempt)
+        w.blob(self.credential)
+        w.blob(self.signature)
         return w.done()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> KeyAdvert:
         r = _Reader(data, cls.KIND)
-        message = cls(r.binding, r.take(KEY_BYTES), r.take(KEY_BYTES), r.take(FINGERPRINT_BYTES))
+        keys = r.take(KEY_BYTES), r.take(KEY_BYTES), r.take(FINGERPRINT_BYTES)
+        message = cls(r.binding, *keys, r.u64(), r.blob(MAX_CREDENTIAL_BYTES), r.blob(MAX_SIGNATURE_BYTES))
         r.end()
         return message
+
+
+def advert_statement(binding: Binding, attempt: int, c_pk: bytes, s_pk: bytes, params: bytes) -> bytes:
+    return b"".join(
+        (
+            b"fedfleet-secagg/advert\x00",
+            _id_field(binding.training),
+            _U64.pack(binding.round),
+            _U64.pack(attempt),
+            _id_field(binding.client),
+            c_pk,
+            s_pk,
+            params,
+        )
+    )
 
 
 class Neighbour(NamedTuple):
@@ -209,11 +256,13 @@ class Neighbour(NamedTuple):
     share_x: int  # the Shamir x-coordinate of this client's shares (1-based, fixed per round)
     c_pk: bytes
     s_pk: bytes
+    credential: bytes = b""  # the neighbour's, to check `signature` against
+    signature: bytes = b""  # the neighbour's signature on its advertisement
 
 
 @dataclass(frozen=True)
 class NeighbourKeys:
-    """Stage 2, aggregator -> client: the recipient's own index and its neighbours' keys."""
+    """Stage 2, aggregator -> client: the recipient's own index and its neighbours' signed keys."""
 
     binding: Binding
     index: int
@@ -229,15 +278,25 @@ class NeighbourKeys:
             w.u32(peer.share_x)
             w.raw(peer.c_pk, KEY_BYTES)
             w.raw(peer.s_pk, KEY_BYTES)
+            w.blob(peer.credential)
+            w.blob(peer.signature)
         return w.done()
 
     @classmethod
     def from_bytes(cls, data: bytes, max_entries: int = UNLIMITED) -> NeighbourKeys:
         r = _Reader(data, cls.KIND)
         index = r.u32()
+        count = r.count(max_entries, 2 + 4 + 2 * KEY_BYTES + 4)
         peers = tuple(
-            Neighbour(name, _U32.unpack_from(blob)[0], blob[4 : 4 + KEY_BYTES], blob[4 + KEY_BYTES :])
-            for name, _, blob in r.entries(max_entries, False, 4 + 2 * KEY_BYTES)
+            Neighbour(
+                r.text(),
+                r.u32(),
+                r.take(KEY_BYTES),
+                r.take(KEY_BYTES),
+                r.blob(MAX_CREDENTIAL_BYTES),
+                r.blob(MAX_SIGNATURE_BYTES),
+            )
+            for _ in range(count)
         )
         r.end()
         return cls(r.binding, index, peers)
@@ -246,21 +305,22 @@ class NeighbourKeys:
 @dataclass(frozen=True)
 class _SealedList:
     binding: Binding
-    shares: tuple[tuple[str, bytes], ...]  # (other party, sealed pair of shares)
+    shares: tuple[tuple[str, bytes], ...]  # (other party, sealed pair of shares or a MAC)
     KIND: ClassVar[Kind]
+    SIZE: ClassVar[int] = SEALED_SHARE_BYTES
 
     def to_bytes(self) -> bytes:
         w = _Writer(self.KIND, self.binding)
         w.u32(len(self.shares))
         for party, sealed in self.shares:
             w.text(party)
-            w.raw(sealed, SEALED_SHARE_BYTES)
+            w.raw(sealed, self.SIZE)
         return w.done()
 
     @classmethod
     def _decode(cls, data: bytes, max_entries: int) -> tuple[Binding, tuple[tuple[str, bytes], ...]]:
         r = _Reader(data, cls.KIND)
-        shares = tuple((name, blob) for name, _, blob in r.entries(max_entries, False, SEALED_SHARE_BYTES))
+        shares = tuple((name, blob) for name, _, blob in r.entries(max_entries, False, cls.SIZE))
         r.end()
         return r.binding, shares
 
@@ -288,27 +348,50 @@ class ShareInbox(_SealedList):
 
 
 @dataclass(frozen=True)
-class RevealRequest:
-    """Stage 5, aggregator -> client: for each neighbour (owner), the share kind to reveal."""
+class SurvivorSet:
+    """Consistency round, aggregator -> client: U3, the clients whose masked input is in the sum."""
 
     binding: Binding
-    wanted: tuple[tuple[str, ShareKind], ...]
-    KIND: ClassVar[Kind] = Kind.REVEAL_REQUEST
+    survivors: tuple[str, ...]
+    KIND: ClassVar[Kind] = Kind.SURVIVORS
 
     def to_bytes(self) -> bytes:
         w = _Writer(self.KIND, self.binding)
-        w.u32(len(self.wanted))
-        for owner, kind in self.wanted:
-            w.text(owner)
-            w.u8(kind)
+        w.u32(len(self.survivors))
+        for client in self.survivors:
+            w.text(client)
         return w.done()
 
     @classmethod
-    def from_bytes(cls, data: bytes, max_entries: int = UNLIMITED) -> RevealRequest:
+    def from_bytes(cls, data: bytes, max_entries: int = UNLIMITED) -> SurvivorSet:
         r = _Reader(data, cls.KIND)
-        wanted = tuple((name, kind) for name, kind, _ in r.entries(max_entries, True, 0) if kind is not None)
+        survivors = tuple(name for name, _, _ in r.entries(max_entries, False, 0))
         r.end()
-        return cls(r.binding, wanted)
+        return cls(r.binding, survivors)
+
+
+@dataclass(frozen=True)
+class Endorsements(_SealedList):
+    """Consistency round, client -> aggregator: for each surviving neighbour (the receiver), a
+    MAC of the survivor set under the pair's key; aggregator -> client (`EndorsementInbox`):
+    those addressed to it, by sender."""
+
+    KIND: ClassVar[Kind] = Kind.ENDORSEMENTS
+    SIZE: ClassVar[int] = ENDORSEMENT_BYTES
+
+    @classmethod
+    def from_bytes(cls, data: bytes, max_entries: int = UNLIMITED) -> Endorsements:
+        return cls(*cls._decode(data, max_entries))
+
+
+@dataclass(frozen=True)
+class EndorsementInbox(_SealedList):
+    KIND: ClassVar[Kind] = Kind.ENDORSED
+    SIZE: ClassVar[int] = ENDORSEMENT_BYTES
+
+    @classmethod
+    def from_bytes(cls, data: bytes, max_entries: int = UNLIMITED) -> EndorsementInbox:
+        return cls(*cls._decode(data, max_entries))
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,12 @@
 """SecAgg+ parameters of one round: neighbours k, threshold t, clipping and the fixed-point code.
 
+k and t come from n, a target dropout rate d and a failure probability f (`derive`): t is the
+least threshold strictly above k/2 (2t > k + c keeps c colluding neighbours from recovering
+both secrets of one client: `threshold_for`), and k the least degree for which the union bound
+n * P[Binomial(k, 1 - d) < t] (some client keeps fewer than t surviving neighbours, so its
+masks cannot be removed, or it is cut off from the other survivors) is at most f; n - 1
+(classic SecAgg) when no smaller k reaches it. `failure_bound` gives the figure for any k, t.
+
 Both sides must build identical parameters (the client sends a fingerprint with its keys and
 the aggregator refuses a mismatch): they fix how a float becomes a code and back, and the lane
 the masked sum runs in: the narrowest of uint8, uint16, uint32 in which n codes of `bits` bits
@@ -12,10 +19,13 @@ import hashlib
 import math
 import struct
 from dataclasses import dataclass
+from math import comb
 from typing import Literal
 
 import numpy as np
 
+DEFAULT_DROPOUT = 0.05  # clients expected to drop between advertising keys and revealing
+DEFAULT_FAILURE_PROBABILITY = 1e-4  # a round aborted for dropouts within the target rate
 WEIGHT_WORDS = 1  # W with 32-bit lanes: words after the M update words that carry the masked weight
 LANE_BITS = (8, 16, 32)
 Rounding = Literal["stochastic", "nearest"]
@@ -39,8 +49,11 @@ class SecAggParams:
             raise ValueError(f"secure aggregation needs at least 3 participants, got {n}")
         if not 1 <= k <= n - 1:
             raise ValueError(f"neighbours k={k} must be within 1..{n - 1} for {n} participants")
-        if not 2 <= t <= k:
-            raise ValueError(f"threshold t={t} must be within 2..k={k}")
+        if not 2 <= t <= k or 2 * t <= k:
+            raise ValueError(
+                f"threshold t={t} must be within 2..k={k} and above k/2: otherwise an aggregator that "
+                "lies about dropouts collects both secrets of a client"
+            )
         if not (math.isfinite(self.clip) and self.clip > 0):
             raise ValueError(f"clip must be positive and finite, got {self.clip}")
         if not (math.isfinite(self.max_weight) and self.max_weight > 0):
@@ -64,23 +77,26 @@ class SecAggParams:
         cls,
         participants: int,
         neighbours: int = 0,
-        threshold_ratio: float = 0.5,
+        threshold_ratio: float = 0.0,
         clip: float = 8.0,
         max_weight: float = 100_000.0,
         bits: int = 0,
         rounding: Rounding = "stochastic",
         lane: int = 0,
+        dropout: float = DEFAULT_DROPOUT,
+        failure_probability: float = DEFAULT_FAILURE_PROBABILITY,
     ) -> SecAggParams:
-        """k = 0 picks ceil(2 log2 n) (SecAgg+); k = n - 1 is classic SecAgg. t = ceil(ratio k), >= 2."""
+        """k = 0 derives k from n, `dropout` and `failure_probability` (`derive_neighbours`);
+        k = n - 1 is classic SecAgg. t = the least above k/2, or ceil(ratio k) if that is more."""
         if participants < 3:
             raise ValueError(f"secure aggregation needs at least 3 participants, got {participants}")
-        if not 0 < threshold_ratio <= 1:
-            raise ValueError(f"threshold_ratio must be within (0, 1], got {threshold_ratio}")
-        k = neighbours or default_neighbours(participants)
+        if not 0 <= threshold_ratio <= 1:
+            raise ValueError(f"threshold_ratio must be within [0, 1], got {threshold_ratio}")
+        k = neighbours or derive_neighbours(participants, dropout, failure_probability)
         k = max(2, min(k, participants - 1))
         if k * participants % 2:  # a k-regular graph on n nodes needs k*n even
             k = k + 1 if k + 1 <= participants - 1 else k - 1
-        threshold = min(k, max(2, math.ceil(threshold_ratio * k)))
+        threshold = min(k, max(threshold_for(k), math.ceil(threshold_ratio * k)))
         return cls(participants, k, threshold, float(clip), float(max_weight), bits, rounding, lane=lane)
 
     @property
@@ -156,6 +172,30 @@ def _max_levels(lane_bits: int, participants: int) -> int:
     return ((1 << lane_bits) - 1) // participants - 1
 
 
-def default_neighbours(participants: int) -> int:
-    """ceil(2 log2 n): Bell et al. show O(log n) neighbours keep the SecAgg guarantees w.h.p."""
-    return max(2, math.ceil(2 * math.log2(participants)))
+def threshold_for(neighbours: int, colluders: int = 0) -> int:
+    """The least t with 2t > k + c: honest neighbours each reveal one share kind of a client,
+    so the aggregator plus c colluders cannot gather t of both kinds."""
+    return max(2, (neighbours + colluders) // 2 + 1)
+
+
+def failure_bound(participants: int, neighbours: int, threshold: int, dropout: float) -> float:
+    """Union bound, over the n clients, that one keeps fewer than t surviving neighbours when
+    each client drops independently with probability `dropout`: n * P[Binomial(k, 1 - d) < t].
+    Survivors all keep t >= 1 surviving neighbours otherwise, so none is cut off."""
+    k, d = neighbours, dropout
+    one = sum(comb(k, j) * (1 - d) ** j * d ** (k - j) for j in range(threshold))
+    return min(1.0, participants * one)
+
+
+def derive_neighbours(participants: int, dropout: float, failure_probability: float) -> int:
+    """The least k (k * n even, t = `threshold_for(k)`) whose `failure_bound` is at most
+    `failure_probability`; n - 1 (every other client) if none is."""
+    if not 0 <= dropout < 0.5:
+        raise ValueError(f"dropout rate must be within [0, 0.5), got {dropout}")
+    if not 0 < failure_probability < 1:
+        raise ValueError(f"failure probability must be within (0, 1), got {failure_probability}")
+    n = participants
+    for k in range(2, n - 1):
+        if k * n % 2 == 0 and failure_bound(n, k, threshold_for(k), dropout) <= failure_probability:
+            return k
+    return n - 1

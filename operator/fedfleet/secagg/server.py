@@ -3,13 +3,17 @@
 It routes keys and sealed shares, tracks who survived each stage, sums masked chunks into one
 accumulator of M + W lanes (uint32, or uint16/uint8 for narrow codes) as they arrive, collects
 the reveals, and removes every mask block by block.
-Stages (`stage`): keys -> shares -> inputs -> unmask -> done (or aborted).
+Stages (`stage`): keys -> shares -> inputs -> consistency -> unmask -> done (or aborted).
 
-    U1 advertised keys   U2 sent shares (and kept >= t neighbours in U2)   U3 uploaded all words
+    U1 advertised keys (signed; low-order or unsigned keys are refused on receipt)
+    U2 sent shares (and kept >= t neighbours in U2)   U3 uploaded all words
+    U4 endorsed U3 (consistency round)                 reveals come from U4 only
 
 A refusal (`ProtocolError`) leaves the state untouched. An abort (`SecAggAbort`) wipes the
-accumulator and releases nothing. The set of share kinds to request is fixed when inputs close:
-b for U3, s_sk for U2 \\ U3, never both for one client; a late chunk is refused from then on.
+accumulator and releases nothing. The survivor set U3 is fixed when inputs close (a late chunk
+is refused from then on); each survivor MACs it for each surviving neighbour, and a client
+reveals only once t neighbours vouch for the same U3. Each client decides for itself which
+share to reveal (b for U3, s_sk for U2 \\ U3); the server checks it got exactly that.
 """
 
 from __future__ import annotations
@@ -19,8 +23,9 @@ import os
 import numpy as np
 
 from fedfleet.secagg import shamir
+from fedfleet.secagg.authentication import Verifier
 from fedfleet.secagg.client import Coverage, round_context
-from fedfleet.secagg.crypto import KeyPair, pair_info
+from fedfleet.secagg.crypto import KeyPair, check_public_key, pair_info
 from fedfleet.secagg.errors import (
     ForbiddenReveal,
     MalformedMessage,
@@ -35,14 +40,16 @@ from fedfleet.secagg.graph import neighbour_graph, usable_degree
 from fedfleet.secagg.masks import DEFAULT_BLOCK_WORDS, Keystream, thread_scratch
 from fedfleet.secagg.messages import (
     Binding,
+    EndorsementInbox,
+    Endorsements,
     KeyAdvert,
     Neighbour,
     NeighbourKeys,
     Reveal,
-    RevealRequest,
     SealedShares,
     ShareInbox,
     ShareKind,
+    SurvivorSet,
 )
 from fedfleet.secagg.params import SecAggParams
 from fedfleet.secagg.quantize import Decoder
@@ -60,13 +67,18 @@ class SecAggServer:
         accumulator: np.ndarray | None = None,
         graph_seed: bytes | None = None,
         block_words: int = DEFAULT_BLOCK_WORDS,
+        verifier: Verifier | None = None,
+        attempt: int = 0,
     ) -> None:
         """`dimension` (M) makes the server own an accumulator of M + W lanes (`add_chunk`,
         `unmask()`); pass `accumulator` to reuse one across rounds (it is zeroed here). Without
-        a dimension the caller sums uploads itself and passes them to `unmask(summed)`."""
+        a dimension the caller sums uploads itself and passes them to `unmask(summed)`.
+        `verifier` checks each advertisement's signature as it arrives (so one bad client cannot
+        make its neighbours abort); without a CA it checks signatures only."""
         if len(set(participants)) != len(participants) or len(participants) != params.participants:
             raise ValueError(f"{len(participants)} distinct participants expected, as in params")
-        self.training, self.round_number = training, round_number
+        self.training, self.round_number, self.attempt = training, round_number, attempt
+        self.verifier = verifier if verifier is not None else Verifier()
         self.context = round_context(training, round_number)
         self.params = params
         self.index = {c: i + 1 for i, c in enumerate(sorted(participants))}
@@ -75,11 +87,11 @@ class SecAggServer:
         self._public_keys: set[bytes] = set()
         self.graph: dict[str, list[str]] = {}
         self._peers: dict[str, frozenset[str]] = {}
-        self._requests: dict[str, dict[str, ShareKind]] = {}
         self.sealed: dict[str, dict[str, bytes]] = {}  # sender -> receiver -> sealed shares
         self.u2: set[str] = set()
         self.u3: set[str] = set()
         self.wanted: dict[str, ShareKind] = {}  # owner -> the one share kind we may collect
+        self.endorsements: dict[str, dict[str, bytes]] = {}  # sender -> receiver -> MAC of U3
         self.reveals: set[str] = set()
         self._collected: dict[str, dict[int, bytes]] = {}  # owner -> holder index -> share
         self._block = block_words
@@ -135,8 +147,13 @@ class SecAggServer:
         self._check_binding(message.binding, client)
         if message.params != self.params.fingerprint():
             raise WrongBinding(f"{client!r} uses other SecAgg parameters than this round")
+        if message.attempt != self.attempt:
+            raise WrongBinding(f"advertisement for attempt {message.attempt}, not {self.attempt}")
         if message.c_pk == message.s_pk or {message.c_pk, message.s_pk} & self._public_keys:
             raise ReplayedMessage("public keys must be fresh: distinct from each other and from others'")
+        check_public_key(message.c_pk)
+        check_public_key(message.s_pk)
+        self.verifier.verify(client, message.credential, message.signature, message.statement())
         self.keys[client] = message
         self._public_keys |= {message.c_pk, message.s_pk}
 
@@ -165,7 +182,8 @@ class SecAggServer:
         if client not in self.graph:
             raise OutOfOrder(f"{client!r} has no neighbours: it did not advertise keys in time")
         peers = tuple(
-            Neighbour(c, self.index[c], self.keys[c].c_pk, self.keys[c].s_pk) for c in self.graph[client]
+            Neighbour(c, self.index[c], a.c_pk, a.s_pk, a.credential, a.signature)
+            for c, a in ((c, self.keys[c]) for c in self.graph[client])
         )
         return NeighbourKeys(self._binding(client), self.index[client], peers).to_bytes()
 
@@ -283,36 +301,79 @@ class SecAggServer:
         if short:
             raise self._abort(f"fewer than {t} surviving neighbours hold shares of {', '.join(short)}")
         self.u3, self.wanted = u3, {c: wanted[c] for c in needed}
-        self.stage = "unmask"
+        self.stage = "consistency"
 
-    # -- stage 5: reveals --------------------------------------------------------------------
-    def _request(self, client: str) -> dict[str, ShareKind]:
-        if client not in self._requests:
-            owners = sorted(self.wanted.keys() & self._peers[client])
-            self._requests[client] = {owner: self.wanted[owner] for owner in owners}
-        return self._requests[client]
-
-    def request_for(self, client: str) -> bytes:
-        self._expect("unmask", client)
+    # -- stage 5: consistency round ----------------------------------------------------------
+    def survivors_for(self, client: str) -> bytes:
+        """U3, the same for every survivor: what each endorses to its neighbours."""
+        if self.stage not in ("consistency", "unmask"):
+            raise OutOfOrder(f"the survivor set is fixed when inputs close (the round is at {self.stage!r})")
         if client not in self.u3:
             raise OutOfOrder(f"{client!r} has no masked upload in this round")
-        return RevealRequest(self._binding(client), tuple(self._request(client).items())).to_bytes()
+        return SurvivorSet(self._binding(client), tuple(sorted(self.u3))).to_bytes()
+
+    def add_endorsements(self, client: str, payload: bytes) -> None:
+        self._expect("consistency", client)
+        if client not in self.u3:
+            raise OutOfOrder(f"{client!r} has no masked upload in this round")
+        if client in self.endorsements:
+            raise ReplayedMessage(f"{client!r} already endorsed the survivor set")
+        message = Endorsements.from_bytes(payload, max_entries=len(self.graph[client]))
+        self._check_binding(message.binding, client)
+        tags = dict(message.shares)
+        if len(tags) != len(message.shares) or not tags.keys() <= self._peers[client] & self.u3:
+            raise MalformedMessage("endorsements address surviving neighbours, each at most once")
+        self.endorsements[client] = tags
+
+    @property
+    def all_endorsed(self) -> bool:
+        return self.endorsements.keys() == self.u3
+
+    def close_consistency(self) -> None:
+        """U4: survivors that endorsed U3. Only they will reveal; each needed secret must still
+        have t holders among them."""
+        if self.stage != "consistency":
+            raise OutOfOrder(f"the consistency round cannot close at stage {self.stage!r}")
+        u4, t = set(self.endorsements), self.params.threshold
+        short = [_describe(c, k) for c, k in sorted(self.wanted.items()) if len(u4 & self._peers[c]) < t]
+        if short:
+            raise self._abort(f"fewer than {t} neighbours endorsed the survivor set for {', '.join(short)}")
+        self.stage = "unmask"
+
+    def endorsements_for(self, client: str) -> bytes:
+        """The MACs of U3 the client's neighbours addressed to it: it reveals once t are valid."""
+        self._expect("unmask", client)
+        if client not in self.endorsements:
+            raise OutOfOrder(f"{client!r} did not endorse the survivor set")
+        inbox = tuple(
+            (sender, self.endorsements[sender][client])
+            for sender in sorted(self._peers[client] & self.endorsements.keys())
+            if client in self.endorsements[sender]
+        )
+        return EndorsementInbox(self._binding(client), inbox).to_bytes()
+
+    # -- stage 6: reveals --------------------------------------------------------------------
+    def _expected(self, client: str) -> dict[str, ShareKind]:
+        """What an honest client reveals: for each neighbour it holds shares of (those in U2),
+        b if that neighbour is in U3, else s_sk."""
+        owners = self._peers[client] & self.u2
+        return {o: ShareKind.SELF_MASK if o in self.u3 else ShareKind.MASK_KEY for o in owners}
 
     def add_reveal(self, client: str, payload: bytes) -> None:
         self._expect("unmask", client)
-        if client not in self.u3:
-            raise OutOfOrder(f"{client!r} has no masked upload in this round")
+        if client not in self.endorsements:
+            raise OutOfOrder(f"{client!r} did not endorse the survivor set: it may not reveal")
         if client in self.reveals:
             raise ReplayedMessage(f"{client!r} already revealed its shares")
         message = Reveal.from_bytes(payload, max_entries=len(self.graph[client]))
         self._check_binding(message.binding, client)
-        expected = self._request(client)
+        expected = self._expected(client)
         got = {owner: (kind, share) for owner, kind, share in message.shares}
         if len(got) != len(message.shares):
             raise ForbiddenReveal("a reveal names one owner twice: only one share kind per client")
         for owner, (kind, share) in got.items():
             if owner not in expected:
-                raise MalformedMessage(f"share of {owner!r} was not requested")
+                raise MalformedMessage(f"share of {owner!r}, whose shares this client does not hold")
             if kind != expected[owner]:
                 raise ForbiddenReveal(
                     f"for {owner!r} only its {expected[owner].name} share may be revealed, not {kind.name}"
@@ -325,11 +386,12 @@ class SecAggServer:
             )
         self.reveals.add(client)
         for owner, (_, share) in got.items():
-            self._collected.setdefault(owner, {})[self.index[client]] = share
+            if owner in self.wanted:
+                self._collected.setdefault(owner, {})[self.index[client]] = share
 
     @property
     def all_revealed(self) -> bool:
-        return self.reveals == self.u3
+        return self.reveals == self.endorsements.keys()
 
     def missing(self) -> list[str]:
         """Secrets still short of t shares."""
@@ -340,7 +402,7 @@ class SecAggServer:
             if len(self._collected.get(owner, {})) < t
         ]
 
-    # -- stage 6: unmasking ------------------------------------------------------------------
+    # -- stage 7: unmasking ------------------------------------------------------------------
     def _mask_streams(self) -> list[tuple[Keystream, bool]]:
         """What to take out of the sum: each survivor's PRG(b_u), and for each dropped d the
         pairwise masks its surviving neighbours v added (+PRG(s_vd) if v < d, else -PRG)."""

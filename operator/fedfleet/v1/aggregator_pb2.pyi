@@ -182,10 +182,12 @@ class SecAggRequest(_message.Message):
         STAGE_ADVERTISE_KEYS: _ClassVar[SecAggRequest.Stage]
         STAGE_SHARE_KEYS: _ClassVar[SecAggRequest.Stage]
         STAGE_UNMASK: _ClassVar[SecAggRequest.Stage]
+        STAGE_CONSISTENCY: _ClassVar[SecAggRequest.Stage]
     STAGE_UNSPECIFIED: SecAggRequest.Stage
     STAGE_ADVERTISE_KEYS: SecAggRequest.Stage
     STAGE_SHARE_KEYS: SecAggRequest.Stage
     STAGE_UNMASK: SecAggRequest.Stage
+    STAGE_CONSISTENCY: SecAggRequest.Stage
     TRAINING_FIELD_NUMBER: _ClassVar[int]
     CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]

@@ -1,0 +1,250 @@
+"""The attacks of a lying aggregator (and of one malicious client), replayed against the
+protocol: each ends with the honest clients refusing, and nothing of anyone's input recovered.
+
+The aggregator here is played by the test itself: it holds every message the real server
+would, and rewrites what it forwards."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from fedfleet.identity.ca import Issuer
+from fedfleet.identity.names import Identity
+from fedfleet.secagg import (
+    AuthenticationFailed,
+    InconsistentView,
+    OutOfOrder,
+    SecAggClient,
+    Signer,
+    Verifier,
+)
+from fedfleet.secagg.crypto import KeyPair
+from fedfleet.secagg.messages import (
+    Binding,
+    EndorsementInbox,
+    Endorsements,
+    KeyAdvert,
+    NeighbourKeys,
+    SurvivorSet,
+)
+
+from tests.secagg.protocol import (
+    DAY,
+    NAMESPACE,
+    Fleet,
+    authenticate,
+    bound,
+    keys_and_shares,
+    make_fleet,
+    plain,
+    reveal,
+    upload,
+)
+
+LOW_ORDER = (bytes(32), (1).to_bytes(32, "little"))  # the identity and a point of order 1 / 2
+
+
+def test_an_authenticated_round_releases_the_exact_sum() -> None:
+    fleet = make_fleet(6, 500, neighbours=4)
+    authenticate(fleet)
+    keys_and_shares(fleet)
+    for c in fleet.ids:
+        upload(fleet, c)
+    fleet.server.close_inputs()
+    reveal(fleet, fleet.ids)
+    values, weight = fleet.server.unmask()
+    expected, expected_weight = plain(fleet, set(fleet.ids))
+    assert np.all(np.abs(values - expected) <= bound(fleet, 6, expected)) and weight == expected_weight
+
+
+def substitute(fleet: Fleet, victim: str, neighbour: str, **fields: bytes) -> bytes:
+    """The aggregator's neighbour list for `victim`, with `neighbour`'s entry rewritten."""
+    message = NeighbourKeys.from_bytes(fleet.server.neighbours_payload(victim))
+    peers = tuple(p._replace(**fields) if p.client == neighbour else p for p in message.neighbours)
+    return replace(message, neighbours=peers).to_bytes()
+
+
+def advertised(fleet: Fleet) -> None:
+    for c in fleet.ids:
+        fleet.server.add_keys(c, fleet.clients[c].advertise())
+    fleet.server.close_keys()
+
+
+def test_key_substitution_makes_the_neighbour_abort() -> None:
+    """The aggregator hands c00 its own keys in c01's name (to open the shares c00 seals to
+    c01 and re-seal them): c00 checks c01's signature, refuses and leaves the round, sealing
+    nothing; every other way to dress the substitution up is refused the same way."""
+    fleet = make_fleet(5, 100, neighbours=4)
+    ca = Issuer.generate("the training's CA", DAY)
+    signers = authenticate(fleet, ca)
+    advertised(fleet)
+    mine, other_ca = KeyPair.generate(), Issuer.generate("the aggregator's own CA", DAY)
+    aggregator = ca.issue(Identity(NAMESPACE, fleet.training, "aggregator"), DAY)
+    forged_c01 = other_ca.issue(Identity.of_client(NAMESPACE, fleet.training, "site", "c01"), DAY)
+    c02 = KeyAdvert.from_bytes(fleet.server.keys["c02"].to_bytes())
+
+    def signed_by(signer: Signer, c_pk: bytes, s_pk: bytes) -> dict[str, bytes]:
+        statement = replace(c02, binding=Binding("t", 1, "c01"), c_pk=c_pk, s_pk=s_pk).statement()
+        return {
+            "c_pk": c_pk,
+            "s_pk": s_pk,
+            "credential": signer.credential,
+            "signature": signer.sign(statement),
+        }
+
+    attempts = {
+        "keys swapped, c01's signature kept": {"c_pk": mine.public, "s_pk": mine.public},
+        "only the masking key swapped": {"s_pk": mine.public},
+        "signed with the aggregator's certificate": signed_by(
+            Signer.from_pem(aggregator.cert_pem, aggregator.key_pem), mine.public, mine.public
+        ),
+        "a certificate naming c01 from another CA": signed_by(
+            Signer.from_pem(forged_c01.cert_pem, forged_c01.key_pem), mine.public, mine.public
+        ),
+        "signed by c02, a real client of the training": signed_by(signers["c02"], mine.public, mine.public),
+        "an ephemeral key, no certificate": signed_by(Signer.ephemeral(), mine.public, mine.public),
+    }
+    reasons = {
+        "keys swapped, c01's signature kept": "not valid",
+        "only the masking key swapped": "not valid",
+        "signed with the aggregator's certificate": "signed by the certificate of spiffe://fedfleet.io/ns/ns/training/t/aggregator",
+        "a certificate naming c01 from another CA": "does not chain to the training's CA",
+        "signed by c02, a real client of the training": "client/c02",
+        "an ephemeral key, no certificate": "needs its certificate",
+    }
+    for name, fields in attempts.items():
+        victim = SecAggClient(
+            "t", 1, "c00", fleet.params, signer=signers["c00"], verifier=fleet.clients["c00"].verifier
+        )
+        victim.advertise()
+        with pytest.raises(AuthenticationFailed) as err:
+            victim.share_keys(substitute(fleet, "c00", "c01", **fields))
+        assert "leaving the round" in str(err.value) and reasons[name] in str(err.value), name
+        assert victim.stage == "aborted" and not victim.neighbours, name  # nothing sealed, to anyone
+        with pytest.raises(OutOfOrder):
+            victim.share_keys(fleet.server.neighbours_payload("c00"))  # no second chance this round
+    # the genuine list still works for an honest client
+    fleet.clients["c00"].share_keys(fleet.server.neighbours_payload("c00"))
+
+
+def test_inconsistent_dropout_sets_make_clients_refuse_to_reveal() -> None:
+    """The aggregator tells half of c00's neighbours that c00 survived (to collect shares of its
+    self mask) and the other half that it dropped (to collect shares of its masking key). Each
+    client endorses the one set it was shown; nobody holds t endorsements of its own set, so
+    nobody reveals anything."""
+    fleet = make_fleet(8, 200, neighbours=7)  # complete graph, t = 4
+    authenticate(fleet)
+    keys_and_shares(fleet)
+    for c in fleet.ids:
+        upload(fleet, c)
+    fleet.server.close_inputs()
+    everyone = tuple(fleet.ids)
+    without = tuple(c for c in everyone if c != "c00")
+    shown = {c: everyone if c in ("c00", "c01", "c02", "c03") else without for c in fleet.ids}
+    tags = {
+        c: dict(
+            Endorsements.from_bytes(
+                fleet.clients[c].endorse(SurvivorSet(Binding("t", 1, c), shown[c]).to_bytes())
+            ).shares
+        )
+        for c in fleet.ids
+    }
+    for c in fleet.ids:  # the aggregator forwards every endorsement addressed to c
+        inbox = EndorsementInbox(
+            Binding("t", 1, c), tuple((s, tags[s][c]) for s in fleet.ids if c in tags[s])
+        )
+        with pytest.raises(InconsistentView, match=r"3 neighbours vouch .* fewer than the threshold 4"):
+            fleet.clients[c].reveal(inbox.to_bytes())
+        assert fleet.clients[c].stage == "aborted"
+    # forged endorsements (the aggregator does not hold the pair keys) count for nothing either
+    fleet = make_fleet(8, 200, neighbours=7)
+    authenticate(fleet)
+    keys_and_shares(fleet)
+    for c in fleet.ids:
+        upload(fleet, c)
+    fleet.server.close_inputs()
+    victim = fleet.clients["c04"]
+    victim.endorse(SurvivorSet(Binding("t", 1, "c04"), without).to_bytes())
+    forged = EndorsementInbox(Binding("t", 1, "c04"), tuple((s, bytes(32)) for s in without if s != "c04"))
+    with pytest.raises(InconsistentView, match="0 neighbours vouch"):
+        victim.reveal(forged.to_bytes())
+
+
+def test_a_survivor_set_that_cannot_be_true_is_refused() -> None:
+    fleet = make_fleet(6, 100, neighbours=5)
+    authenticate(fleet)
+    keys_and_shares(fleet, skip_shares=["c05"])  # c05 never sent shares: not in U2
+    for c in fleet.ids[:5]:
+        upload(fleet, c)
+    leaves_me_out = SurvivorSet(Binding("t", 1, "c00"), ("c01", "c02", "c03", "c04")).to_bytes()
+    with pytest.raises(InconsistentView, match="leaves out this client"):
+        fleet.clients["c00"].endorse(leaves_me_out)
+    names_a_stranger = SurvivorSet(Binding("t", 1, "c01"), ("c00", "c01", "c02", "c05")).to_bytes()
+    with pytest.raises(InconsistentView, match="never sent us shares"):
+        fleet.clients["c01"].endorse(names_a_stranger)
+    too_few = SurvivorSet(Binding("t", 1, "c02"), ("c00", "c02")).to_bytes()
+    with pytest.raises(InconsistentView, match="fewer than the threshold"):
+        fleet.clients["c02"].endorse(too_few)
+
+
+@pytest.mark.parametrize("low", LOW_ORDER, ids=["zero", "one"])
+def test_low_order_keys_are_refused_by_the_aggregator_and_neighbours_are_unaffected(low: bytes) -> None:
+    """A malicious client signs an advertisement with a low-order masking key (every honest
+    neighbour's key agreement would fail): the aggregator refuses it on receipt, and the round
+    goes on without that client, the others' sum exact."""
+    fleet = make_fleet(6, 300, neighbours=5)
+    signers = authenticate(fleet)
+    honest = KeyAdvert.from_bytes(fleet.clients["c00"].advertise())
+    for field in ("c_pk", "s_pk"):
+        bad = replace(honest, **{field: low})
+        bad = replace(bad, signature=signers["c00"].sign(bad.statement())).to_bytes()
+        with pytest.raises(AuthenticationFailed, match="low order"):
+            fleet.server.add_keys("c00", bad)
+    assert "c00" not in fleet.server.keys
+    others = fleet.ids[1:]
+    keys_and_shares(fleet, skip_advertise=["c00"])
+    for c in others:
+        upload(fleet, c)
+    fleet.server.close_inputs()
+    reveal(fleet, others)
+    values, weight = fleet.server.unmask()
+    expected, expected_weight = plain(fleet, set(others))
+    assert np.all(np.abs(values - expected) <= bound(fleet, 5, expected)) and weight == expected_weight
+
+
+def test_the_aggregator_refuses_unsigned_or_misattributed_adverts() -> None:
+    fleet = make_fleet(4, 50, neighbours=3)
+    signers = authenticate(fleet)
+    advert = KeyAdvert.from_bytes(fleet.clients["c00"].advertise())
+    unsigned = replace(advert, signature=b"").to_bytes()
+    with pytest.raises(AuthenticationFailed, match="not valid"):
+        fleet.server.add_keys("c00", unsigned)
+    as_c01 = replace(advert, credential=signers["c01"].credential).to_bytes()
+    with pytest.raises(AuthenticationFailed):
+        fleet.server.add_keys("c00", as_c01)
+    ephemeral = SecAggClient("t", 1, "c00", fleet.params).advertise()  # no certificate
+    with pytest.raises(AuthenticationFailed, match="needs its certificate"):
+        fleet.server.add_keys("c00", ephemeral)
+    assert fleet.server.keys == {}
+    fleet.server.add_keys("c00", advert.to_bytes())
+
+
+def test_an_expired_or_foreign_certificate_is_refused() -> None:
+    ca = Issuer.generate("test CA", DAY)
+    verifier = Verifier(ca.trust_pem, NAMESPACE, "t")
+    other_training = ca.issue(Identity.of_client(NAMESPACE, "u", "site", "c00"), DAY)
+    signer = Signer.from_pem(other_training.cert_pem, other_training.key_pem)
+    with pytest.raises(AuthenticationFailed, match="training/u/"):
+        verifier.verify("c00", signer.credential, signer.sign(b"x"), b"x")
+    import datetime
+
+    old = ca.issue(
+        Identity.of_client(NAMESPACE, "t", "site", "c00"),
+        DAY,
+        now=datetime.datetime.now(datetime.UTC) - 3 * DAY,
+    )
+    signer = Signer.from_pem(old.cert_pem, old.key_pem)
+    with pytest.raises(AuthenticationFailed, match="validity"):
+        verifier.verify("c00", signer.credential, signer.sign(b"x"), b"x")
