@@ -3,7 +3,9 @@
 A client with weight w (capped at max_weight) encodes each update value x as
     q = floor(clip(x, -c, c) * f * s + L/2 + u),   f = w / max_weight,  s = L / 2c,
 with u ~ U[0, 1) from an AES-CTR stream (stochastic rounding: E[q] is exact) or u = 1/2
-(nearest). q lies in [0, L + 1) and n(L + 1) < 2^lane, so the sum of n codes never wraps.
+(nearest). The clip is against the exact (float64) c, and q is clamped to [0, L] before the
+cast to the lane, so whatever float rounding does at the edges (a clip range such as 0.1 is
+not exact in float32), n codes sum to at most nL < 2^lane: the sum never wraps.
 The sum of m codes decodes to max_weight * (S - m L/2) / s = sum_u w_u clip(x_u), the weighted
 sum the aggregator needs for FedAvg, and the weight word to sum_u w_u.
 
@@ -33,7 +35,8 @@ class Encoder:
         self.capped_weight = min(float(weight), params.max_weight)
         fraction = self.capped_weight / params.max_weight
         self._factor = fraction * params.scale
-        self._clip = np.float32(params.clip)
+        self._clip = float(params.clip)
+        self._top = float(params.levels)
         stochastic = params.rounding == "stochastic"
         # u ~ U[1, 2) from the noise stream, so the offset carries the -1
         self._offset = params.levels / 2 - (1.0 if stochastic else -0.5)
@@ -42,9 +45,9 @@ class Encoder:
     def encode(self, values: np.ndarray, out: np.ndarray, offset: int, scratch: Scratch) -> None:
         """out = codes of `values` (float32, len <= block), noise taken at word `offset`."""
         n = len(values)
-        x, w, t = scratch.f32[:n], scratch.f64[:n], scratch.f64b[:n]
-        np.clip(values, -self._clip, self._clip, out=x)  # in float32: half the bytes; NaN stays NaN
-        np.copyto(w, x)  # then widen: float32 x float would round in float32, and mixed ufuncs are slow
+        w, t = scratch.f64[:n], scratch.f64b[:n]
+        np.copyto(w, values)  # widen first: float32 x float would round in float32
+        np.clip(w, -self._clip, self._clip, out=w)  # the exact clip value; NaN stays NaN
         np.multiply(w, self._factor, out=w)
         if self._noise is not None:
             u = self._noise.fill(scratch, offset, n)
@@ -53,6 +56,7 @@ class Encoder:
             np.copyto(t, u.view(np.float32))
             np.add(w, t, out=w)
         np.add(w, self._offset, out=w)
+        np.clip(w, 0.0, self._top + 0.5, out=w)  # codes in [0, L] after the floor, whatever rounding did
         with np.errstate(invalid="raise"):
             try:
                 np.copyto(out, w, casting="unsafe")  # non-negative: truncation is floor
