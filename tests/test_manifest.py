@@ -60,6 +60,25 @@ def test_defaults_are_filled() -> None:
             {"retry": {"maxAttempts": -1}},
             "spec.retry.maxAttempts: Input should be greater than or equal to 1",
         ),
+        # the review's cases: each used to pass validation and fail later, far from the cause
+        (
+            {"secureAggregation": {"clipRange": float("inf")}},
+            "spec.secureAggregation.clipRange: Input should",
+        ),
+        (
+            {"secureAggregation": {"clipRange": float("nan")}},
+            "spec.secureAggregation.clipRange: Input should",
+        ),
+        (
+            {"secureAggregation": {"clipRange": 1e-300}},
+            "spec.secureAggregation.clipRange: Input should be greater than or equal to 0.000001",
+        ),
+        (
+            {"secureAggregation": {"maxWeight": 1e300}},
+            "spec.secureAggregation.maxWeight: Input should be less than or equal to 1000000000",
+        ),
+        ({"sites": {"names": ["Site_A"]}}, "spec.sites.names[0]: String should match pattern"),
+        ({"sites": {"names": ["a" * 70]}}, "spec.sites.names[0]: String should have at most 63 characters"),
     ],
 )
 def test_malformed_manifests_name_the_field(spec: dict[str, Any], message: str) -> None:
@@ -123,3 +142,42 @@ def test_cli_reports_a_bad_manifest_in_one_line_and_exit_code_2(tmp_path: Path) 
         timeout=60,
     )
     assert run.returncode == 2 and "not valid YAML" in run.stderr
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "m.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_a_key_given_twice_is_refused_with_its_line(tmp_path: Path) -> None:
+    text = yaml.safe_dump(manifest()) + "spec:\n  rounds: 1\n"  # a second spec: silently the winner before
+    with pytest.raises(ManifestError, match=r"m\.yaml:\d+:1: not valid YAML: .*duplicate key 'spec'"):
+        load_training(write(tmp_path, text))
+    nested = "apiVersion: fedfleet.io/v1alpha1\nkind: FederatedTraining\nmetadata: {name: t}\n"
+    nested += "spec:\n  rounds: 3\n  rounds: 300\n  task: {name: digits-mlp}\n  sites: {names: [a, b]}\n"
+    with pytest.raises(ManifestError, match=r"m\.yaml:6:3: not valid YAML: .*duplicate key 'rounds'"):
+        load_training(write(tmp_path, nested))
+
+
+def test_an_alias_bomb_is_refused_without_echoing_it(tmp_path: Path) -> None:
+    lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+    bomb = "\n".join(lines) + "\napiVersion: fedfleet.io/v1alpha1\nkind: FederatedTraining\nspec: *a8\n"
+    with pytest.raises(ManifestError) as err:
+        load_training(write(tmp_path, bomb))
+    assert "alias bomb" in str(err.value) and "lol" not in str(err.value)
+    assert len(str(err.value)) < 300
+    # a few aliases, as hand-written manifests use them, still load
+    fine = yaml.safe_dump(manifest()) + "x-sites: &s [a, b]\n"
+    assert load_training(write(tmp_path, fine)).spec.rounds == 3
+
+
+def test_a_huge_value_is_never_echoed_whole(tmp_path: Path) -> None:
+    huge = manifest(rounds="9" * 100_000)
+    with pytest.raises(ManifestError) as err:
+        parse_training(huge, "m.yaml")
+    assert "spec.rounds" in str(err.value) and len(str(err.value)) < 300
+    (tmp_path / "big.yaml").write_bytes(b"#" * (2 << 20))
+    with pytest.raises(ManifestError, match="larger than 1048576 bytes"):
+        load_training(tmp_path / "big.yaml")

@@ -10,6 +10,10 @@ from pydantic import BaseModel, ValidationError
 
 from fedfleet.api.suggest import did_you_mean
 from fedfleet.api.training import FederatedTraining
+from fedfleet.text import shorten
+
+MAX_MANIFEST_BYTES = 1 << 20
+MAX_EXPANDED_NODES = 100_000  # nodes after aliases are expanded: more is an alias bomb
 
 
 class ManifestError(ValueError):
@@ -37,7 +41,9 @@ def format_validation_error(
         message = issue["msg"].removeprefix("Value error, ")
         got = issue.get("input")
         shown = (
-            "" if issue["type"] in ("missing", "model_type") or isinstance(got, dict) else f" (got {got!r})"
+            ""
+            if issue["type"] in ("missing", "model_type") or isinstance(got, dict)
+            else f" (got {shorten(repr(got))})"
         )
         if issue["type"] == "extra_forbidden":
             loc = [p for p in issue["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
@@ -50,9 +56,53 @@ def yaml_error(path: Path, err: yaml.YAMLError) -> str:
     """`FILE:LINE:COL: not valid YAML: problem`: PyYAML's own text names `<unicode string>`."""
     mark = getattr(err, "problem_mark", None)
     where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
-    problem = getattr(err, "problem", None) or str(err)
+    problem = shorten(getattr(err, "problem", None) or str(err))
     context = getattr(err, "context", None)
     return f"{where}: not valid YAML: {f'{context}: ' if context else ''}{problem}"
+
+
+class StrictLoader(yaml.SafeLoader):
+    """Safe YAML that refuses what would silently change a manifest's meaning or size: a key
+    given twice in one mapping (the last would win unseen), and aliases that expand past
+    MAX_EXPANDED_NODES nodes (an alias bomb; the error names the size, never the content)."""
+
+    def compose_document(self) -> yaml.Node | None:
+        node: yaml.Node | None = super().compose_document()
+        if node is not None and _expanded_size(node, {}) > MAX_EXPANDED_NODES:
+            raise yaml.composer.ComposerError(
+                None,
+                None,
+                f"aliases expand past {MAX_EXPANDED_NODES} nodes (an alias bomb?)",
+                node.start_mark,
+            )
+        return node
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node, yaml.ScalarNode):
+                continue
+            if key_node.value in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {shorten(repr(key_node.value))}", key_node.start_mark
+                )
+            seen.add(key_node.value)
+        return super().construct_mapping(node, deep)
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int]) -> int:
+    """Nodes in the document with every alias expanded (memoised: shared nodes count per use)."""
+    if id(node) in sizes:
+        return sizes[id(node)]
+    sizes[id(node)] = MAX_EXPANDED_NODES + 1  # a recursive alias is refused as a bomb
+    if isinstance(node, yaml.SequenceNode):
+        size = 1 + sum(_expanded_size(child, sizes) for child in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        size = 1 + sum(_expanded_size(k, sizes) + _expanded_size(v, sizes) for k, v in node.value)
+    else:
+        size = 1
+    sizes[id(node)] = min(size, MAX_EXPANDED_NODES + 1)
+    return sizes[id(node)]
 
 
 def parse_training(document: Any, source: str = "manifest") -> FederatedTraining:
@@ -67,11 +117,16 @@ def parse_training(document: Any, source: str = "manifest") -> FederatedTraining
 def load_training(path: str | Path) -> FederatedTraining:
     path = Path(path)
     try:
-        text = path.read_text()
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_MANIFEST_BYTES + 1)
     except OSError as err:
         raise ManifestError(f"{path}: cannot read manifest: {err.strerror}") from None
+    if len(raw) > MAX_MANIFEST_BYTES:
+        raise ManifestError(f"{path}: larger than {MAX_MANIFEST_BYTES} bytes; a manifest is far smaller")
     try:
-        documents = [d for d in yaml.safe_load_all(text) if d is not None]
+        documents = [d for d in yaml.load_all(raw.decode(), Loader=StrictLoader) if d is not None]
+    except UnicodeDecodeError:
+        raise ManifestError(f"{path}: not UTF-8 text") from None
     except yaml.YAMLError as err:
         raise ManifestError(yaml_error(path, err)) from None
     trainings = [d for d in documents if isinstance(d, dict) and d.get("kind") == "FederatedTraining"]

@@ -6,7 +6,7 @@ means the same thing everywhere; the CRD schema is generated from it.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, JsonValue, model_validator
 
@@ -15,6 +15,7 @@ from fedfleet.api.lineage import LineageSpec
 from fedfleet.api.pods import AggregatorSettings, PodSettings
 from fedfleet.api.privacy import PrivacySpec
 from fedfleet.api.tls import TlsSpec
+from fedfleet.secagg.params import CLIP_RANGE, MAX_WEIGHT_RANGE
 from fedfleet.strategies import STRATEGY_NAMES
 
 API_VERSION = "fedfleet.io/v1alpha1"
@@ -46,7 +47,11 @@ class LabelSelector(SpecModel):
 class SitesSpec(SpecModel):
     """Which FederationSites take part: a list of names, or a label selector (cluster only)."""
 
-    names: list[str] = Field(default_factory=list, description="FederationSite names.")
+    names: list[Annotated[str, Field(min_length=1, max_length=63, pattern=DNS_LABEL)]] = Field(
+        default_factory=list,
+        max_length=10_000,
+        description="FederationSite names: DNS labels (lowercase letters, digits, '-'; at most 63).",
+    )
     selector: LabelSelector | None = Field(default=None, description="Label selector over FederationSites.")
 
     @model_validator(mode="after")
@@ -105,10 +110,18 @@ class SecureAggregationSpec(SpecModel):
         description="Acceptable chance that dropouts at dropoutRate abort a round (for k).",
     )
     clip_range: float = Field(
-        default=8.0, gt=0, description="Update values are clipped to [-c, c] before encoding."
+        default=8.0,
+        ge=CLIP_RANGE[0],
+        le=CLIP_RANGE[1],
+        allow_inf_nan=False,
+        description="Update values are clipped to [-c, c] before encoding.",
     )
     max_weight: float = Field(
-        default=100_000, gt=0, description="Example counts above it are capped when weighting."
+        default=100_000,
+        ge=MAX_WEIGHT_RANGE[0],
+        le=MAX_WEIGHT_RANGE[1],
+        allow_inf_nan=False,
+        description="Example counts above it are capped when weighting.",
     )
     stage_timeout_seconds: float = Field(
         default=60, gt=0, le=3600, description="Deadline of each key-exchange stage."

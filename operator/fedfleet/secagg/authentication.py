@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from fedfleet.identity.ca import identity_of
 from fedfleet.identity.names import IdentityError
 from fedfleet.secagg.errors import AuthenticationFailed, MalformedMessage
+from fedfleet.text import shorten as _short
 
 EPHEMERAL, X509 = 0, 1
 MAX_CERTIFICATES = 4
@@ -201,7 +202,3 @@ def _chains_to(chain: list[x509.Certificate], anchors: list[x509.Certificate], c
             raise AuthenticationFailed(
                 f"the certificate of {_short(client)!r} does not chain to the training's CA"
             )
-
-
-def _short(text: str, limit: int = 64) -> str:
-    return text if len(text) <= limit else text[:limit] + "..."

@@ -26,6 +26,8 @@ import numpy as np
 
 DEFAULT_DROPOUT = 0.05  # clients expected to drop between advertising keys and revealing
 DEFAULT_FAILURE_PROBABILITY = 1e-4  # a round aborted for dropouts within the target rate
+CLIP_RANGE = (1e-6, 1e6)  # a sane clip range: its code step stays finite and above float rounding
+MAX_WEIGHT_RANGE = (1.0, 1e9)  # example counts; beyond it the weight code would round to 0
 WEIGHT_WORDS = 1  # W with 32-bit lanes: words after the M update words that carry the masked weight
 LANE_BITS = (8, 16, 32)
 Rounding = Literal["stochastic", "nearest"]
@@ -54,10 +56,11 @@ class SecAggParams:
                 f"threshold t={t} must be within 2..k={k} and above k/2: otherwise an aggregator that "
                 "lies about dropouts collects both secrets of a client"
             )
-        if not (math.isfinite(self.clip) and self.clip > 0):
-            raise ValueError(f"clip must be positive and finite, got {self.clip}")
-        if not (math.isfinite(self.max_weight) and self.max_weight > 0):
-            raise ValueError(f"max_weight must be positive and finite, got {self.max_weight}")
+        if not CLIP_RANGE[0] <= self.clip <= CLIP_RANGE[1]:
+            raise ValueError(f"clip must be within {CLIP_RANGE[0]:g}..{CLIP_RANGE[1]:g}, got {self.clip}")
+        if not MAX_WEIGHT_RANGE[0] <= self.max_weight <= MAX_WEIGHT_RANGE[1]:
+            low, high = MAX_WEIGHT_RANGE
+            raise ValueError(f"max_weight must be within {low:g}..{high:g}, got {self.max_weight}")
         if self.bits and (self.bits < 2 or (1 << self.bits) - 1 > _max_levels(32, n)):
             raise ValueError(
                 f"bits={self.bits}: {n} summands of 2^bits levels must fit in 32 bits "
