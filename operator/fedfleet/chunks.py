@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
+from isal.isal_zlib import crc32
 
 from fedfleet.refusal import Refusal
 from fedfleet.v1 import aggregator_pb2 as pb
@@ -20,6 +21,21 @@ GRPC_OPTIONS = [
 SUPPORTED_DTYPES = frozenset({"float16", "float32", "float64", "uint32", "uint16", "uint8"})
 
 Weights = dict[str, np.ndarray]
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """A received `TensorChunk` as plain values (the data is the message's buffer, not a copy)."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    offset: int
+    data: bytes | memoryview
+    crc32: int
+    block_values: int = 0
+    scales: bytes | memoryview = b""
+    values: int = 0
 
 
 def iter_chunks(weights: Weights, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Iterator[pb.TensorChunk]:
@@ -40,12 +56,13 @@ def iter_chunks(weights: Weights, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Ite
             )
 
 
-def checksum(data: bytes, scales: bytes = b"") -> int:
-    """A chunk's CRC32: over data, then scales (empty unless the chunk is quantized)."""
-    return zlib.crc32(scales, zlib.crc32(data))
+def checksum(data: bytes | memoryview, scales: bytes | memoryview = b"") -> int:
+    """A chunk's CRC32 (zlib's polynomial): over data, then scales (empty unless quantized).
+    ISA-L's carry-less-multiply CRC: the same value as `zlib.crc32`, 3-4x faster."""
+    return crc32(scales, crc32(data))
 
 
-def verify_crc(chunk: pb.TensorChunk) -> None:
+def verify_crc(chunk: Chunk | pb.TensorChunk) -> None:
     if checksum(chunk.data, chunk.scales) != chunk.crc32:
         raise Refusal(
             "DATA_LOSS", f"tensor {chunk.name!r}: checksum mismatch in chunk at byte {chunk.offset}"

@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     agg.add_argument("--state-dir", type=Path, required=True, help="checkpoints live here; resumed on start")
     agg.add_argument("--chunk-bytes", type=int, default=2 * 1024 * 1024)
     agg.add_argument(
-        "--staging-slots", type=int, default=2, help="uploads received at once (memory: slots x model)"
+        "--staging-slots", type=int, default=1, help="uploads received at once (memory: slots x model)"
     )
     _add_tls_args(agg)
     agg.add_argument(

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from fedfleet.chunks import DEFAULT_CHUNK_BYTES, checksum, iter_chunks
+from fedfleet.chunks import DEFAULT_CHUNK_BYTES, Chunk, checksum, iter_chunks
 from fedfleet.refusal import Refusal
 from fedfleet.v1 import aggregator_pb2 as pb
 
@@ -68,7 +68,9 @@ def quantize(values: np.ndarray, bits: int, block: int, rng: np.random.Generator
     return (nibbles[0::2] | (nibbles[1::2] << 4)).tobytes(), scales
 
 
-def dequantize(data: bytes, scales: np.ndarray, bits: int, block: int, values: int) -> np.ndarray:
+def dequantize(
+    data: bytes | memoryview, scales: np.ndarray, bits: int, block: int, values: int
+) -> np.ndarray:
     """float32 values of one chunk; raises ValueError naming what is malformed."""
     q = max_code(bits)
     if bits in _CODE_DTYPES:
@@ -132,7 +134,7 @@ def encode_update(
     return iter_quantized_chunks(update, bits, block, chunk_bytes)
 
 
-def decode_chunk(chunk: pb.TensorChunk, room: int) -> np.ndarray:
+def decode_chunk(chunk: Chunk | pb.TensorChunk, room: int) -> np.ndarray:
     """The float32 values of a quantized chunk, `room` values at most; a Refusal names the flaw.
     Sizes are checked before anything is allocated (the data is bounded by the message size)."""
     name, bits = chunk.name, BITS_OF[chunk.dtype]

@@ -24,7 +24,7 @@ async def run_aggregator(
     address: str,
     state_dir: Path,
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-    staging_slots: int = 2,
+    staging_slots: int = 1,
     *,
     tls: TlsFiles | None = None,
     insecure_local: bool = False,

@@ -44,6 +44,21 @@ def _fsync_path(path: Path) -> None:
         os.close(fd)
 
 
+def write_durably(target: Path, text: str) -> None:
+    """Write a file whole or not at all: a temporary sibling, fsynced, renamed, directory fsynced."""
+    tmp = target.with_name(f".tmp-{target.name}")
+    try:
+        with tmp.open("w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        tmp.replace(target)
+        _fsync_path(target.parent)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 @dataclass(frozen=True)
 class Checkpoint:
     round: int
@@ -65,9 +80,13 @@ class Checkpoint:
 class CheckpointStore:
     def __init__(self, state_dir: Path) -> None:
         self.rounds_dir = state_dir / "rounds"
+        self.evaluations_dir = state_dir / "evaluations"
         self.rounds_dir.mkdir(parents=True, exist_ok=True)
+        self.evaluations_dir.mkdir(parents=True, exist_ok=True)
         for leftover in self.rounds_dir.glob(".tmp-*"):  # from a crash mid-write: never complete
             shutil.rmtree(leftover, ignore_errors=True)
+        for leftover in self.evaluations_dir.glob(".tmp-*"):
+            leftover.unlink(missing_ok=True)
 
     def _dir(self, round_number: int) -> Path:
         return self.rounds_dir / f"{_PREFIX}{round_number:06d}"
@@ -117,3 +136,9 @@ class CheckpointStore:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         return Checkpoint(round_number, final, record)
+
+    def save_evaluation(self, model_version: int, record: dict[str, Any]) -> Path:
+        """The final-model evaluation of `model_version`, written like a checkpoint: whole or absent."""
+        target = self.evaluations_dir / f"version-{model_version:06d}.json"
+        write_durably(target, json.dumps(record, indent=2, sort_keys=True))
+        return target

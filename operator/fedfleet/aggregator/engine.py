@@ -1,9 +1,11 @@
 """The aggregator's round engine: opens rounds, admits clients, folds updates, closes rounds.
 
-Pure asyncio and numpy, no grpc: the gRPC servicers in `service.py` translate messages and
-turn `Refusal`s into statuses. A round ends when every participant has reported or dropped,
-or at its deadline; it succeeds with at least `min_clients` updates, otherwise it fails and
-the global model stays as it was.
+Pure asyncio and numpy, no grpc: methods take plain values, and the gRPC servicers in
+`service.py` translate messages and turn `Refusal`s into statuses. The engine composes the
+parts along their seams: `admission` (every check), `sums` (the plain or the masked running
+sum), `means` (the mean update, with DP as a wrapper), `checkpoints` (persistence) and a
+`Clock`. A round ends when every participant has reported or dropped, or at its deadline; it
+succeeds with at least `min_clients` updates, otherwise it fails and the global model stays.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -21,19 +22,23 @@ from typing import Any
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from fedfleet.aggregator import admission
+from fedfleet.aggregator.admission import UploadHeader
 from fedfleet.aggregator.checkpoints import CheckpointStore
+from fedfleet.aggregator.clock import Clock, WallClock
+from fedfleet.aggregator.layout import ModelLayout
+from fedfleet.aggregator.means import mean_for
 from fedfleet.aggregator.rounds import TERMINAL, ClientPhase, Kind, Phase, Round
 from fedfleet.aggregator.secure import SecureRound
-from fedfleet.aggregator.update_sum import ModelLayout, UpdateSum
+from fedfleet.aggregator.sums import MaskedSum, PlainSum, RunningSum
 from fedfleet.api.training import FederatedTrainingSpec
+from fedfleet.chunks import Chunk
 from fedfleet.compression import wire_dtype
 from fedfleet.logs import get_logger
-from fedfleet.privacy import l2_norm, release_mean
 from fedfleet.provenance.ledger import Ledger
 from fedfleet.refusal import Refusal
-from fedfleet.secagg import MASKED_TENSOR, ProtocolError, SecAggAbort, Verifier
+from fedfleet.secagg import ProtocolError, SecAggAbort, Verifier
 from fedfleet.strategies import make_strategy
-from fedfleet.v1 import aggregator_pb2 as pb
 
 Weights = dict[str, np.ndarray]
 READY_TTL_SECONDS = 15.0
@@ -58,18 +63,20 @@ class RoundEngine:
         spec: FederatedTrainingSpec,
         initial_weights: Callable[[], Weights],
         state_dir: Path,
-        staging_slots: int = 2,
+        staging_slots: int = 1,
         lineage_key: Ed25519PrivateKey | None = None,
         secagg_verifier: Verifier | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.training = training
         self.secagg_verifier = secagg_verifier  # the training's CA: SecAgg+ adverts must be signed
         self.spec = spec
+        self.clock: Clock = clock or WallClock()
         self.log = get_logger(component="aggregator", training=training)
         self.strategy = make_strategy(spec.strategy)
+        self.mean = mean_for(spec.privacy)
         self.store = CheckpointStore(state_dir)
-        self.evaluations_dir = state_dir / "evaluations"
-        self.evaluations_dir.mkdir(parents=True, exist_ok=True)
+        self.state_dir = state_dir
         self.ledger = Ledger(training, spec, state_dir, lineage_key)
         latest = self.store.latest()
         if latest is None:
@@ -81,10 +88,9 @@ class RoundEngine:
         self.model_version = latest.round
         self.model_digest: str = latest.record["model_digest"]
         self.history: list[dict[str, Any]] = [c.record for c in self.store.completed() if c.round > 0]
-        self.layout = ModelLayout(self.weights)
-        self.sum = UpdateSum(self.layout, staging_slots, wire=wire_dtype(spec.compression.bits))
-        self._staging_slots = staging_slots
-        self.masked_sum = self._masked_sum_for(None, np.dtype(np.uint32), 1)
+        self.layout = ModelLayout.of(self.weights)
+        self.sum = PlainSum(self.layout, staging_slots, wire=wire_dtype(spec.compression.bits))
+        self.masked_sum: MaskedSum | None = None  # allocated by the first SecAgg+ round
         self.current: Round | None = None
         self.finished = False
         self._seen: dict[str, float] = {}
@@ -109,7 +115,7 @@ class RoundEngine:
 
     # -- control side ---------------------------------------------------------------------
     def ready_clients(self) -> list[str]:
-        now = time.time()
+        now = self.clock.now()
         return sorted(cid for cid, seen in self._seen.items() if now - seen <= READY_TTL_SECONDS)
 
     def start_round(
@@ -122,21 +128,8 @@ class RoundEngine:
             if current.number == number and current.kind == kind:
                 return current  # a controller retrying its own request
             raise Refusal("FAILED_PRECONDITION", f"round {current.number} is still {current.phase.value}")
-        expected = self.model_version + 1 if kind == Kind.TRAIN else self.model_version
-        if number != expected:
-            raise Refusal(
-                "FAILED_PRECONDITION",
-                f"cannot start {kind.value} round {number}: the model is at version {self.model_version}, "
-                f"the next {kind.value} round is {expected}",
-            )
-        if not participants or len(set(participants)) != len(participants):
-            raise Refusal("INVALID_ARGUMENT", "participants must be a non-empty list of distinct client ids")
-        if not 1 <= min_clients <= len(participants):
-            raise Refusal(
-                "INVALID_ARGUMENT", f"min_clients {min_clients} must be within 1..{len(participants)}"
-            )
-        if timeout <= 0:
-            raise Refusal("INVALID_ARGUMENT", "timeout_seconds must be positive")
+        admission.check_round_request(kind, number, self.model_version, participants, timeout, min_clients)
+        now = self.clock.now()
         secure = None
         if kind == Kind.TRAIN and self.spec.secure_aggregation.enabled:
             secure = SecureRound(
@@ -144,16 +137,15 @@ class RoundEngine:
                 number,
                 list(participants),
                 self.spec.secure_aggregation,
-                time.time() + timeout,
+                now + timeout,
                 self.spec.compression.bits,
                 self.secagg_verifier,
+                now,
             )
-            params = secure.params
-            self.masked_sum = self._masked_sum_for(self.masked_sum, params.lane_dtype, params.weight_words)
         # reset only the sum this round uses: zeroing touches every page of a model-sized buffer
-        (self.masked_sum if secure is not None else self.sum).reset()
+        self._sum_for(secure).reset()
         round_ = Round(
-            number, kind, list(participants), min_clients, time.time() + timeout, self.model_version
+            number, kind, list(participants), min_clients, now + timeout, self.model_version, started=now
         )
         round_.secure = secure
         round_.phase = Phase.TRAINING
@@ -170,17 +162,19 @@ class RoundEngine:
         self._notify()
         return round_
 
-    def _masked_sum_for(self, current: UpdateSum | None, lane: np.dtype[Any], weight_words: int) -> UpdateSum:
-        """The masked sum in this round's lanes: `current` while lanes and length match, else a
-        new one that replaces it (memory stays one model of lanes plus the staging slots)."""
-        size = self.layout.size + weight_words
-        if current is not None and current.dtype == lane and current.layout.size == size:
-            return current
-        layout = ModelLayout({MASKED_TENSOR: np.empty(size, dtype=lane)})
-        return UpdateSum(layout, self._staging_slots, lane)
+    def _sum_for(self, secure: SecureRound | None) -> RunningSum:
+        """The plain sum, or the masked sum in this round's lanes (replaced when lanes or length
+        change: memory stays one model of lanes)."""
+        if secure is None:
+            return self.sum
+        size, lane = self.layout.size + secure.params.weight_words, secure.params.lane_dtype
+        if self.masked_sum is None or not self.masked_sum.fits(size, lane):
+            self.masked_sum = None  # the old one goes before the new one is allocated
+            self.masked_sum = MaskedSum(size, lane, self.state_dir)
+        return self.masked_sum
 
     def drop(self, number: int, client_id: str, reason: str) -> Round:
-        round_ = self._open_round(number)
+        round_ = admission.open_round(self.current, number)
         if client_id not in round_.clients:
             raise Refusal("NOT_FOUND", f"client {client_id!r} is not a participant of round {number}")
         round_.drop(client_id, reason or "dropped by the controller")
@@ -255,43 +249,13 @@ class RoundEngine:
         return None
 
     # -- client side ----------------------------------------------------------------------
-    def _check_training(self, training: str) -> None:
-        if training != self.training:
-            raise Refusal(
-                "PERMISSION_DENIED", f"this aggregator serves training {self.training!r}, not {training!r}"
-            )
-
-    def _open_round(self, number: int) -> Round:
-        current = self.current
-        if current is None or current.number != number:
-            open_now = (
-                f"round {current.number} is" if current is not None and current.is_open else "no round is"
-            )
-            raise Refusal("FAILED_PRECONDITION", f"round {number} is not open ({open_now} open)")
-        if not current.is_open:
-            raise Refusal("FAILED_PRECONDITION", f"late: round {number} is closed ({current.phase.value})")
-        return current
-
-    def _participant(self, round_: Round, client_id: str) -> Any:
-        record = round_.clients.get(client_id)
-        if record is None:
-            raise Refusal(
-                "PERMISSION_DENIED", f"client {client_id!r} is not a participant of round {round_.number}"
-            )
-        if record.state == ClientPhase.DROPPED:
-            raise Refusal(
-                "FAILED_PRECONDITION",
-                f"client {client_id!r} was dropped from round {round_.number}: {record.reason}",
-            )
-        return record
-
     async def join(self, training: str, client_id: str, session: str, wait: float) -> Assignment:
-        self._check_training(training)
+        admission.check_training(self.training, training)
         if not client_id or not session:
             raise Refusal("INVALID_ARGUMENT", "client_id and session are required")
         until = time.monotonic() + min(max(wait, 0.0), 60.0)
         while True:
-            self._seen[client_id] = time.time()
+            self._seen[client_id] = self.clock.now()
             if self.finished:
                 return Assignment(
                     "finished", model_version=self.model_version, model_digest=self.model_digest
@@ -330,126 +294,108 @@ class RoundEngine:
 
     def model_for(self, training: str, client_id: str, number: int) -> tuple[Weights, Callable[[], bool]]:
         """The weights to stream, and a check that the round is still open between chunks."""
-        self._check_training(training)
-        round_ = self._open_round(number)
-        self._participant(round_, client_id)
+        admission.check_training(self.training, training)
+        round_ = admission.open_round(self.current, number)
+        admission.participant(round_, client_id)
         return self.weights, lambda: round_.is_open and self.current is round_
 
-    def report_metrics(self, report: pb.MetricsReport) -> None:
-        self._check_training(report.training)
-        round_ = self._open_round(report.round)
-        record = self._participant(round_, report.client_id)
-        metrics = {k: float(v) for k, v in report.metrics.items()}
-        if not all(np.isfinite(list(metrics.values()))):
-            raise Refusal("INVALID_ARGUMENT", "metrics must be finite numbers")
-        entry = (int(report.num_examples), metrics)
-        if report.phase == pb.MetricsReport.PHASE_EVALUATE:
-            if report.model_version != round_.model_version:
+    def report_metrics(
+        self,
+        training: str,
+        client_id: str,
+        number: int,
+        phase: Kind,
+        model_version: int,
+        num_examples: int,
+        metrics: dict[str, float],
+    ) -> None:
+        """A client's train metrics, or its evaluation of model `model_version` (phase EVALUATE)."""
+        admission.check_training(self.training, training)
+        round_ = admission.open_round(self.current, number)
+        record = admission.participant(round_, client_id)
+        admission.check_metrics(metrics)
+        entry = (num_examples, metrics)
+        if phase == Kind.EVALUATE:
+            if model_version != round_.model_version:
                 raise Refusal(
                     "FAILED_PRECONDITION",
-                    f"metrics for model version {report.model_version}, "
+                    f"metrics for model version {model_version}, "
                     f"round {round_.number} evaluates version {round_.model_version}",
                 )
-            round_.eval_reports[report.client_id] = entry
+            round_.eval_reports[client_id] = entry
             if round_.kind == Kind.EVALUATE:
                 record.state = ClientPhase.REPORTED
                 self._after_client_change(round_)
-        elif report.phase == pb.MetricsReport.PHASE_TRAIN:
-            round_.train_reports[report.client_id] = entry
         else:
-            raise Refusal("INVALID_ARGUMENT", "metrics phase must be TRAIN or EVALUATE")
+            round_.train_reports[client_id] = entry
         self._notify()
 
-    async def secagg(self, request: pb.SecAggRequest) -> tuple[bytes, bool]:
-        self._check_training(request.training)
+    async def secagg(
+        self, training: str, client_id: str, number: int, session: str, stage: str, payload: bytes
+    ) -> tuple[bytes, bool]:
+        """One SecAgg+ stage of one client; returns (reply payload, done)."""
+        admission.check_training(self.training, training)
         round_ = self.current
-        if round_ is None or round_.number != request.round:
-            raise Refusal("FAILED_PRECONDITION", f"round {request.round} is not the current round")
+        if round_ is None or round_.number != number:
+            raise Refusal("FAILED_PRECONDITION", f"round {number} is not the current round")
         if round_.secure is None:
             raise Refusal("FAILED_PRECONDITION", f"round {round_.number} does not use secure aggregation")
         if round_.phase not in (Phase.TRAINING, Phase.AGGREGATING):
             raise Refusal(
                 "FAILED_PRECONDITION", f"late: round {round_.number} is closed ({round_.phase.value})"
             )
-        record = self._participant(round_, request.client_id)
-        if record.session is not None and request.session != record.session:
-            raise Refusal(
-                "PERMISSION_DENIED", f"client {request.client_id!r}: SecAgg message from another session"
-            )
-        reply: tuple[bytes, bool] = await round_.secure.exchange(
-            request.stage, request.client_id, request.payload
-        )
+        record = admission.participant(round_, client_id)
+        if record.session is not None and session != record.session:
+            raise Refusal("PERMISSION_DENIED", f"client {client_id!r}: SecAgg message from another session")
+        reply: tuple[bytes, bool] = await round_.secure.exchange(stage, client_id, payload)
         return reply
 
-    async def receive_update(
-        self, header: pb.UpdateHeader, chunks: AsyncIterator[pb.TensorChunk]
-    ) -> tuple[int, int]:
-        """Stage, check and fold one upload; returns (bytes received, clients reported)."""
-        self._check_training(header.training)
-        round_ = self._open_round(header.round)
-        if round_.kind != Kind.TRAIN:
-            raise Refusal("FAILED_PRECONDITION", f"round {round_.number} is an evaluation round: no updates")
-        record = self._participant(round_, header.client_id)
-        if record.state == ClientPhase.REPORTED:
-            raise Refusal(
-                "ALREADY_EXISTS", f"client {header.client_id!r} already reported for round {round_.number}"
-            )
-        if record.state == ClientPhase.UPLOADING:
-            raise Refusal(
-                "ALREADY_EXISTS",
-                f"client {header.client_id!r} is already uploading for round {round_.number}",
-            )
-        if record.session is not None and header.session != record.session:
-            raise Refusal("PERMISSION_DENIED", f"client {header.client_id!r}: upload from another session")
-        if header.base_version != round_.model_version:
-            raise Refusal(
-                "FAILED_PRECONDITION",
-                f"update computed from model version {header.base_version}, "
-                f"round {round_.number} trains version {round_.model_version}",
-            )
-        if header.num_examples == 0:
-            raise Refusal("INVALID_ARGUMENT", "num_examples must be positive")
-        update_sum = self.sum
+    async def receive_update(self, header: UploadHeader, chunks: AsyncIterator[Chunk]) -> tuple[int, int]:
+        """Check and fold one upload, all or nothing; returns (bytes received, clients reported)."""
+        admission.check_training(self.training, header.training)
+        round_ = admission.open_round(self.current, header.round)
+        record = admission.participant(round_, header.client_id)
+        admission.check_upload(round_, record, header)
         if round_.secure is not None:
             try:
                 round_.secure.server.check_input(header.client_id)
             except ProtocolError as err:
                 raise Refusal(err.code, str(err)) from None  # type: ignore[arg-type]
-            update_sum = self.masked_sum
         record.state = ClientPhase.UPLOADING
-        staged = await update_sum.acquire()
+        try:
+            upload = await self._sum_for(round_.secure).open_upload()
+        except BaseException:
+            record.state = ClientPhase.TRAINING
+            raise
         try:
             async for chunk in chunks:
-                if not round_.is_open:
+                if not round_.is_open:  # checked before every add: nothing enters a closed round's sum
                     break
-                staged.add_chunk(chunk)
-            staged.check_complete()
+                upload.add(chunk)
+            upload.check.check_complete()
             if not round_.is_open or self.current is not round_:
                 raise Refusal(
                     "FAILED_PRECONDITION", f"late: round {round_.number} closed before the upload completed"
                 )
-            weight = float(header.num_examples)
-            if self.spec.privacy.enabled:  # DP-FedAvg: weight 1, so one client moves the sum <= clipNorm
-                weight = 1.0
-                if round_.secure is None:
-                    self._check_clipped(round_, staged.buffer)
-            update_sum.fold(staged, weight)
+            plaintext = upload.plaintext()
+            if plaintext is not None:
+                self.mean.check_update(round_, plaintext)
+            upload.commit(self.mean.upload_weight(header.num_examples))
             record.state = ClientPhase.REPORTED
         except BaseException:
+            upload.abort()  # the sum is as before; the client may upload again
             if record.state == ClientPhase.UPLOADING:
-                record.state = ClientPhase.TRAINING  # the client may upload again; the sum is untouched
+                record.state = ClientPhase.TRAINING
             raise
-        finally:
-            update_sum.release(staged)
         self.log.info(
             "update.accepted",
             round=round_.number,
             client=header.client_id,
             examples=header.num_examples,
-            bytes=staged.bytes_received,
+            bytes=upload.bytes_received,
         )
         self._after_client_change(round_)
-        return staged.bytes_received, len(round_.reported)
+        return upload.bytes_received, len(round_.reported)
 
     # -- closing --------------------------------------------------------------------------
     def _after_client_change(self, round_: Round) -> None:
@@ -462,7 +408,7 @@ class RoundEngine:
             self._close_task = asyncio.create_task(self._close(round_, "all participants accounted for"))
 
     async def _close_at_deadline(self, round_: Round) -> None:
-        await asyncio.sleep(max(0.0, round_.deadline - time.time()))
+        await self.clock.sleep_until(round_.deadline)
         if round_.is_open:
             await self._close(round_, "deadline passed")
 
@@ -474,6 +420,7 @@ class RoundEngine:
                 self._deadline_task.cancel()
             if round_.secure is not None:
                 round_.secure.cancel()
+            self._sum_for(round_.secure).close_uploads()  # uploads in flight leave the sum
             reported = len(round_.reported)
             if reported < round_.min_clients:
                 round_.phase = Phase.FAILED
@@ -482,13 +429,15 @@ class RoundEngine:
                     f"minClients is {round_.min_clients}"
                 )
             elif round_.kind == Kind.EVALUATE:
-                await asyncio.to_thread(self._save_evaluation, round_)
+                round_.model_digest = self.model_digest
+                record = round_.to_record() | {"phase": Phase.SUCCEEDED.value}
+                await asyncio.to_thread(self.store.save_evaluation, round_.model_version, record)
                 round_.phase = Phase.SUCCEEDED
             else:
                 round_.phase = Phase.AGGREGATING
                 self._notify()
                 await self._aggregate(round_)
-            round_.finished = round_.finished or time.time()
+            round_.finished = round_.finished or self.clock.now()
             self.log.info(
                 "round.closed",
                 round=round_.number,
@@ -507,7 +456,7 @@ class RoundEngine:
             self.strategy.apply(self.weights, await self._mean_update(round_))
             record = round_.to_record() | {
                 "phase": Phase.SUCCEEDED.value,
-                "finished": time.time(),
+                "finished": self.clock.now(),
                 "base_model_digest": self.spec.model.digest,  # what an adapter checkpoint belongs to
             }
             checkpoint = await asyncio.to_thread(
@@ -534,50 +483,17 @@ class RoundEngine:
         self.history.append(checkpoint.record)
         round_.phase = Phase.SUCCEEDED
 
-    def _check_clipped(self, round_: Round, update: np.ndarray) -> None:
-        """A plaintext DP update beyond clipNorm is refused: the noise is calibrated to that bound."""
-        norm, clip_norm = l2_norm(update), self.spec.privacy.clip_norm or 0.0
-        if norm > clip_norm:
-            raise Refusal(
-                "INVALID_ARGUMENT",
-                f"update L2 norm {norm:.6g} exceeds spec.privacy.clipNorm {clip_norm:g}; "
-                "clip before uploading",
-            )
-        round_.max_update_norm = max(round_.max_update_norm, norm)
-
     async def _mean_update(self, round_: Round) -> Weights:
-        privacy = self.spec.privacy
+        """The round's mean update per tensor, computed in place in the sum's buffer."""
         if round_.secure is None:
-            if not privacy.enabled:
-                return self.sum.mean()
-            values = self.sum.total
-            self.sum.total_weight = 0.0  # spent until reset(), as mean() leaves it
+            total, weight = self.sum.total, self.sum.total_weight
+            self.sum.total_weight = 0.0  # spent until reset()
         else:
-            values, weight = await round_.secure.unmask(self.masked_sum.total, set(round_.reported))
+            assert self.masked_sum is not None
+            total, weight = await round_.secure.unmask(self.masked_sum.total, set(round_.reported))
             if weight <= 0:
                 raise SecAggAbort("the unmasked total weight is not positive")
-            if not privacy.enabled:
-                values /= np.float32(weight)
-        if privacy.enabled:  # noise (central) and the mean over the round's fixed cohort size
-            released = await asyncio.to_thread(
-                release_mean,
-                values,
-                privacy,
-                len(round_.participants),
-                len(round_.reported),
-                round_.max_update_norm,
-            )
-            round_.privacy = released.to_record()
+        mean = await self.mean.release(round_, total, weight)
+        if round_.privacy is not None:
             self.log.info("round.privacy", round=round_.number, **round_.privacy)
-        return {slot.name: view for slot, view in self.layout.views(values)}
-
-    def _save_evaluation(self, round_: Round) -> None:
-        target = self.evaluations_dir / f"version-{round_.model_version:06d}.json"
-        tmp = target.with_suffix(".tmp")
-        round_.model_digest = self.model_digest
-        tmp.write_text(
-            json.dumps(round_.to_record() | {"phase": Phase.SUCCEEDED.value}, indent=2, sort_keys=True)
-        )
-        with tmp.open("rb") as handle:
-            os.fsync(handle.fileno())
-        tmp.replace(target)
+        return {slot.name: view for slot, view in self.layout.views(mean)}

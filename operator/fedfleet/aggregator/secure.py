@@ -11,10 +11,9 @@ from fedfleet.api.training import SecureAggregationSpec
 from fedfleet.refusal import Refusal
 from fedfleet.secagg import ProtocolError, SecAggAbort, SecAggParams, SecAggServer, Verifier
 from fedfleet.secagg.params import lane_for
-from fedfleet.v1 import aggregator_pb2 as pb
 
 LONG_POLL_SECONDS = 30.0
-Stage = pb.SecAggRequest.Stage
+ADVERTISE_KEYS, SHARE_KEYS, CONSISTENCY, UNMASK = "advertise_keys", "share_keys", "consistency", "unmask"
 
 
 class SecureRound:
@@ -27,11 +26,13 @@ class SecureRound:
         deadline: float,
         bits: int = 32,
         verifier: Verifier | None = None,
+        now: float | None = None,
     ) -> None:
         """`bits` (spec.compression.bits) picks the lane: the narrowest that n codes of `bits`
         bits fit (bits + ceil(log2 n)); the code then takes every level that lane leaves.
         `verifier` (the training's CA) checks each advertisement's signature on receipt. The
-        attempt is the start time in ns: a retried round number is a new, later attempt."""
+        attempt is the start time in ns: a retried round number is a new, later attempt.
+        `now`: the engine's clock at the start (deadlines are in its time)."""
         if len(participants) < 3:
             raise Refusal("INVALID_ARGUMENT", "secure aggregation needs at least 3 participants")
         self.params = SecAggParams.build(
@@ -49,7 +50,9 @@ class SecureRound:
             training, number, participants, self.params, verifier=verifier, attempt=self.attempt
         )
         # no stage may outlast the round: a quarter of the round at most for each key-exchange stage
-        self.stage_timeout = min(spec.stage_timeout_seconds, max(1.0, (deadline - time.time()) / 4))
+        self.stage_timeout = min(
+            spec.stage_timeout_seconds, max(1.0, (deadline - (time.time() if now is None else now)) / 4)
+        )
         self.participants = set(participants)
         self.gone: set[str] = set()
         self.abort_reason = ""
@@ -130,12 +133,12 @@ class SecureRound:
             raise Refusal("ABORTED", self.abort_reason)
 
     # -- the client exchange ---------------------------------------------------------------------
-    async def exchange(self, stage: int, client: str, payload: bytes) -> tuple[bytes, bool]:
+    async def exchange(self, stage: str, client: str, payload: bytes) -> tuple[bytes, bool]:
         """One SecAgg request: returns (reply payload, done). Waits for the stage to close."""
         self._refuse_if_aborted()
         server = self.server
         try:
-            if stage == Stage.STAGE_ADVERTISE_KEYS:
+            if stage == ADVERTISE_KEYS:
                 server.add_keys(client, payload)
                 if self._all_in(set(server.keys), self.participants):
                     self._close(server.close_keys)
@@ -143,7 +146,7 @@ class SecureRound:
                 await self._wait(lambda: server.stage != "keys", self.stage_timeout + 5)
                 self._refuse_if_aborted()
                 return server.neighbours_payload(client), True
-            if stage == Stage.STAGE_SHARE_KEYS:
+            if stage == SHARE_KEYS:
                 server.add_shares(client, payload)
                 if self._all_in(set(server.sealed), set(server.graph)):
                     self._close(server.close_shares)
@@ -151,17 +154,17 @@ class SecureRound:
                 await self._wait(lambda: server.stage != "shares", self.stage_timeout + 5)
                 self._refuse_if_aborted()
                 return server.shares_payload(client), True
-            if stage == Stage.STAGE_UNMASK and not payload:
+            if stage == UNMASK and not payload:
                 ready = await self._wait(lambda: server.stage not in ("inputs",), LONG_POLL_SECONDS)
                 self._refuse_if_aborted()
                 return (server.survivors_for(client), False) if ready else (b"", False)
-            if stage == Stage.STAGE_CONSISTENCY:
+            if stage == CONSISTENCY:
                 server.add_endorsements(client, payload)
                 self._notify()
                 await self._wait(lambda: server.stage != "consistency", self.stage_timeout + 5)
                 self._refuse_if_aborted()
                 return server.endorsements_for(client), False
-            if stage == Stage.STAGE_UNMASK:
+            if stage == UNMASK:
                 server.add_reveal(client, payload)
                 self._notify()
                 return b"", True

@@ -17,11 +17,13 @@ import grpc
 from grpc_health.v1 import _async as health_async
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from fedfleet.aggregator.admission import UploadHeader
 from fedfleet.aggregator.engine import RoundEngine
 from fedfleet.aggregator.handshakes import handshake_refusals
 from fedfleet.aggregator.metrics import AUTH_REFUSALS
 from fedfleet.aggregator.rounds import Kind, Phase, Round
-from fedfleet.chunks import GRPC_OPTIONS, iter_chunks
+from fedfleet.aggregator.secure import ADVERTISE_KEYS, CONSISTENCY, SHARE_KEYS, UNMASK
+from fedfleet.chunks import GRPC_OPTIONS, Chunk, iter_chunks
 from fedfleet.identity.credentials import server_credentials
 from fedfleet.identity.files import TlsConfigError, TlsFiles, is_loopback
 from fedfleet.identity.peer import AuthRefusal, Policy, peer_identity
@@ -42,6 +44,13 @@ PHASES = {
     Phase.FAILED: pb.ROUND_PHASE_FAILED,
 }
 KINDS = {Kind.TRAIN: pb.ROUND_KIND_TRAIN, Kind.EVALUATE: pb.ROUND_KIND_EVALUATE}
+METRICS_PHASES = {pb.MetricsReport.PHASE_TRAIN: Kind.TRAIN, pb.MetricsReport.PHASE_EVALUATE: Kind.EVALUATE}
+SECAGG_STAGES = {
+    pb.SecAggRequest.STAGE_ADVERTISE_KEYS: ADVERTISE_KEYS,
+    pb.SecAggRequest.STAGE_SHARE_KEYS: SHARE_KEYS,
+    pb.SecAggRequest.STAGE_CONSISTENCY: CONSISTENCY,
+    pb.SecAggRequest.STAGE_UNMASK: UNMASK,
+}
 ACTIONS = {
     "wait": pb.JoinReply.ACTION_WAIT,
     "train": pb.JoinReply.ACTION_TRAIN,
@@ -118,6 +127,31 @@ def round_to_pb(round_: Round) -> pb.RoundState:
     )
 
 
+def chunk_from_pb(chunk: pb.TensorChunk) -> Chunk:
+    return Chunk(
+        chunk.name,
+        chunk.dtype,
+        tuple(chunk.shape),
+        chunk.offset,
+        chunk.data,
+        chunk.crc32,
+        chunk.block_values,
+        chunk.scales,
+        chunk.values,
+    )
+
+
+def header_from_pb(header: pb.UpdateHeader) -> UploadHeader:
+    return UploadHeader(
+        header.training,
+        header.client_id,
+        header.round,
+        header.num_examples,
+        header.base_version,
+        header.session,
+    )
+
+
 def privacy_to_pb(record: dict[str, Any] | None) -> pb.RoundPrivacy | None:
     if record is None:
         return None
@@ -177,25 +211,41 @@ class AggregatorServicer(pb_grpc.AggregatorServicer):
             raise Refusal("INVALID_ARGUMENT", "an upload starts with exactly one header message")
         self.guard.client(context, first.header.client_id)
 
-        async def chunks() -> AsyncIterator[pb.TensorChunk]:
+        async def chunks() -> AsyncIterator[Chunk]:
             async for message in request_iterator:
                 if message.WhichOneof("kind") != "chunk":
                     raise Refusal("INVALID_ARGUMENT", "a second header in one upload")
-                yield message.chunk
+                yield chunk_from_pb(message.chunk)
 
-        received, reported = await self.engine.receive_update(first.header, chunks())
+        received, reported = await self.engine.receive_update(header_from_pb(first.header), chunks())
         return pb.UploadReply(bytes_received=received, clients_reported=reported)
 
     @refusals_to_status
     async def SecAgg(self, request: pb.SecAggRequest, context: Context) -> pb.SecAggReply:
         self.guard.client(context, request.client_id)
-        payload, done = await self.engine.secagg(request)
+        stage = SECAGG_STAGES.get(request.stage)
+        if stage is None:
+            raise Refusal("INVALID_ARGUMENT", "unknown SecAgg stage")
+        payload, done = await self.engine.secagg(
+            request.training, request.client_id, request.round, request.session, stage, request.payload
+        )
         return pb.SecAggReply(payload=payload, done=done)
 
     @refusals_to_status
     async def ReportMetrics(self, request: pb.MetricsReport, context: Context) -> pb.MetricsAck:
         self.guard.client(context, request.client_id)
-        self.engine.report_metrics(request)
+        phase = METRICS_PHASES.get(request.phase)
+        if phase is None:
+            raise Refusal("INVALID_ARGUMENT", "metrics phase must be TRAIN or EVALUATE")
+        self.engine.report_metrics(
+            request.training,
+            request.client_id,
+            request.round,
+            phase,
+            request.model_version,
+            request.num_examples,
+            {k: float(v) for k, v in request.metrics.items()},
+        )
         return pb.MetricsAck()
 
 

@@ -1,0 +1,216 @@
+"""The round's running sum of client updates: one interface, a plain and a masked implementation.
+
+An upload is all-or-nothing: a refused or broken upload never changes the sum. How that is kept
+differs with the arithmetic:
+
+* `PlainSum` (float32, weight x update): float addition cannot be undone exactly, so an upload
+  is received into a staging buffer, checked chunk by chunk, and folded only once complete.
+  Memory is (1 + staging slots) x model; uploads beyond the free slots wait, held back by gRPC
+  flow control.
+* `MaskedSum` (SecAgg+ lanes, sums mod 2^lane): integer addition is exactly reversible, so each
+  checked chunk is added into the sum as it arrives and also appended to an unlinked temporary
+  file (the page cache, not the process, holds it); a refused upload is undone by subtracting
+  those words again. Memory is one model of lanes plus a chunk, whatever the number of uploads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fedfleet.aggregator.admission import ChunkCheck
+from fedfleet.aggregator.layout import ModelLayout
+from fedfleet.chunks import Chunk
+from fedfleet.secagg import MASKED_TENSOR
+
+FOLD_BLOCK = 1 << 20  # elements per in-place fold step: keeps temporaries cache-sized
+
+
+class Upload(ABC):
+    """One client's upload into a running sum: chunks as they arrive, then commit or abort."""
+
+    def __init__(self, check: ChunkCheck) -> None:
+        self.check = check
+
+    @property
+    def bytes_received(self) -> int:
+        return self.check.bytes_received
+
+    @abstractmethod
+    def add(self, chunk: Chunk) -> None:
+        """Check one chunk (a `Refusal` leaves everything as it was) and take its values."""
+
+    def plaintext(self) -> np.ndarray | None:
+        """The complete update in the clear (float32, flat), where the sum sees it."""
+        return None
+
+    @abstractmethod
+    def commit(self, weight: float) -> None:
+        """The upload is complete and admitted: it is in the sum, with `weight`."""
+
+    @abstractmethod
+    def abort(self) -> None:
+        """The upload is refused: the sum is as if it never began. Idempotent."""
+
+
+class RunningSum(ABC):
+    """Sum over admitted uploads; `total` is flat, in the layout of `layout`."""
+
+    def __init__(self, layout: ModelLayout, dtype: np.dtype[Any]) -> None:
+        self.layout = layout
+        self.dtype = dtype
+        self.total = np.empty(layout.size, dtype=dtype)
+        self.total_weight = 0.0
+        self.count = 0
+
+    def reset(self) -> None:
+        """Zero the sum for a new round (touches every page of a model-sized buffer)."""
+        self.total.fill(0)
+        self.total_weight = 0.0
+        self.count = 0
+
+    @abstractmethod
+    async def open_upload(self) -> Upload:
+        """A new upload; may wait for room."""
+
+    @abstractmethod
+    def close_uploads(self) -> None:
+        """The round stopped taking uploads: any still in flight is taken out of the sum now."""
+
+
+class _StagedUpload(Upload):
+    def __init__(self, owner: PlainSum, buffer: np.ndarray) -> None:
+        super().__init__(ChunkCheck(owner.layout, owner.wire))
+        self.owner, self.buffer = owner, buffer
+        self.done = False
+
+    def add(self, chunk: Chunk) -> None:
+        _, first, values = self.check.values(chunk)
+        self.buffer[first : first + len(values)] = values
+        self.check.accept(chunk, values)
+
+    def plaintext(self) -> np.ndarray:
+        self.check.check_complete()
+        return self.buffer
+
+    def commit(self, weight: float) -> None:
+        """Add weight x update into the sum, in place and in blocks; the staging buffer is consumed."""
+        self.check.check_complete()
+        total, weight32 = self.owner.total, np.float32(weight)
+        for begin in range(0, len(total), FOLD_BLOCK):
+            block = self.buffer[begin : begin + FOLD_BLOCK]
+            block *= weight32
+            total[begin : begin + FOLD_BLOCK] += block
+        self.owner.total_weight += weight
+        self.owner.count += 1
+        self._release()
+
+    def abort(self) -> None:
+        self._release()
+
+    def _release(self) -> None:
+        if not self.done:
+            self.done = True
+            self.owner.release(self.buffer)
+
+
+class PlainSum(RunningSum):
+    """float32 sum of weight x update; uploads staged in `staging_slots` reusable buffers."""
+
+    def __init__(self, layout: ModelLayout, staging_slots: int = 1, wire: str | None = None) -> None:
+        """`wire`: the quantized dtype float32 tensors arrive in (spec.compression.bits < 32)."""
+        if staging_slots < 1:
+            raise ValueError("staging_slots must be at least 1")
+        super().__init__(layout, np.dtype(np.float32))
+        self.wire = wire
+        self._free: list[np.ndarray] = []
+        self._slots = asyncio.Semaphore(staging_slots)
+
+    async def open_upload(self) -> Upload:
+        """Wait for a free staging buffer; buffers are allocated once and reused (first touch is slow)."""
+        await self._slots.acquire()
+        buffer = self._free.pop() if self._free else np.empty(self.layout.size, dtype=self.dtype)
+        return _StagedUpload(self, buffer)
+
+    def close_uploads(self) -> None:
+        """Staged uploads never touched the sum: the engine refuses their commit once closed."""
+
+    def release(self, buffer: np.ndarray) -> None:
+        self._free.append(buffer)
+        self._slots.release()
+
+
+class _FoldedUpload(Upload):
+    """Words go straight into the sum; a journal of them (file offset order) allows the undo."""
+
+    def __init__(self, owner: MaskedSum) -> None:
+        super().__init__(ChunkCheck(owner.layout))
+        self.owner = owner
+        # unnamed (O_TMPFILE): nothing is left behind by a crash
+        self.journal = os.open(owner.spool_dir, os.O_TMPFILE | os.O_RDWR, 0o600)
+        self.spans: list[tuple[int, int]] = []  # (first word, words), in journal order
+        self.done = False
+
+    def add(self, chunk: Chunk) -> None:
+        if self.done:
+            raise RuntimeError("the upload is closed")
+        _, first, words = self.check.values(chunk)
+        written = os.write(self.journal, words.data)  # before the sum: an error leaves it as it was
+        if written != words.nbytes:
+            raise OSError(f"short write to the upload journal: {written} of {words.nbytes} bytes")
+        target = self.owner.total[first : first + len(words)]
+        np.add(target, words, out=target)  # wraps: mod 2^lane
+        self.spans.append((first, len(words)))
+        self.check.accept(chunk, words)
+
+    def commit(self, weight: float) -> None:
+        """The weight travels masked inside the words; nothing to add."""
+        self.check.check_complete()
+        self.owner.count += 1
+        self._close()
+
+    def abort(self) -> None:
+        if self.done:
+            return
+        total = self.owner.total
+        scratch = np.empty(max((n for _, n in self.spans), default=0), dtype=total.dtype)
+        position = 0
+        for first, count in self.spans:
+            words = scratch[:count]
+            if os.preadv(self.journal, [words.data], position) != words.nbytes:
+                raise OSError("the upload journal is shorter than what was added")
+            target = total[first : first + count]
+            np.subtract(target, words, out=target)
+            position += words.nbytes
+        self._close()
+
+    def _close(self) -> None:
+        self.done = True
+        os.close(self.journal)
+        self.owner.open.discard(self)
+
+
+class MaskedSum(RunningSum):
+    """Sum mod 2^lane of SecAgg+ masked uploads (M words and the masked weight word(s))."""
+
+    def __init__(self, size: int, lane: np.dtype[Any], spool_dir: Path) -> None:
+        super().__init__(ModelLayout({MASKED_TENSOR: (lane, (size,))}), lane)
+        self.spool_dir = spool_dir
+        self.open: set[_FoldedUpload] = set()
+
+    def fits(self, size: int, lane: np.dtype[Any]) -> bool:
+        return self.dtype == lane and self.layout.size == size
+
+    async def open_upload(self) -> Upload:
+        upload = _FoldedUpload(self)
+        self.open.add(upload)
+        return upload
+
+    def close_uploads(self) -> None:
+        for upload in list(self.open):
+            upload.abort()
