@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import helm_python as helm
 import pytest
 from fedfleet.api import parse_training
 from fedfleet.cli import build_parser
@@ -147,3 +148,30 @@ def test_a_service_monitor_scrapes_every_aggregator_the_operator_creates(namespa
     assert "metrics" in {p["name"] for p in service["spec"]["ports"]}
     expected = {"matchNames": namespaces} if namespaces else {"any": True}
     assert monitor["spec"]["namespaceSelector"] == expected
+
+
+def test_an_image_digest_pins_the_operator_and_the_pods_it_creates() -> None:
+    digest = "sha256:" + "ab" * 32
+    container = operator(render(HUB, {"image": {"tag": "0.1.0", "digest": digest}}))["spec"]["containers"][0]
+    pinned = f"ghcr.io/fedfleet/fedfleet:0.1.0@{digest}"
+    assert container["image"] == pinned
+    assert {"name": "FEDFLEET_IMAGE", "value": pinned} in container["env"]  # the default of every pod
+    assert "@" not in operator(render(HUB))["spec"]["containers"][0]["image"]  # no digest: the tag
+    with pytest.raises(helm.HelmValuesError, match="/image/digest"):
+        render(HUB, {"image": {"digest": "latest"}})
+
+
+def test_replicas_prefer_different_nodes_unless_the_values_give_an_affinity() -> None:
+    assert "affinity" not in operator(render(HUB))["spec"]
+    objs = render(HUB, {"replicas": 2})
+    template = operator(objs)
+    term = template["spec"]["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][
+        0
+    ]
+    assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    assert (
+        term["podAffinityTerm"]["labelSelector"]["matchLabels"].items()
+        <= template["metadata"]["labels"].items()
+    )
+    own = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": []}}}
+    assert operator(render(HUB, {"replicas": 2, "affinity": own}))["spec"]["affinity"] == own

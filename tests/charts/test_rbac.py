@@ -83,9 +83,9 @@ def operator_calls(request: pytest.FixtureRequest) -> list[Call]:
         pytest.skip("a real cluster keeps no request records")
     calls = request.config.stash.get(OPERATOR_CALLS, [])
     ran_e2e = any(item.nodeid.startswith(E2E_TESTS) for item in request.session.items)
-    if not calls:
-        assert not ran_e2e, "the operator tests ran but the test API server recorded no operator request"
+    if not ran_e2e:  # other operator tests alone (tests/controller/test_pod_templates.py) use too little
         pytest.skip(f"needs the requests of {E2E_TESTS[0]} in the same run")
+    assert calls, "the operator tests ran but the test API server recorded no operator request"
     return calls
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
 from fedfleet.api import parse_training
+from fedfleet.api.load import ManifestError
 from fedfleet.api.site import FederationSiteSpec
 from fedfleet.controller import resources as res
 
@@ -162,3 +164,76 @@ def test_the_aggregator_serves_metrics_where_prometheus_looks() -> None:
 def test_the_metrics_port_cannot_be_the_grpc_port() -> None:
     with pytest.raises(ValueError, match="metricsPort 6000 is also the gRPC port"):
         SPEC.aggregator.model_validate({"port": 6000, "metricsPort": 6000})
+
+
+def with_templates(client: dict[str, Any] | None = None, aggregator: dict[str, Any] | None = None) -> Any:
+    body = SPEC.model_dump(by_alias=True, mode="json")
+    if client is not None:
+        body["client"]["podTemplate"] = client
+    if aggregator is not None:
+        body["aggregator"]["podTemplate"] = aggregator
+    return parse_training(
+        {
+            "apiVersion": "fedfleet.io/v1alpha1",
+            "kind": "FederatedTraining",
+            "metadata": {"name": "digits"},
+            "spec": body,
+        }
+    ).spec
+
+
+def test_without_a_template_no_pod_mounts_a_service_account_token_and_nothing_empty_is_added() -> None:
+    for pod in pods():
+        assert pod["spec"]["automountServiceAccountToken"] is False
+        for key in ("imagePullSecrets", "priorityClassName", "serviceAccountName", "affinity"):
+            assert key not in pod["spec"]
+        assert pod["spec"]["securityContext"] == res.RESTRICTED_POD
+
+
+def test_a_template_may_run_the_pods_as_another_non_root_user_and_name_a_service_account() -> None:
+    spec = with_templates(
+        client={
+            "spec": {
+                "serviceAccountName": "site-reader",
+                "securityContext": {"runAsUser": 2000, "fsGroup": 3000},
+            }
+        }
+    )
+    pod = res.client_pod(REF, spec, LOCAL_SITE, 0, 2, "agg:6000", 1)
+    assert pod["spec"]["serviceAccountName"] == "site-reader"
+    assert pod["spec"]["automountServiceAccountToken"] is False
+    assert pod["spec"]["securityContext"] == res.RESTRICTED_POD | {"runAsUser": 2000, "fsGroup": 3000}
+    assert "serviceAccountName" not in res.aggregator_pod(REF, spec)["spec"]
+
+
+@pytest.mark.parametrize(
+    ("template", "message"),
+    [
+        ({"volumes": [{"name": "tmp", "emptyDir": {}}]}, "tmp is a volume the operator mounts"),
+        (
+            {
+                "volumes": [{"name": "x", "emptyDir": {}}],
+                "volumeMounts": [{"name": "x", "mountPath": "/var/run"}],
+            },
+            "/var/run overlaps /var/run/fedfleet",
+        ),
+        (
+            {"volumeMounts": [{"name": "nope", "mountPath": "/dev/shm"}]},
+            "'nope' is not one of the template's volumes",
+        ),
+        ({"env": [{"name": "A", "value": "1"}, {"name": "A", "value": "2"}]}, "env: A given more than once"),
+        ({"securityContext": {"runAsUser": 0}}, "runAsUser"),
+        ({"hostNetwork": True}, "hostNetwork"),
+    ],
+)
+def test_a_template_cannot_take_what_the_operator_owns(template: dict[str, Any], message: str) -> None:
+    with pytest.raises(ManifestError, match=re.escape(message)):
+        with_templates(client={"spec": template})
+
+
+def test_the_network_policy_can_be_left_out_for_clients_outside_the_cluster() -> None:
+    assert res.aggregator_network_policy(REF, SPEC) is not None
+    spec = SPEC.model_copy(
+        update={"aggregator": SPEC.aggregator.model_copy(update={"network_policy": False})}
+    )
+    assert res.aggregator_network_policy(REF, spec) is None

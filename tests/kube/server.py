@@ -124,6 +124,17 @@ def _jsonpath(obj: Any, path: str) -> Any:
     return obj
 
 
+def _canonical_quantities(pod: Object) -> None:
+    """As a real API server does, store resource quantities as strings (`nvidia.com/gpu: 1`
+    reads back as "1"): the typed Kubernetes client the test kubelet uses refuses numbers there."""
+    spec = pod.get("spec") or {}
+    for container in [*(spec.get("containers") or []), *(spec.get("initContainers") or [])]:
+        for kind in ("limits", "requests"):
+            amounts = (container.get("resources") or {}).get(kind)
+            if isinstance(amounts, dict):
+                amounts.update({k: str(v) for k, v in amounts.items() if isinstance(v, int | float)})
+
+
 @dataclass(frozen=True)
 class Call:
     """One request as RBAC sees it."""
@@ -320,6 +331,8 @@ class TestApiServer(kmock.KubernetesEmulator):
                 raise _error(422, "Invalid", "metadata.name: Required value")
             if self._has_status(request.resource):
                 data.pop("status", None)
+            if (request.resource.group, request.resource.plural) in (("", "pods"), (None, "pods")):
+                _canonical_quantities(data)
             self._validate(request.resource, data)
             meta.update(
                 uid=str(uuid.uuid4()), resourceVersion=self._next_rv(), creationTimestamp=_now(), generation=1

@@ -37,8 +37,10 @@ app.kubernetes.io/managed-by: fedfleet-operator
 {{- default (include "fedfleet.fullname" .) .Values.serviceAccount.name -}}
 {{- end -}}
 
+{{/* repository:tag, pinned to a digest when image.digest is set (then the digest is what runs). */}}
 {{- define "fedfleet.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- with .Values.image.digest }}@{{ . }}{{ end -}}
 {{- end -}}
 
 {{- define "fedfleet.peering" -}}
@@ -51,7 +53,7 @@ kopf calls (tests/charts/test_rbac.py checks this against the requests of the en
 kopf lists, watches and patches (finalizer, progress annotations) the watched resources and
 posts Events; the reconciler reads trainings, writes their and their rounds' status, creates
 (create-or-adopt: create, then get on a conflict) the manifest ConfigMaps, the aggregator
-Service, Pod and state claim, the rounds and the client pods, deletes failed pods and
+Service, Pod, NetworkPolicy and state claim, the rounds and the client pods, deletes failed pods and
 replaced rounds, and annotates a client pod it gives up on; it issues each training's CA and
 the pods' certificates as Secrets (listed by label, replaced when they rotate, deleted with
 the training) and reads a user's issuer Secret.
@@ -84,6 +86,9 @@ the training) and reads a user's issuer Secret.
 - apiGroups: [""]
   resources: [events]
   verbs: [create]
+- apiGroups: [networking.k8s.io]
+  resources: [networkpolicies]
+  verbs: [create, get]
 {{- end -}}
 
 {{/* Cluster-scoped reads: kopf's scan of the CRDs, and a site's namespace (does it exist). */}}

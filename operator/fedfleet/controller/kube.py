@@ -34,9 +34,14 @@ CUSTOM = {
 }
 
 
+OTHER = {"NetworkPolicy": ("/apis/networking.k8s.io/v1", "networkpolicies")}
+
+
 def path(kind: str, namespace: str | None, name: str = "", subresource: str = "") -> str:
     if kind in CORE:
         base, plural = "/api/v1", CORE[kind]
+    elif kind in OTHER:
+        base, plural = OTHER[kind]
     else:
         base, plural = f"/apis/{GROUP}/{VERSION}", CUSTOM[kind]
     ns = f"/namespaces/{quote(namespace)}" if namespace and kind != "Namespace" else ""

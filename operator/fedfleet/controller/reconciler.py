@@ -195,6 +195,8 @@ class TrainingReconciler:
         if (claim := res.state_claim(ref, training.spec)) is not None:
             await self.kube.create(claim)
         await self.kube.create(res.aggregator_service(ref, training.spec))
+        if (policy := res.aggregator_network_policy(ref, training.spec)) is not None:
+            await self.kube.create(policy)
         pod, created = await self.kube.create(res.aggregator_pod(ref, training.spec))
         if created:
             await self.emit(pod, "Normal", "AggregatorCreated", f"aggregator pod {pod['metadata']['name']}")

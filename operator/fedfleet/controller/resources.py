@@ -6,22 +6,29 @@ an earlier one created. Every pod runs under the restricted Pod Security Standar
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import dataclass
 from typing import Any
 
-from fedfleet.api.pods import PodSettings
+from fedfleet.api.pods import (
+    DATA_PATH,
+    MANIFEST_DIR,
+    SCRATCH_PATH,
+    SECRETS_DIR,
+    STATE_PATH,
+    PodSettings,
+    PodTemplate,
+)
 from fedfleet.api.site import FederationSiteSpec
 from fedfleet.api.training import FederatedTrainingSpec
 from fedfleet.identity.names import server_name
 
 Object = dict[str, Any]
 GROUP = "fedfleet.io"
-MANIFEST_PATH = "/etc/fedfleet/manifest.json"
-STATE_PATH = "/var/lib/fedfleet"
-DATA_PATH = "/data"
-TLS_PATH = "/var/run/fedfleet/tls"  # a kubernetes.io/tls Secret: tls.crt, tls.key, ca.crt
-LINEAGE_PATH = "/var/run/fedfleet/lineage"
+MANIFEST_PATH = f"{MANIFEST_DIR}/manifest.json"
+TLS_PATH = f"{SECRETS_DIR}/tls"  # a kubernetes.io/tls Secret: tls.crt, tls.key, ca.crt
+LINEAGE_PATH = f"{SECRETS_DIR}/lineage"
 LINEAGE_KEY_FILE = "ed25519.pem"
 
 
@@ -123,8 +130,38 @@ def _container(name: str, settings: PodSettings, args: list[str], mounts: list[O
         ],
         "resources": settings.resources.model_dump(exclude_defaults=True),
         "securityContext": RESTRICTED_CONTAINER,
-        "volumeMounts": [*mounts, {"name": "tmp", "mountPath": "/tmp"}],
+        "volumeMounts": [*mounts, {"name": "tmp", "mountPath": SCRATCH_PATH}],
     }
+
+
+def with_template(pod: Object, template: PodTemplate) -> Object:
+    """`template` merged over a generated pod. It adds labels, annotations, pull secrets, a
+    priority class, a service account, affinity, topology spread, env, volumes and mounts, and
+    may change the pod's uid/gid. What the operator generated wins on any clash: its labels and
+    annotations, its env names, its volumes and mount paths (refused in the spec), the
+    container's command, args, ports and probes, the restricted security settings, and
+    `automountServiceAccountToken: false` (no fedfleet pod but the operator calls the API)."""
+    meta, spec, extra = pod["metadata"], pod["spec"], template.spec
+    meta["labels"] = {**template.metadata.labels, **meta["labels"]}
+    meta["annotations"] = {**template.metadata.annotations, **meta.get("annotations", {})}
+    optional: Object = {
+        "imagePullSecrets": [ref.model_dump() for ref in extra.image_pull_secrets],
+        "priorityClassName": extra.priority_class_name,
+        "serviceAccountName": extra.service_account_name,
+        "affinity": copy.deepcopy(extra.affinity),
+        "topologySpreadConstraints": copy.deepcopy(extra.topology_spread_constraints),
+    }
+    spec.update({key: value for key, value in optional.items() if value})
+    spec["automountServiceAccountToken"] = False
+    spec["securityContext"] = RESTRICTED_POD | extra.security_context.model_dump(
+        by_alias=True, exclude_defaults=True
+    )
+    spec["volumes"] = [*spec["volumes"], *copy.deepcopy(extra.volumes)]
+    container = spec["containers"][0]
+    owned = {var["name"] for var in container["env"]}
+    container["env"] = [*container["env"], *(copy.deepcopy(v) for v in extra.env if v["name"] not in owned)]
+    container["volumeMounts"] = [*container["volumeMounts"], *copy.deepcopy(extra.volume_mounts)]
+    return pod
 
 
 def tls_args() -> list[str]:
@@ -228,7 +265,7 @@ def aggregator_pod(ref: TrainingRef, spec: FederatedTrainingSpec) -> Object:
                 "persistentVolumeClaim": {"claimName": settings.model_volume_claim, "readOnly": True},
             }
         ]
-    return {
+    pod: Object = {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {
@@ -278,6 +315,13 @@ def aggregator_pod(ref: TrainingRef, spec: FederatedTrainingSpec) -> Object:
                     ],
                     # the kubelet's grpc probe cannot do mTLS; the port listens once the model is loaded
                     "readinessProbe": {"tcpSocket": {"port": settings.port}, "periodSeconds": 5},
+                    # the metrics server answers from the process's start, model loading included
+                    "livenessProbe": {
+                        "httpGet": {"path": "/metrics", "port": "metrics"},
+                        "periodSeconds": 20,
+                        "timeoutSeconds": 5,
+                        "failureThreshold": 3,
+                    },
                 }
             ],
             "volumes": [
@@ -290,6 +334,7 @@ def aggregator_pod(ref: TrainingRef, spec: FederatedTrainingSpec) -> Object:
             ],
         },
     }
+    return with_template(pod, settings.pod_template)
 
 
 def scrape_annotations(port: int) -> dict[str, str]:
@@ -386,7 +431,7 @@ def client_pod(
     )
     container["resources"] = resources
     container["terminationMessagePolicy"] = "FallbackToLogsOnError"  # a refusal's reason reaches status
-    return {
+    pod = {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": metadata,
@@ -397,5 +442,44 @@ def client_pod(
             "tolerations": [*settings.tolerations, *site.spec.tolerations],
             "containers": [container],
             "volumes": volumes,
+        },
+    }
+    return with_template(pod, settings.pod_template)  # the site's labels, placement and data still win
+
+
+def aggregator_network_policy(ref: TrainingRef, spec: FederatedTrainingSpec) -> Object | None:
+    """Only the training's client pods and the operator reach the aggregator's gRPC port; its
+    metrics port is open to the cluster (Prometheus lives anywhere). Clients are matched in any
+    namespace, so a site that joins later (a label selector) is never locked out. Needs a CNI
+    that enforces NetworkPolicy; mTLS holds either way."""
+    settings = spec.aggregator
+    if not settings.network_policy:
+        return None
+    clients = {f"{GROUP}/training": ref.name, "app.kubernetes.io/component": "client"}
+    operator = {"app.kubernetes.io/name": "fedfleet", "app.kubernetes.io/component": "operator"}
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {
+            "name": aggregator_name(ref.name),
+            "namespace": ref.namespace,
+            "labels": labels(ref.name, "aggregator"),
+            "ownerReferences": [ref.owner_reference()],
+        },
+        "spec": {
+            "podSelector": {
+                "matchLabels": {f"{GROUP}/training": ref.name, "app.kubernetes.io/component": "aggregator"}
+            },
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                {
+                    "from": [
+                        {"namespaceSelector": {}, "podSelector": {"matchLabels": clients}},
+                        {"namespaceSelector": {}, "podSelector": {"matchLabels": operator}},
+                    ],
+                    "ports": [{"protocol": "TCP", "port": settings.port}],
+                },
+                {"ports": [{"protocol": "TCP", "port": settings.metrics_port}]},
+            ],
         },
     }

@@ -1,0 +1,111 @@
+"""Pod templates against the test API server: what a training's spec.client.podTemplate and
+spec.aggregator.podTemplate add reaches the pods the operator creates, and what the protocol
+needs stays the operator's."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client
+
+from tests.controller.cluster import Cluster, site, start_operator, training_manifest, wait_for
+from tests.kube.fixtures import start_kubelet
+
+SHM: dict[str, Any] = {
+    "volumes": [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}}],
+    "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}],
+}
+
+
+def test_a_pod_template_reaches_the_pods_and_the_operator_keeps_what_it_owns(
+    kubeconfig: Path, tmp_path: Path
+) -> None:
+    cluster = Cluster(kubeconfig)
+    cluster.apply(site("site-a", gpu={"count": 1}))  # an integer GPU quantity, as users write it
+    cluster.apply(site("site-b"))
+    manifest = training_manifest("tpl", 5600, ["site-a", "site-b"], secureAggregation={"enabled": False})
+    manifest["spec"]["client"] = {
+        "podTemplate": {
+            "metadata": {
+                "labels": {"team": "vision", "app.kubernetes.io/component": "mine"},
+                "annotations": {"cost-center": "42"},
+            },
+            "spec": {
+                "imagePullSecrets": [{"name": "regcred"}],
+                "priorityClassName": "fl-batch",
+                "env": [
+                    {"name": "HTTPS_PROXY", "value": "http://proxy:3128"},
+                    {"name": "HOME", "value": "/root"},
+                ],
+                "topologySpreadConstraints": [
+                    {
+                        "maxSkew": 1,
+                        "topologyKey": "kubernetes.io/hostname",
+                        "whenUnsatisfiable": "ScheduleAnyway",
+                    }
+                ],
+                "securityContext": {"supplementalGroups": [5000]},
+                **SHM,
+            },
+        }
+    }
+    manifest["spec"]["aggregator"]["podTemplate"] = {
+        "spec": {"imagePullSecrets": [{"name": "regcred"}], "priorityClassName": "fl-critical", **SHM}
+    }
+    cluster.apply(manifest)
+    kubelet = start_kubelet(kubeconfig, tmp_path / "kubelet", phase_only=True)
+    operator = start_operator(kubeconfig, tmp_path / "operator.log")
+    try:
+
+        def pods() -> dict[str, dict[str, Any]]:
+            found = cluster.items("Pod", selector="fedfleet.io/training=tpl")
+            return {
+                p["metadata"]["name"]: p for p in found if (p.get("status") or {}).get("phase") == "Running"
+            }
+
+        running = wait_for(lambda: len(pods()) == 3 and pods(), 120, "three pods running")
+    finally:
+        operator.terminate()
+        operator.wait(15)
+        kubelet.stop()
+    assert sorted(running) == ["tpl-aggregator", "tpl-site-a-0", "tpl-site-b-0"]
+    for pod in running.values():
+        spec, container = pod["spec"], pod["spec"]["containers"][0]
+        assert spec["imagePullSecrets"] == [{"name": "regcred"}]
+        assert {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}} in spec["volumes"]
+        assert {"name": "dshm", "mountPath": "/dev/shm"} in container["volumeMounts"]
+        assert spec["automountServiceAccountToken"] is False  # no fedfleet pod but the operator calls the API
+        assert spec["securityContext"]["runAsNonRoot"] is True
+        assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
+    aggregator = running["tpl-aggregator"]
+    assert aggregator["spec"]["priorityClassName"] == "fl-critical"
+    assert aggregator["spec"]["containers"][0]["livenessProbe"]["httpGet"] == {
+        "path": "/metrics",
+        "port": "metrics",
+    }
+    gpu_client = running["tpl-site-a-0"]
+    assert gpu_client["spec"]["priorityClassName"] == "fl-batch"
+    assert gpu_client["spec"]["containers"][0]["resources"]["limits"] == {"nvidia.com/gpu": "1"}
+    labels = gpu_client["metadata"]["labels"]
+    assert (
+        labels["team"] == "vision" and labels["app.kubernetes.io/component"] == "client"
+    )  # the operator's wins
+    assert gpu_client["metadata"]["annotations"]["cost-center"] == "42"
+    assert gpu_client["spec"]["securityContext"]["supplementalGroups"] == [5000]
+    assert gpu_client["spec"]["topologySpreadConstraints"][0]["topologyKey"] == "kubernetes.io/hostname"
+    env = {v["name"]: v.get("value") for v in gpu_client["spec"]["containers"][0]["env"]}
+    assert env["HTTPS_PROXY"] == "http://proxy:3128" and env["HOME"] == "/tmp"  # the operator's HOME wins
+
+    policy = cluster.api.sanitize_for_serialization(
+        client.NetworkingV1Api(cluster.api).read_namespaced_network_policy("tpl-aggregator", "default")
+    )
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= aggregator["metadata"]["labels"].items()
+    grpc_rule = policy["spec"]["ingress"][0]
+    assert grpc_rule["ports"] == [{"protocol": "TCP", "port": 5600}]
+    assert {
+        "namespaceSelector": {},
+        "podSelector": {
+            "matchLabels": {"fedfleet.io/training": "tpl", "app.kubernetes.io/component": "client"}
+        },
+    } in grpc_rule["from"]
