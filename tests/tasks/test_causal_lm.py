@@ -65,7 +65,7 @@ def test_three_sites_lower_held_out_perplexity_and_upload_only_the_adapter(
     finish(local_run(manifest, out))
 
     state = out / "state"
-    first = json.loads((state / "rounds" / "round-000001" / "round.json").read_text())["metrics"]
+    first = json.loads((state / "evaluations" / "version-000000.json").read_text())["metrics"]  # initial
     last = json.loads((state / "evaluations" / "version-000003.json").read_text())["metrics"]
     assert last["eval_perplexity"] < first["eval_perplexity"] / 1.5, (first, last)
     metrics = json.loads((out / "metrics.json").read_text())

@@ -138,7 +138,7 @@ class CheckpointStore:
         return Checkpoint(round_number, final, record)
 
     def save_evaluation(self, model_version: int, record: dict[str, Any]) -> Path:
-        """The final-model evaluation of `model_version`, written like a checkpoint: whole or absent."""
+        """Model `model_version`'s evaluation, written like a checkpoint: whole or absent."""
         target = self.evaluations_dir / f"version-{model_version:06d}.json"
         write_durably(target, json.dumps(record, indent=2, sort_keys=True))
         return target

@@ -88,6 +88,12 @@ class RoundEngine:
         self.model_version = latest.round
         self.model_digest: str = latest.record["model_digest"]
         self.history: list[dict[str, Any]] = [c.record for c in self.store.completed() if c.round > 0]
+        # eval_* of each model version, as its clients measured it (STATE/evaluations): a round's
+        # evaluation arrives in the round after it, and is attributed here to the round that made it
+        self.evaluations: dict[int, dict[str, float]] = {
+            int(path.stem.removeprefix("version-")): json.loads(path.read_text())["metrics"]
+            for path in sorted(self.store.evaluations_dir.glob("version-[0-9]*.json"))
+        }
         self.layout = ModelLayout.of(self.weights)
         self.sum = PlainSum(self.layout, staging_slots, wire=wire_dtype(spec.compression.bits))
         self.masked_sum: MaskedSum | None = None  # allocated by the first SecAgg+ round
@@ -215,9 +221,11 @@ class RoundEngine:
                     record["participants"],
                     record["min_clients"],
                     record["deadline"],
-                    record["model_version"],
+                    record.get("base_version", record["model_version"]),  # older records: the base
                     started=record["started"],
                 )
+                done.bytes_received = int(record.get("bytes_received", 0))
+                done.produced_evaluation = self.evaluations.get(number, {})
                 done.phase, done.finished = Phase.SUCCEEDED, record["finished"]
                 done.model_digest = record["model_digest"]
                 done.privacy = record.get("privacy")
@@ -232,16 +240,6 @@ class RoundEngine:
                             k.removeprefix("train_"): v
                             for k, v in record["metrics"].items()
                             if k.startswith("train_")
-                        },
-                    )
-                }
-                done.eval_reports = {
-                    "": (
-                        1,
-                        {
-                            k.removeprefix("eval_"): v
-                            for k, v in record["metrics"].items()
-                            if k.startswith("eval_")
                         },
                     )
                 }
@@ -323,6 +321,7 @@ class RoundEngine:
                     f"round {round_.number} evaluates version {round_.model_version}",
                 )
             round_.eval_reports[client_id] = entry
+            self.evaluations[round_.model_version] = round_.evaluation()
             if round_.kind == Kind.EVALUATE:
                 record.state = ClientPhase.REPORTED
                 self._after_client_change(round_)
@@ -381,6 +380,7 @@ class RoundEngine:
             if plaintext is not None:
                 self.mean.check_update(round_, plaintext)
             upload.commit(self.mean.upload_weight(header.num_examples))
+            round_.bytes_received += upload.bytes_received
             record.state = ClientPhase.REPORTED
         except BaseException:
             upload.abort()  # the sum is as before; the client may upload again
@@ -422,6 +422,8 @@ class RoundEngine:
                 round_.secure.cancel()
             self._sum_for(round_.secure).close_uploads()  # uploads in flight leave the sum
             reported = len(round_.reported)
+            if round_.eval_reports:  # the model this round started from, whatever becomes of the round
+                await asyncio.to_thread(self._save_evaluation, round_)
             if reported < round_.min_clients:
                 round_.phase = Phase.FAILED
                 round_.reason = (
@@ -430,8 +432,6 @@ class RoundEngine:
                 )
             elif round_.kind == Kind.EVALUATE:
                 round_.model_digest = self.model_digest
-                record = round_.to_record() | {"phase": Phase.SUCCEEDED.value}
-                await asyncio.to_thread(self.store.save_evaluation, round_.model_version, record)
                 round_.phase = Phase.SUCCEEDED
             else:
                 round_.phase = Phase.AGGREGATING
@@ -497,3 +497,17 @@ class RoundEngine:
         if round_.privacy is not None:
             self.log.info("round.privacy", round=round_.number, **round_.privacy)
         return {slot.name: view for slot, view in self.layout.views(mean)}
+
+    def _save_evaluation(self, round_: Round) -> None:
+        """STATE/evaluations/version-N.json: model N's held-out metrics, measured by the clients
+        of round N+1 (or of the final evaluation round); written before the round's own result."""
+        record = {
+            "model_version": round_.model_version,
+            "model_digest": self.model_digest,  # not yet replaced: aggregation comes after
+            "measured_in_round": round_.number,
+            "kind": round_.kind.value,
+            "clients": sorted(round_.eval_reports),
+            "metrics": round_.evaluation(),
+            "recorded": self.clock.now(),
+        }
+        self.store.save_evaluation(round_.model_version, record)

@@ -69,6 +69,8 @@ class Round:
     secure: Any = None  # a SecureRound when SecAgg+ protects this round
     privacy: dict[str, Any] | None = None  # RoundPrivacy.to_record() once a DP round is released
     max_update_norm: float = -1.0  # largest plaintext update norm accepted (DP rounds)
+    bytes_received: int = 0  # update payload bytes of the accepted uploads (after compression)
+    produced_evaluation: dict[str, float] = field(default_factory=dict)  # eval_* of the model it made
 
     def __post_init__(self) -> None:
         self.clients = {cid: ClientRecord(cid) for cid in self.participants}
@@ -92,8 +94,22 @@ class Round:
     def all_accounted(self) -> bool:
         return len(self.reported) + len(self.dropped) == len(self.participants)
 
+    @property
+    def produced_version(self) -> int:
+        """The model this round's metrics describe: the one it produced (train), or evaluated."""
+        return self.number if self.kind == Kind.TRAIN else self.model_version
+
+    def evaluation(self) -> dict[str, float]:
+        """Clients' held-out metrics of the model this round started from (`model_version`):
+        a training round's belong to the round before it, which produced that model."""
+        return weighted_means(self.eval_reports, "eval_")
+
     def metrics(self) -> dict[str, float]:
-        return weighted_means(self.train_reports, "train_") | weighted_means(self.eval_reports, "eval_")
+        """train_* of this round and eval_* of the model it produced: for a training round that
+        model is evaluated later (next round, or the final evaluation): `produced_evaluation`."""
+        if self.kind == Kind.EVALUATE:
+            return self.evaluation()
+        return weighted_means(self.train_reports, "train_") | self.produced_evaluation
 
     def drop(self, client_id: str, reason: str) -> None:
         record = self.clients[client_id]
@@ -112,7 +128,9 @@ class Round:
             "min_clients": self.min_clients,
             "reason": self.reason,
             "metrics": self.metrics(),
-            "model_version": self.model_version,
+            "model_version": self.produced_version,
+            "base_version": self.model_version,
+            "bytes_received": self.bytes_received,
             "model_digest": self.model_digest,
             "started": self.started,
             "finished": self.finished,

@@ -124,6 +124,7 @@ def round_to_pb(round_: Round) -> pb.RoundState:
         min_clients=round_.min_clients,
         deadline_unix=round_.deadline,
         privacy=privacy_to_pb(round_.privacy),
+        bytes_received=round_.bytes_received,
     )
 
 

@@ -152,6 +152,7 @@ ROUND_STATUS: Schema = {
         "reason": {"type": "string"},
         "metrics": METRICS,
         "aggregateDigest": {"type": "string"},
+        "bytesReceived": {"type": "integer", "description": "Update bytes accepted (after compression)."},
         "epsilon": {"type": "number", "description": "Training epsilon once this round was released (DP)."},
         "privacy": {
             "type": "object",

@@ -76,6 +76,7 @@ class TrainingReconciler:
         self._channels: dict[tuple[str, str], grpc.aio.Channel] = {}
         self._retired: list[grpc.aio.Channel] = []
         self.certificates = Certificates(kube)
+        self._attributed: dict[tuple[str, str, int], dict[str, float]] = {}  # eval_* copied per round
 
     async def emit(self, obj: Object, type_: str, reason: str, message: str) -> None:
         result = self._emit(obj, type_, reason, message)
@@ -347,6 +348,7 @@ class TrainingReconciler:
             so_far = released_privacy(h for h in history if h.round <= agg.current.round)
             epsilon = self._epsilon(spec, so_far, expected)
             evaluated = await self._record_round(ref, agg.current, step, failures, epsilon) or evaluated
+        await self._attach_evaluations(ref, history)
         waiting_since = float(status.get("waitingSince") or time.time())
         current = None
         if agg.HasField("current"):
@@ -527,6 +529,23 @@ class TrainingReconciler:
             f"{action.kind} round {action.number} with {len(action.participants)} clients "
             f"(attempt {attempt})",
         )
+
+    async def _attach_evaluations(self, ref: res.TrainingRef, history: list[pb.RoundState]) -> None:
+        """A round's model is evaluated after the round closed (by the next round's clients, or
+        the final evaluation), and the aggregator attributes those eval_* to the round that made
+        the model: copy them into that round's FederatedRound once they arrive."""
+        for state in history[-2:]:
+            key = (ref.namespace, ref.name, int(state.round))
+            evaluation = {k: v for k, v in state.metrics.items() if k.startswith("eval_")}
+            if not evaluation or self._attributed.get(key) == evaluation:
+                continue
+            name = res.round_name(ref.name, state.round, "train")
+            try:
+                await self.kube.patch_status("FederatedRound", ref.namespace, name, {"metrics": evaluation})
+            except ApiException as err:
+                log.warning("round.evaluation_not_recorded", round=name, status=err.status)
+                continue
+            self._attributed[key] = evaluation
 
     @staticmethod
     def _epsilon(

@@ -86,6 +86,7 @@ def round_status(state: Any, retries: int, epsilon: float | None = None) -> Obje
         "reason": state.reason,
         "metrics": dict(state.metrics),
         "aggregateDigest": state.model_digest,
+        "bytesReceived": int(state.bytes_received),
         "startTime": rfc3339(state.started_unix),
     }
     if (privacy := round_privacy(state)) is not None:

@@ -13,17 +13,11 @@ from fedfleet.local.runner import RunResult
 
 
 def round_rows(result: RunResult) -> list[dict[str, Any]]:
-    """One row per training round; accuracy is that of the model the round produced.
-
-    Clients evaluate the global model they download at the start of the next round (or in the
-    final evaluation round), so round r's accuracy comes from round r+1's eval metrics.
-    """
-    evals = {r["round"] - 1: r["metrics"] for r in result.rounds}
-    if result.final_evaluation is not None:
-        evals[result.model_version] = result.final_evaluation["metrics"]
+    """One row per training round; its eval_* are those of the model the round produced (the
+    aggregator attributes them: measured in the next round, or the final evaluation round)."""
     rows = []
     for r in result.rounds:
-        evaluated = evals.get(r["round"], {})
+        evaluated = r["metrics"]
         rows.append(
             {
                 "round": r["round"],
@@ -33,6 +27,7 @@ def round_rows(result: RunResult) -> list[dict[str, Any]]:
                 "eval_loss": evaluated.get("eval_loss"),
                 "eval_accuracy": evaluated.get("eval_accuracy"),
                 "seconds": r["seconds"],
+                "bytes": r["bytes"],  # update payload the aggregator accepted this round
                 "model_digest": r["model_digest"],
                 "epsilon": r.get("epsilon"),  # the training's epsilon once this round was released
                 "privacy": r.get("privacy"),  # what DP the round carried (clip, noise, cohort)
@@ -105,7 +100,7 @@ def print_table(result: RunResult, console: Console | None = None) -> None:
         title=f"{result.training}: {result.model_version} rounds in {result.seconds:.1f}s",
         caption=f"{result.stop_reason}: {result.stop_message}" if result.stop_reason else None,
     )
-    columns = ["round", "clients", "train loss", "held-out loss", "accuracy", "seconds"]
+    columns = ["round", "clients", "train loss", "held-out loss", "accuracy", "upload bytes", "seconds"]
     for column in columns + (["epsilon"] if private else []):
         table.add_column(column, justify="right")
     fmt = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
@@ -116,6 +111,7 @@ def print_table(result: RunResult, console: Console | None = None) -> None:
             fmt(row["train_loss"], ".4f"),
             fmt(row["eval_loss"], ".4f"),
             fmt(row["eval_accuracy"], ".3f"),
+            f"{row['bytes']:,}",
             fmt(row["seconds"], ".1f"),
         ]
         table.add_row(*cells, *([fmt(row["epsilon"], ".4g")] if private else []))

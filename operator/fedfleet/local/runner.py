@@ -367,6 +367,7 @@ def round_dict(state: pb.RoundState) -> dict[str, Any]:
         "dropped": list(state.dropped),
         "metrics": dict(state.metrics),
         "model_digest": state.model_digest,
+        "bytes": state.bytes_received,  # update payload accepted in this round (compressed)
         "seconds": max(0.0, state.finished_unix - state.started_unix),
         "reason": state.reason,
     }

@@ -253,7 +253,7 @@ class RoundPrivacy(_message.Message):
     def __init__(self, mode: _Optional[str] = ..., clip_norm: _Optional[float] = ..., noise_multiplier: _Optional[float] = ..., effective_noise_multiplier: _Optional[float] = ..., expected_clients: _Optional[int] = ..., survivors: _Optional[int] = ..., max_update_norm: _Optional[float] = ...) -> None: ...
 
 class RoundState(_message.Message):
-    __slots__ = ("round", "kind", "phase", "participants", "reported", "dropped", "reason", "metrics", "model_digest", "started_unix", "finished_unix", "model_version", "clients", "min_clients", "deadline_unix", "privacy")
+    __slots__ = ("round", "kind", "phase", "participants", "reported", "dropped", "reason", "metrics", "model_digest", "started_unix", "finished_unix", "model_version", "clients", "min_clients", "deadline_unix", "privacy", "bytes_received")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -277,6 +277,7 @@ class RoundState(_message.Message):
     MIN_CLIENTS_FIELD_NUMBER: _ClassVar[int]
     DEADLINE_UNIX_FIELD_NUMBER: _ClassVar[int]
     PRIVACY_FIELD_NUMBER: _ClassVar[int]
+    BYTES_RECEIVED_FIELD_NUMBER: _ClassVar[int]
     round: int
     kind: RoundKind
     phase: RoundPhase
@@ -293,7 +294,8 @@ class RoundState(_message.Message):
     min_clients: int
     deadline_unix: float
     privacy: RoundPrivacy
-    def __init__(self, round: _Optional[int] = ..., kind: _Optional[_Union[RoundKind, str]] = ..., phase: _Optional[_Union[RoundPhase, str]] = ..., participants: _Optional[_Iterable[str]] = ..., reported: _Optional[_Iterable[str]] = ..., dropped: _Optional[_Iterable[str]] = ..., reason: _Optional[str] = ..., metrics: _Optional[_Mapping[str, float]] = ..., model_digest: _Optional[str] = ..., started_unix: _Optional[float] = ..., finished_unix: _Optional[float] = ..., model_version: _Optional[int] = ..., clients: _Optional[_Iterable[_Union[ClientState, _Mapping]]] = ..., min_clients: _Optional[int] = ..., deadline_unix: _Optional[float] = ..., privacy: _Optional[_Union[RoundPrivacy, _Mapping]] = ...) -> None: ...
+    bytes_received: int
+    def __init__(self, round: _Optional[int] = ..., kind: _Optional[_Union[RoundKind, str]] = ..., phase: _Optional[_Union[RoundPhase, str]] = ..., participants: _Optional[_Iterable[str]] = ..., reported: _Optional[_Iterable[str]] = ..., dropped: _Optional[_Iterable[str]] = ..., reason: _Optional[str] = ..., metrics: _Optional[_Mapping[str, float]] = ..., model_digest: _Optional[str] = ..., started_unix: _Optional[float] = ..., finished_unix: _Optional[float] = ..., model_version: _Optional[int] = ..., clients: _Optional[_Iterable[_Union[ClientState, _Mapping]]] = ..., min_clients: _Optional[int] = ..., deadline_unix: _Optional[float] = ..., privacy: _Optional[_Union[RoundPrivacy, _Mapping]] = ..., bytes_received: _Optional[int] = ...) -> None: ...
 
 class StatusRequest(_message.Message):
     __slots__ = ()
