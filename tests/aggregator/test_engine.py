@@ -148,7 +148,7 @@ async def test_evaluations_are_written_whole(tmp_path: Path) -> None:
         if engine.current is not None and engine.current.phase == Phase.SUCCEEDED:
             break
     written = json.loads((tmp_path / "evaluations" / "version-000000.json").read_text())
-    assert written["metrics"] == {"eval_loss": 0.25} and written["phase"] == "Succeeded"
+    assert written["metrics"] == {"eval_loss": 0.25} and written["model_version"] == 0
     assert not list((tmp_path / "evaluations").glob(".tmp-*"))
 
 
