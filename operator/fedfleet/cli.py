@@ -123,6 +123,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", type=Path, required=True, help="directory for the statement and the model card"
     )
 
+    model = commands.add_parser("model", help="release a trained model to a registry, or pull and verify one")
+    model_commands = model.add_subparsers(dest="model_command", required=True)
+    release = model_commands.add_parser("release", help="push STATE_DIR's final model with its attestation")
+    release.add_argument("state_dir", type=Path, help="the aggregator's state directory (holds rounds/)")
+    release.add_argument("--to", required=True, help="registry/repository:tag")
+    release.add_argument("--key", type=Path, required=True, help="the lineage signing key (PEM, Ed25519)")
+    pull = model_commands.add_parser("pull", help="fetch a released model; --verify checks it first")
+    pull.add_argument("reference", help="registry/repository:tag (or @sha256:...)")
+    pull.add_argument("--out", type=Path, required=True, help="directory for the model and its lineage")
+    pull.add_argument("--verify", action="store_true", help="check signature, lineage and digest")
+    pull.add_argument(
+        "--public-key", default=None, help="the key the release must be signed with (PEM or file)"
+    )
+    for sub in (release, pull):
+        sub.add_argument(
+            "--insecure", action="store_true", help="plain HTTP to the registry (loopback, tests)"
+        )
+        _add_log_args(sub)
+
     op = commands.add_parser("operator", help="run the Kubernetes operator (kopf)")
     scope = op.add_mutually_exclusive_group()
     scope.add_argument("--namespace", action="append", default=[], help="watch this namespace (repeatable)")
@@ -176,6 +195,29 @@ def _local_run(args: argparse.Namespace) -> int:
     print_table(result)
     metrics, plot = write_metrics(result, out_dir), write_plot(result, out_dir)
     print(f"final model {result.model_digest} in {out_dir / 'state'}; metrics: {metrics}; plot: {plot}")
+    if (release := training.spec.release.oci) is not None:
+        return _release_local(out_dir, release.reference, release.insecure)
+    return 0
+
+
+def _release_local(out_dir: Path, reference: str, insecure: bool) -> int:
+    """spec.release: push the run's final model, signed with the run's lineage key."""
+    import tempfile
+
+    from fedfleet.local.runner import LINEAGE_KEY_FILE
+    from fedfleet.provenance.signing import load_signing_key
+    from fedfleet.release import oci
+    from fedfleet.release.bundle import build_bundle
+    from fedfleet.release.dsse import ReleaseError
+
+    try:
+        with tempfile.TemporaryDirectory() as work:
+            bundle = build_bundle(out_dir / "state", load_signing_key(out_dir / LINEAGE_KEY_FILE), Path(work))
+            digest = oci.push(reference, bundle, insecure)
+    except (ReleaseError, OSError) as err:
+        print(f"fedfleet: training succeeded, release to {reference} failed: {err}", file=sys.stderr)
+        return 1
+    print(f"released {bundle.model_digest} to {oci.repository(reference)}@{digest}")
     return 0
 
 
@@ -286,6 +328,49 @@ def _lineage(args: argparse.Namespace) -> int:
     return 0
 
 
+def _model(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from fedfleet.provenance.signing import LineageKeyError, load_public_key, load_signing_key
+    from fedfleet.release import oci
+    from fedfleet.release.bundle import build_bundle
+    from fedfleet.release.dsse import ReleaseError
+    from fedfleet.release.verify import verify_release
+
+    try:
+        if args.model_command == "release":
+            key = load_signing_key(args.key)
+            with tempfile.TemporaryDirectory() as work:
+                bundle = build_bundle(args.state_dir, key, Path(work))
+                digest = oci.push(args.to, bundle, args.insecure)
+            print(
+                f"released {bundle.model_digest} to {oci.repository(args.to)}@{digest} (attestation signed)"
+            )
+            return 0
+        pinned = load_public_key(args.public_key) if args.public_key else None
+        pulled = oci.pull(args.reference, args.out, args.insecure)
+        if args.verify:
+            checked = verify_release(pulled, pinned)
+            print(
+                f"verified {checked.model_digest}: signed by {checked.key_fingerprint}, "
+                f"lineage head {checked.lineage_head} ({checked.rounds} rounds)"
+            )
+        print(f"pulled {oci.repository(args.reference)}@{pulled.manifest_digest} into {args.out}")
+        return 0
+    except (ReleaseError, LineageKeyError) as err:
+        if args.model_command == "pull" and args.verify:  # never leave an unverified model behind
+            for path in pulled_files(args.out):
+                path.unlink(missing_ok=True)
+        print(f"fedfleet: {err}", file=sys.stderr)
+        return 1
+
+
+def pulled_files(out: Path) -> list[Path]:
+    from fedfleet.release.oci import MEDIA_TYPES
+
+    return [out / name for name in MEDIA_TYPES]
+
+
 def _operator(args: argparse.Namespace) -> int:
     from fedfleet.controller.app import run_operator
 
@@ -307,6 +392,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "aggregator": _aggregator,
         "client": _client,
         "lineage": _lineage,
+        "model": _model,
         "operator": _operator,
     }
     try:

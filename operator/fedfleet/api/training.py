@@ -14,6 +14,7 @@ from fedfleet.api.base import SpecModel
 from fedfleet.api.lineage import LineageSpec
 from fedfleet.api.pods import AggregatorSettings, PodSettings
 from fedfleet.api.privacy import PrivacySpec
+from fedfleet.api.release import ReleaseSpec
 from fedfleet.api.tls import TlsSpec
 from fedfleet.secagg.params import CLIP_RANGE, MAX_WEIGHT_RANGE
 from fedfleet.strategies import STRATEGY_NAMES
@@ -175,6 +176,7 @@ class FederatedTrainingSpec(SpecModel):
     compression: CompressionSpec = Field(default_factory=CompressionSpec)
     privacy: PrivacySpec = Field(default_factory=PrivacySpec)
     lineage: LineageSpec = Field(default_factory=LineageSpec)
+    release: ReleaseSpec = Field(default_factory=ReleaseSpec)
     tls: TlsSpec = Field(default_factory=TlsSpec)
     aggregator: AggregatorSettings = Field(default_factory=AggregatorSettings)
     client: PodSettings = Field(default_factory=PodSettings)
