@@ -15,7 +15,13 @@ client processes and an aggregator on loopback, a synthetic task whose update is
 parameters (bench/synthetic_task.py), with SecAgg+ on and off; the round time is the
 aggregator's (start to Succeeded: key exchange, download, upload, unmasking, checkpoint).
 
+With --baseline REV it measures the same cases with this tree and with REV (checked out in a
+temporary `git worktree`), alternating, in subprocesses of one run, at the former default
+k = ceil(2 log2 N) so both draw the same graph size: the cost of what changed between them
+(for the authenticated SecAgg+: signatures, certificate checks and the consistency round).
+
     python bench/secagg.py [--quick] [--neighbours K] [--repeats R] [--json PATH] [--grpc]
+    python bench/secagg.py --baseline REV [--cases 10x1000000,100x100000] [--repeats R]
 """
 
 from __future__ import annotations
@@ -394,7 +400,20 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="rounds per case (medians are reported)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--grpc", action="store_true", help="also time whole rounds between processes")
+    parser.add_argument("--baseline", help="a git revision to compare this tree against (see above)")
+    parser.add_argument("--cases", help="with --baseline: NxM,NxM (default 10x1000000,100x100000)")
     args = parser.parse_args()
+    if args.baseline:
+        cases = COMPARE_CASES
+        if args.cases:
+            cases = [(int(n), int(m)) for n, m in (c.split("x") for c in args.cases.split(","))]
+        compared = compare(args.baseline, cases, args.repeats)
+        print(json.dumps([rounded(r) for r in compared], indent=2))
+        if args.json:
+            args.json.write_text(json.dumps([rounded(r) for r in compared], indent=2) + "\n")
+        print()
+        print(compare_table(compared, args.baseline))
+        return
     measure(5, 10_000, 0, 1)  # warm-up, not reported: imports, caches, this thread's scratch
     cases = QUICK if args.quick else CASES
     results = [measure(n, m, args.neighbours, args.repeats) for n, m in cases]
@@ -415,6 +434,82 @@ def main() -> None:
     if over_grpc:
         print("\nwhole rounds over gRPC between processes (fedfleet local run, synthetic update):")
         print(grpc_table(over_grpc))
+
+
+COMPARE_CASES = [(10, 1_000_000), (100, 100_000)]
+MEASURE_IN = (  # run in a subprocess with the bench folder of one tree: its `measure`, as JSON
+    "import json, sys; sys.path.insert(0, sys.argv[1]); import secagg as b; b.measure(5, 10_000, 0, 1); "
+    "print(json.dumps(b.measure(*json.loads(sys.argv[2]))))"
+)
+
+
+def measure_tree(bench_dir: Path, n: int, m: int, k: int, repeats: int) -> dict[str, Any]:
+    run = subprocess.run(
+        [sys.executable, "-c", MEASURE_IN, str(bench_dir), json.dumps([n, m, k, repeats])],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    result: dict[str, Any] = json.loads(run.stdout.strip().splitlines()[-1])
+    return result
+
+
+def compare(baseline: str, cases: list[tuple[int, int]], repeats: int) -> list[dict[str, Any]]:
+    """This tree against `baseline`, case by case, alternating; medians of `repeats` rounds each."""
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tree = Path(tmp) / "baseline"
+        subprocess.run(
+            ["git", "-C", str(REPO), "worktree", "add", "--detach", str(tree), baseline],
+            check=True,
+            capture_output=True,
+        )
+        try:
+            for n, m in cases:
+                k = math.ceil(2 * math.log2(n))
+                before = measure_tree(tree / "bench", n, m, k, repeats)
+                after = measure_tree(REPO / "bench", n, m, k, repeats)
+                results.append(
+                    {
+                        "clients": n,
+                        "parameters": m,
+                        "neighbours": after["neighbours"],
+                        "threshold_before": before["threshold"],
+                        "threshold_after": after["threshold"],
+                        "client_s_before": before["client_s"],
+                        "client_s_after": after["client_s"],
+                        "server_s_before": before["server_s"],
+                        "server_s_after": after["server_s"],
+                        "round_s_before": before["round_s"],
+                        "round_s_after": after["round_s"],
+                        "round_overhead": after["round_s"] / before["round_s"] - 1,
+                    }
+                )
+        finally:
+            subprocess.run(
+                ["git", "-C", str(REPO), "worktree", "remove", "--force", str(tree)],
+                check=False,
+                capture_output=True,
+            )
+    return results
+
+
+def compare_table(results: list[dict[str, Any]], baseline: str) -> str:
+    head = (
+        f"{'N':>4} {'M':>9} {'k':>3} {'t':>5} | {'client ms':>17} | {'server ms':>17} |"
+        f" {'round s':>15} | {'overhead':>8}"
+    )
+    lines = [f"before = {baseline}, after = this tree (medians; same run, alternating)", head]
+    lines.append("-" * len(head))
+    for r in results:
+        lines.append(
+            f"{r['clients']:>4} {r['parameters']:>9} {r['neighbours']:>3}"
+            f" {r['threshold_before']:>2}/{r['threshold_after']:<2} |"
+            f" {r['client_s_before'] * 1e3:>8.2f} {r['client_s_after'] * 1e3:>8.2f} |"
+            f" {r['server_s_before'] * 1e3:>8.2f} {r['server_s_after'] * 1e3:>8.2f} |"
+            f" {r['round_s_before']:>7.3f} {r['round_s_after']:>7.3f} | {r['round_overhead']:>+7.1%}"
+        )
+    return "\n".join(lines)
 
 
 def rounded(result: dict[str, Any]) -> dict[str, Any]:

@@ -35,6 +35,7 @@ from fedfleet.secagg.crypto import (
     pack_strings,
     pair_info,
     seal,
+    survivors_statement,
     unseal,
 )
 from fedfleet.secagg.errors import (
@@ -366,7 +367,8 @@ class SecAggClient:
                     f"{self.params.threshold}"
                 )
             )
-        tags = tuple((c, endorsement(self._channel[c], self.context, survivors)) for c in surviving)
+        statement = survivors_statement(self.context, survivors)
+        tags = tuple((c, endorsement(self._channel[c], statement)) for c in surviving)
         self.survivors = survivors
         self.stage = "endorsed"
         return Endorsements(self.binding, tags).to_bytes()
@@ -384,12 +386,13 @@ class SecAggClient:
         senders = [sender for sender, _ in message.shares]
         if len(set(senders)) != len(senders):
             raise MalformedMessage("two endorsements from one neighbour")
+        statement = survivors_statement(self.context, self.survivors)
         valid = sum(
             1
             for sender, tag in message.shares
             if sender in self.held
             and sender in self.survivors
-            and hmac.compare_digest(tag, endorsement(self._channel[sender], self.context, self.survivors))
+            and hmac.compare_digest(tag, endorsement(self._channel[sender], statement))
         )
         if valid < self.params.threshold:
             raise self._fail(

@@ -81,11 +81,15 @@ def check_public_key(raw: bytes) -> None:
         raise AuthenticationFailed("unusable X25519 public key (wrong length or low order)") from None
 
 
-def endorsement(channel_key: bytes, context: bytes, survivors: tuple[str, ...]) -> bytes:
-    """A MAC of the survivor set under the pair's channel key: it convinces that one neighbour,
-    and nobody without the key (the aggregator) can make or move it."""
+def survivors_statement(context: bytes, survivors: tuple[str, ...]) -> bytes:
+    return pack_strings("survivors", context, *survivors)
+
+
+def endorsement(channel_key: bytes, statement: bytes) -> bytes:
+    """A MAC of the survivor set (`survivors_statement`) under the pair's channel key: it
+    convinces that one neighbour, and nobody without the key (the aggregator) can make or move it."""
     mac_key = hmac.digest(channel_key, b"fedfleet-secagg/consistency", hashlib.sha256)
-    return hmac.digest(mac_key, pack_strings("survivors", context, *survivors), hashlib.sha256)
+    return hmac.digest(mac_key, statement, hashlib.sha256)
 
 
 def pair_info(purpose: str, context: bytes, a: str, b: str) -> bytes:
