@@ -161,7 +161,7 @@ class SiteClient:
         config = json.loads(reply.config_json or "{}")
         try:
             secure = self._exchange_keys(reply.round, config) if "secagg" in config else None
-            global_weights = self.conn.download(reply.round)
+            global_weights = self.conn.download(reply.round, reply.deadline_unix)
             self.task.load_federated_weights(self.model, global_weights)
             examples, metrics = self.task.evaluate(self.model, self.data, self.device)
             self.conn.report(
@@ -194,7 +194,13 @@ class SiteClient:
             compression = self.training.spec.compression  # masked lanes are already narrow
             bits = 32 if secure is not None else compression.bits
             result = self.conn.upload(
-                reply.round, reply.model_version, examples, update, bits, compression.block_size
+                reply.round,
+                reply.model_version,
+                examples,
+                update,
+                bits,
+                compression.block_size,
+                reply.deadline_unix,
             )
             log.info(
                 "update.uploaded",

@@ -1,7 +1,13 @@
-"""The client's gRPC calls, with bounded exponential-backoff retries on transient failures."""
+"""The client's gRPC calls, with bounded exponential-backoff retries on transient failures.
+
+Every call has a deadline (a stream's is the round's deadline: past it the aggregator refuses
+the work anyway) and the channel sends keepalive pings, so a client never waits forever on a
+dead aggregator or a half-open connection.
+"""
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -21,6 +27,20 @@ from fedfleet.v1 import aggregator_pb2_grpc as pb_grpc
 Weights = dict[str, np.ndarray]
 TRANSIENT = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 JOIN_WAIT_SECONDS = 5
+REPORT_SECONDS = 30
+SECAGG_SECONDS = 180  # a stage long-polls until every participant spoke or its deadline
+STREAM_SECONDS = 3600  # a download or upload with no round deadline to go by
+KEEPALIVE_OPTIONS = [
+    ("grpc.keepalive_time_ms", 20_000),  # ping an idle connection every 20 s
+    ("grpc.keepalive_timeout_ms", 10_000),  # and drop it when the ping is not answered in 10 s
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+]
+
+
+def until(deadline_unix: float, fallback: float = STREAM_SECONDS) -> float:
+    """Seconds left to a round's deadline (at least 1; `fallback` when there is none)."""
+    return max(1.0, deadline_unix - time.time()) if deadline_unix > 0 else fallback
 
 
 def _is_transient(err: BaseException) -> bool:
@@ -63,10 +83,12 @@ class AggregatorConnection:
 
     def _open(self) -> grpc.Channel:
         if self.tls is None:
-            return grpc.insecure_channel(self.address, options=GRPC_OPTIONS)
+            return grpc.insecure_channel(self.address, options=[*GRPC_OPTIONS, *KEEPALIVE_OPTIONS])
         creds = channel_credentials(*self.tls.read())
         return grpc.secure_channel(
-            self.address, creds, options=[*GRPC_OPTIONS, *channel_options(self.server_name)]
+            self.address,
+            creds,
+            options=[*GRPC_OPTIONS, *KEEPALIVE_OPTIONS, *channel_options(self.server_name)],
         )
 
     def _refresh(self) -> None:
@@ -102,11 +124,11 @@ class AggregatorConnection:
         reply: pb.JoinReply = self.call(self.stub.JoinRound, request, timeout=JOIN_WAIT_SECONDS + 10)
         return reply
 
-    def download(self, round_number: int) -> Weights:
+    def download(self, round_number: int, deadline_unix: float = 0.0) -> Weights:
         def fetch() -> Weights:
             assembler = ChunkAssembler()
             request = pb.ModelRequest(training=self.training, client_id=self.client_id, round=round_number)
-            for chunk in self.stub.DownloadModel(request):
+            for chunk in self.stub.DownloadModel(request, timeout=until(deadline_unix)):
                 assembler.add(chunk)
             return assembler.result()
 
@@ -130,7 +152,7 @@ class AggregatorConnection:
             num_examples=examples,
             metrics=metrics,
         )
-        self.call(self.stub.ReportMetrics, report, timeout=30)
+        self.call(self.stub.ReportMetrics, report, timeout=REPORT_SECONDS)
 
     def upload(
         self,
@@ -140,6 +162,7 @@ class AggregatorConnection:
         update: Weights,
         bits: int = 32,
         block: int = DEFAULT_BLOCK,
+        deadline_unix: float = 0.0,
     ) -> pb.UploadReply:
         """Stream the update: float32 (or a masked upload's lanes) at 32 bits, quantized below."""
         header = pb.UpdateHeader(
@@ -156,9 +179,8 @@ class AggregatorConnection:
             for chunk in encode_update(update, bits, block):
                 yield pb.UpdateMessage(chunk=chunk)
 
-        reply: pb.UploadReply = self.stub.UploadUpdate(
-            messages()
-        )  # not retried: a broken stream is refused whole
+        # not retried: a broken stream is refused whole
+        reply: pb.UploadReply = self.stub.UploadUpdate(messages(), timeout=until(deadline_unix))
         return reply
 
     def secagg(self, round_number: int, stage: pb.SecAggRequest.Stage, payload: bytes) -> pb.SecAggReply:
@@ -170,7 +192,7 @@ class AggregatorConnection:
             stage=stage,
             payload=payload,
         )
-        reply: pb.SecAggReply = self.call(self.stub.SecAgg, request, timeout=180)
+        reply: pb.SecAggReply = self.call(self.stub.SecAgg, request, timeout=SECAGG_SECONDS)
         return reply
 
     def close(self) -> None:
