@@ -17,6 +17,11 @@ from fedfleet.aggregator.rounds import ClientPhase, ClientRecord, Kind, Round
 from fedfleet.chunks import Chunk, verify_crc
 from fedfleet.compression import BITS_OF, decode_chunk
 from fedfleet.refusal import Refusal
+from fedfleet.text import shorten
+
+MAX_METRICS = 64  # metrics per report: one report is kept in every round's history
+MAX_METRIC_NAME = 64  # characters of a metric name
+MAX_REPORT_BYTES = 8 * 1024  # names and values of one report together
 
 
 @dataclass(frozen=True)
@@ -33,7 +38,9 @@ class UploadHeader:
 
 def check_training(served: str, asked: str) -> None:
     if asked != served:
-        raise Refusal("PERMISSION_DENIED", f"this aggregator serves training {served!r}, not {asked!r}")
+        raise Refusal(
+            "PERMISSION_DENIED", f"this aggregator serves training {served!r}, not {shorten(repr(asked))}"
+        )
 
 
 def check_round_request(
@@ -69,7 +76,8 @@ def participant(round_: Round, client_id: str) -> ClientRecord:
     record = round_.clients.get(client_id)
     if record is None:
         raise Refusal(
-            "PERMISSION_DENIED", f"client {client_id!r} is not a participant of round {round_.number}"
+            "PERMISSION_DENIED",
+            f"client {shorten(repr(client_id))} is not a participant of round {round_.number}",
         )
     if record.state == ClientPhase.DROPPED:
         raise Refusal(
@@ -79,12 +87,44 @@ def participant(round_: Round, client_id: str) -> ClientRecord:
     return record
 
 
-def check_metrics(metrics: dict[str, float]) -> None:
-    if not all(math.isfinite(v) for v in metrics.values()):
-        raise Refusal("INVALID_ARGUMENT", "metrics must be finite numbers")
+def check_metrics(metrics: dict[str, float], num_examples: int, max_examples: int) -> None:
+    """A report small enough to keep in every round's status (a huge one would make GetStatus
+    exceed the send limit for good): few metrics, short names, finite values."""
+    if len(metrics) > MAX_METRICS:
+        raise Refusal("RESOURCE_EXHAUSTED", f"{len(metrics)} metrics in one report; at most {MAX_METRICS}")
+    size = 0
+    for name, value in metrics.items():
+        if not 0 < len(name) <= MAX_METRIC_NAME:
+            raise Refusal(
+                "INVALID_ARGUMENT",
+                f"metric name {shorten(repr(name), 40)} has {len(name)} characters; 1..{MAX_METRIC_NAME}",
+            )
+        if not math.isfinite(value):
+            raise Refusal("INVALID_ARGUMENT", f"metric {name!r} is not a finite number")
+        size += len(name.encode()) + 8
+    if size > MAX_REPORT_BYTES:
+        raise Refusal("RESOURCE_EXHAUSTED", f"a report of {size} bytes; at most {MAX_REPORT_BYTES}")
+    check_examples(num_examples, max_examples)
 
 
-def check_upload(round_: Round, record: ClientRecord, header: UploadHeader) -> None:
+def check_examples(num_examples: int, max_examples: int) -> None:
+    """num_examples weighs an update: an absurd count would let one client take over FedAvg."""
+    if num_examples > max_examples:
+        raise Refusal(
+            "INVALID_ARGUMENT",
+            f"num_examples {num_examples} exceeds spec.updates.maxExamples {max_examples}",
+        )
+
+
+def check_update_norm(norm: float, bound: float) -> None:
+    """A plaintext update beyond spec.updates.maxUpdateNorm (when set) is refused whole."""
+    if bound and not norm <= bound:
+        raise Refusal(
+            "INVALID_ARGUMENT", f"update L2 norm {norm:.6g} exceeds spec.updates.maxUpdateNorm {bound:g}"
+        )
+
+
+def check_upload(round_: Round, record: ClientRecord, header: UploadHeader, max_examples: int) -> None:
     """An upload may start: a training round, a participant that has not reported, its session."""
     if round_.kind != Kind.TRAIN:
         raise Refusal("FAILED_PRECONDITION", f"round {round_.number} is an evaluation round: no updates")
@@ -106,6 +146,7 @@ def check_upload(round_: Round, record: ClientRecord, header: UploadHeader) -> N
         )
     if header.num_examples == 0:
         raise Refusal("INVALID_ARGUMENT", "num_examples must be positive")
+    check_examples(header.num_examples, max_examples)
 
 
 def check_clipped(norm: float, clip_norm: float) -> None:
@@ -133,18 +174,18 @@ class ChunkCheck:
         Plain chunks come back as a read-only view of the chunk's bytes, not a copy."""
         slot = self.layout.slots.get(chunk.name)
         if slot is None:
-            raise Refusal("INVALID_ARGUMENT", f"unknown tensor {chunk.name!r}")
+            raise Refusal("INVALID_ARGUMENT", f"unknown tensor {shorten(repr(chunk.name))}")
         wanted = self.wire if self.wire is not None and slot.dtype == np.float32 else slot.dtype.name
         if chunk.dtype != wanted:
             raise Refusal(
                 "INVALID_ARGUMENT",
-                f"tensor {chunk.name!r}: dtype {chunk.dtype}, expected {wanted}"
+                f"tensor {chunk.name!r}: dtype {shorten(chunk.dtype, 20)}, expected {wanted}"
                 + (f" (spec.compression.bits is {BITS_OF[wanted]})" if wanted in BITS_OF else ""),
             )
         if chunk.shape != slot.shape:
             raise Refusal(
                 "INVALID_ARGUMENT",
-                f"tensor {chunk.name!r}: shape {list(chunk.shape)}, expected {list(slot.shape)}",
+                f"tensor {chunk.name!r}: shape {shorten(list(chunk.shape), 40)}, expected {list(slot.shape)}",
             )
         verify_crc(chunk)
         expected = self.filled[chunk.name]

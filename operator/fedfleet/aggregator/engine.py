@@ -30,7 +30,7 @@ from fedfleet.aggregator.layout import ModelLayout
 from fedfleet.aggregator.means import mean_for
 from fedfleet.aggregator.rounds import TERMINAL, ClientPhase, Kind, Phase, Round
 from fedfleet.aggregator.secure import SecureRound
-from fedfleet.aggregator.sums import MaskedSum, PlainSum, RunningSum
+from fedfleet.aggregator.sums import MaskedSum, PlainSum, RunningSum, Upload
 from fedfleet.api.training import FederatedTrainingSpec
 from fedfleet.chunks import Chunk
 from fedfleet.compression import wire_dtype
@@ -54,6 +54,10 @@ class Assignment:
     model_digest: str = ""
     deadline: float = 0.0
     config: str = "{}"
+
+
+class NonFiniteModel(RuntimeError):
+    """The round's mean update or new model has Inf or NaN: the round fails, nothing is saved."""
 
 
 class RoundEngine:
@@ -103,6 +107,7 @@ class RoundEngine:
         self._changed = asyncio.Event()
         self._deadline_task: asyncio.Task[None] | None = None
         self._close_task: asyncio.Task[None] | None = None
+        self._closed: dict[int, asyncio.Event] = {}  # round -> set when it closes: uploads in flight end
         self.log.info(
             "engine.ready",
             model_version=self.model_version,
@@ -155,6 +160,7 @@ class RoundEngine:
         )
         round_.secure = secure
         round_.phase = Phase.TRAINING
+        self._closed = {number: asyncio.Event()}  # a retried round number starts open again
         self.current = round_
         self._deadline_task = asyncio.create_task(self._close_at_deadline(round_))
         self.log.info(
@@ -311,7 +317,7 @@ class RoundEngine:
         admission.check_training(self.training, training)
         round_ = admission.open_round(self.current, number)
         record = admission.participant(round_, client_id)
-        admission.check_metrics(metrics)
+        admission.check_metrics(metrics, num_examples, self.spec.updates.max_examples)
         entry = (num_examples, metrics)
         if phase == Kind.EVALUATE:
             if model_version != round_.model_version:
@@ -354,20 +360,17 @@ class RoundEngine:
         admission.check_training(self.training, header.training)
         round_ = admission.open_round(self.current, header.round)
         record = admission.participant(round_, header.client_id)
-        admission.check_upload(round_, record, header)
+        admission.check_upload(round_, record, header, self.spec.updates.max_examples)
         if round_.secure is not None:
             try:
                 round_.secure.server.check_input(header.client_id)
             except ProtocolError as err:
                 raise Refusal(err.code, str(err)) from None  # type: ignore[arg-type]
         record.state = ClientPhase.UPLOADING
+        upload: Upload | None = None
         try:
             upload = await self._sum_for(round_.secure).open_upload()
-        except BaseException:
-            record.state = ClientPhase.TRAINING
-            raise
-        try:
-            async for chunk in chunks:
+            async for chunk in self._within_deadlines(round_, chunks):
                 if not round_.is_open:  # checked before every add: nothing enters a closed round's sum
                     break
                 upload.add(chunk)
@@ -378,15 +381,20 @@ class RoundEngine:
                 )
             plaintext = upload.plaintext()
             if plaintext is not None:
+                admission.check_update_norm(
+                    float(np.linalg.norm(plaintext)), self.spec.updates.max_update_norm
+                )
                 self.mean.check_update(round_, plaintext)
             upload.commit(self.mean.upload_weight(header.num_examples))
             round_.bytes_received += upload.bytes_received
             record.state = ClientPhase.REPORTED
         except BaseException:
-            upload.abort()  # the sum is as before; the client may upload again
+            if upload is not None:
+                upload.abort()  # the sum is as before; the client may upload again
             if record.state == ClientPhase.UPLOADING:
                 record.state = ClientPhase.TRAINING
             raise
+
         self.log.info(
             "update.accepted",
             round=round_.number,
@@ -396,6 +404,33 @@ class RoundEngine:
         )
         self._after_client_change(round_)
         return upload.bytes_received, len(round_.reported)
+
+    async def _within_deadlines(self, round_: Round, chunks: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
+        """The upload's chunks, refused once the stream idles for uploadIdleSeconds or runs past
+        uploadTimeoutSeconds or the round's deadline: a stalled client cannot hold a slot."""
+        limits, closed = self.spec.updates, self._closed.setdefault(round_.number, asyncio.Event())
+        started = time.monotonic()
+        iterator = aiter(chunks)
+        while True:
+            total_left = started + limits.upload_timeout_seconds - time.monotonic()
+            wait = min(limits.upload_idle_seconds, total_left, round_.deadline - self.clock.now())
+            arrival = asyncio.ensure_future(anext(iterator, None))
+            closing = asyncio.ensure_future(closed.wait())
+            await asyncio.wait({arrival, closing}, timeout=max(wait, 0), return_when=asyncio.FIRST_COMPLETED)
+            closing.cancel()
+            if not arrival.done():
+                arrival.cancel()
+                if closed.is_set():
+                    why = f"round {round_.number} closed during the upload"
+                elif wait == limits.upload_idle_seconds:
+                    why = f"no chunk for {wait:g} s (spec.updates.uploadIdleSeconds)"
+                else:
+                    why = "past its deadline (spec.updates.uploadTimeoutSeconds or the round's)"
+                raise Refusal("DEADLINE_EXCEEDED", f"upload refused: {why}")
+            chunk = arrival.result()
+            if chunk is None:
+                return
+            yield chunk
 
     # -- closing --------------------------------------------------------------------------
     def _after_client_change(self, round_: Round) -> None:
@@ -420,6 +455,7 @@ class RoundEngine:
                 self._deadline_task.cancel()
             if round_.secure is not None:
                 round_.secure.cancel()
+            self._closed.setdefault(round_.number, asyncio.Event()).set()  # uploads in flight end
             self._sum_for(round_.secure).close_uploads()  # uploads in flight leave the sum
             reported = len(round_.reported)
             if round_.eval_reports:  # the model this round started from, whatever becomes of the round
@@ -454,6 +490,8 @@ class RoundEngine:
     async def _aggregate(self, round_: Round) -> None:
         try:
             self.strategy.apply(self.weights, await self._mean_update(round_))
+            if not all(np.isfinite(w).all() for w in self.weights.values() if w.dtype.kind == "f"):
+                raise NonFiniteModel("the new global model is not finite")
             record = round_.to_record() | {
                 "phase": Phase.SUCCEEDED.value,
                 "finished": self.clock.now(),
@@ -474,7 +512,10 @@ class RoundEngine:
             self.weights = latest.load_weights()
             self.strategy.load_state(latest.load_strategy_state())
             round_.phase, round_.reason = Phase.FAILED, reason or f"aggregation failed: {err}"
-            self.log.exception("round.aggregation_failed", round=round_.number)
+            if isinstance(err, NonFiniteModel):  # a refusal of the inputs, not a bug: no traceback
+                self.log.warning("round.aggregation_failed", round=round_.number, reason=str(err))
+            else:
+                self.log.exception("round.aggregation_failed", round=round_.number)
             return
         # Published only now: whoever sees Succeeded can rely on the checkpoint and the new version.
         self.model_version = round_.number
@@ -494,6 +535,10 @@ class RoundEngine:
             if weight <= 0:
                 raise SecAggAbort("the unmasked total weight is not positive")
         mean = await self.mean.release(round_, total, weight)
+        if not np.isfinite(mean).all():
+            raise NonFiniteModel(
+                "the weighted mean update is not finite (an update or weight beyond float32 range)"
+            )
         if round_.privacy is not None:
             self.log.info("round.privacy", round=round_.number, **round_.privacy)
         return {slot.name: view for slot, view in self.layout.views(mean)}

@@ -29,11 +29,13 @@ from fedfleet.identity.files import TlsConfigError, TlsFiles, is_loopback
 from fedfleet.identity.peer import AuthRefusal, Policy, peer_identity
 from fedfleet.logs import get_logger
 from fedfleet.refusal import Refusal
+from fedfleet.text import shorten
 from fedfleet.v1 import aggregator_pb2 as pb
 from fedfleet.v1 import aggregator_pb2_grpc as pb_grpc
 
 T = TypeVar("T")
 Context = grpc.aio.ServicerContext[Any, Any]
+MAX_REFUSAL_CHARACTERS = 1024
 log = get_logger(component="aggregator")
 
 PHASES = {
@@ -60,7 +62,9 @@ ACTIONS = {
 
 
 async def refuse(context: Context, method: str, refusal: Refusal) -> None:
-    """Log, count (caller refusals) and abort with the refusal's status; never returns."""
+    """Log, count (caller refusals) and abort with the refusal's status; never returns. The
+    message is bounded whatever went into it: a refusal must fit in a status, a log line stay short."""
+    message = shorten(refusal.message, MAX_REFUSAL_CHARACTERS)
     if isinstance(refusal, AuthRefusal):
         AUTH_REFUSALS.labels(reason=refusal.reason).inc()
         log.warning(
@@ -68,12 +72,12 @@ async def refuse(context: Context, method: str, refusal: Refusal) -> None:
             method=method,
             code=refusal.code,
             reason=refusal.reason,
-            detail=refusal.message,
+            detail=message,
             peer=context.peer(),
         )
     else:
-        log.warning("request.refused", method=method, code=refusal.code, reason=refusal.message)
-    await context.abort(grpc.StatusCode[refusal.code], refusal.message)
+        log.warning("request.refused", method=method, code=refusal.code, reason=message)
+    await context.abort(grpc.StatusCode[refusal.code], message)
 
 
 def refusals_to_status(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:

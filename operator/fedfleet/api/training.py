@@ -146,6 +146,29 @@ class CompressionSpec(SpecModel):
     )
 
 
+class UpdatesSpec(SpecModel):
+    """Bounds on what one client's upload may carry and how long it may take."""
+
+    max_examples: int = Field(
+        default=10_000_000,
+        ge=1,
+        le=2**53,
+        description="Largest num_examples an update or report may claim; more is refused.",
+    )
+    max_update_norm: float = Field(
+        default=0,
+        ge=0,
+        allow_inf_nan=False,
+        description="Plaintext rounds: refuse an update whose L2 norm exceeds it; 0 = no bound.",
+    )
+    upload_idle_seconds: float = Field(
+        default=60, gt=0, le=3600, description="An upload that sends nothing for this long is refused."
+    )
+    upload_timeout_seconds: float = Field(
+        default=900, gt=0, le=7 * 24 * 3600, description="Longest one upload may take, start to end."
+    )
+
+
 class RetrySpec(SpecModel):
     """How failures are retried: client restarts with backoff, and whole rounds."""
 
@@ -173,6 +196,7 @@ class FederatedTrainingSpec(SpecModel):
     strategy: StrategySpec = Field(default_factory=StrategySpec)
     retry: RetrySpec = Field(default_factory=RetrySpec)
     secure_aggregation: SecureAggregationSpec = Field(default_factory=SecureAggregationSpec)
+    updates: UpdatesSpec = Field(default_factory=UpdatesSpec)
     compression: CompressionSpec = Field(default_factory=CompressionSpec)
     privacy: PrivacySpec = Field(default_factory=PrivacySpec)
     lineage: LineageSpec = Field(default_factory=LineageSpec)

@@ -14,6 +14,7 @@ from cryptography import x509
 from fedfleet.identity.ca import identity_of
 from fedfleet.identity.names import Identity, IdentityError
 from fedfleet.refusal import Refusal
+from fedfleet.text import shorten
 
 
 class AuthRefusal(Refusal):
@@ -66,13 +67,13 @@ class Policy:
             raise AuthRefusal(
                 "PERMISSION_DENIED",
                 "client_mismatch",
-                f"certificate of client {who.client!r} cannot act as client {client_id!r}",
+                f"certificate of client {who.client!r} cannot act as client {shorten(repr(client_id))}",
             )
         if site is not None and site != who.site:
             raise AuthRefusal(
                 "PERMISSION_DENIED",
                 "site_mismatch",
-                f"certificate of site {who.site!r} cannot claim site {site!r}",
+                f"certificate of site {who.site!r} cannot claim site {shorten(repr(site))}",
             )
 
     def controller(self, who: Identity) -> None:
