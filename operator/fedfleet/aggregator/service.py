@@ -36,6 +36,10 @@ from fedfleet.v1 import aggregator_pb2_grpc as pb_grpc
 T = TypeVar("T")
 Context = grpc.aio.ServicerContext[Any, Any]
 MAX_REFUSAL_CHARACTERS = 1024
+ACCEPT_KEEPALIVES = [  # clients ping every 20 s (client/connection.py); allow it, also between calls
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+]
 log = get_logger(component="aggregator")
 
 PHASES = {
@@ -341,7 +345,7 @@ async def serve(
     """Serve until cancelled or SIGTERM; health turns SERVING once the engine is loaded."""
     check_transport(address, tls, insecure_local)
     guard = Guard(None if tls is None else Policy(namespace, engine.training))
-    server = grpc.aio.server(options=GRPC_OPTIONS)
+    server = grpc.aio.server(options=[*GRPC_OPTIONS, *ACCEPT_KEEPALIVES])
     pb_grpc.add_AggregatorServicer_to_server(AggregatorServicer(engine, chunk_bytes, guard), server)
     pb_grpc.add_ControlServicer_to_server(ControlServicer(engine, guard), server)
     health = health_async.HealthServicer()
