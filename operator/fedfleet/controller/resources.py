@@ -218,18 +218,28 @@ def manifest_config_map(ref: TrainingRef, manifest: Object, namespace: str) -> O
     }
 
 
+def aggregator_selector(ref: TrainingRef) -> dict[str, str]:
+    """The labels that pick a training's aggregator pod (Service, NetworkPolicy)."""
+    return {f"{GROUP}/training": ref.name, "app.kubernetes.io/component": "aggregator"}
+
+
+def aggregator_metadata(ref: TrainingRef, name: str) -> Object:
+    """Metadata of the aggregator's objects: in the training's namespace, owned by it."""
+    return {
+        "name": name,
+        "namespace": ref.namespace,
+        "labels": labels(ref.name, "aggregator"),
+        "ownerReferences": [ref.owner_reference()],
+    }
+
+
 def aggregator_service(ref: TrainingRef, spec: FederatedTrainingSpec) -> Object:
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": {
-            "name": aggregator_name(ref.name),
-            "namespace": ref.namespace,
-            "labels": labels(ref.name, "aggregator"),
-            "ownerReferences": [ref.owner_reference()],
-        },
+        "metadata": aggregator_metadata(ref, aggregator_name(ref.name)),
         "spec": {
-            "selector": {f"{GROUP}/training": ref.name, "app.kubernetes.io/component": "aggregator"},
+            "selector": aggregator_selector(ref),
             "ports": [
                 {
                     "name": "grpc",
@@ -268,13 +278,8 @@ def aggregator_pod(ref: TrainingRef, spec: FederatedTrainingSpec) -> Object:
     pod: Object = {
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {
-            "name": aggregator_name(ref.name),
-            "namespace": ref.namespace,
-            "labels": labels(ref.name, "aggregator"),
-            "annotations": scrape_annotations(settings.metrics_port),
-            "ownerReferences": [ref.owner_reference()],
-        },
+        "metadata": aggregator_metadata(ref, aggregator_name(ref.name))
+        | {"annotations": scrape_annotations(settings.metrics_port)},
         "spec": {
             "restartPolicy": "OnFailure",
             "securityContext": RESTRICTED_POD,
@@ -349,12 +354,7 @@ def state_claim(ref: TrainingRef, spec: FederatedTrainingSpec) -> Object | None:
     return {
         "apiVersion": "v1",
         "kind": "PersistentVolumeClaim",
-        "metadata": {
-            "name": f"{ref.name}-state",
-            "namespace": ref.namespace,
-            "labels": labels(ref.name, "aggregator"),
-            "ownerReferences": [ref.owner_reference()],
-        },
+        "metadata": aggregator_metadata(ref, f"{ref.name}-state"),
         "spec": {
             "accessModes": ["ReadWriteOnce"],
             "resources": {"requests": {"storage": spec.aggregator.state_volume_size}},
@@ -460,16 +460,9 @@ def aggregator_network_policy(ref: TrainingRef, spec: FederatedTrainingSpec) -> 
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
-        "metadata": {
-            "name": aggregator_name(ref.name),
-            "namespace": ref.namespace,
-            "labels": labels(ref.name, "aggregator"),
-            "ownerReferences": [ref.owner_reference()],
-        },
+        "metadata": aggregator_metadata(ref, aggregator_name(ref.name)),
         "spec": {
-            "podSelector": {
-                "matchLabels": {f"{GROUP}/training": ref.name, "app.kubernetes.io/component": "aggregator"}
-            },
+            "podSelector": {"matchLabels": aggregator_selector(ref)},
             "policyTypes": ["Ingress"],
             "ingress": [
                 {
