@@ -196,11 +196,14 @@ def _local_run(args: argparse.Namespace) -> int:
     metrics, plot = write_metrics(result, out_dir), write_plot(result, out_dir)
     print(f"final model {result.model_digest} in {out_dir / 'state'}; metrics: {metrics}; plot: {plot}")
     if (release := training.spec.release.oci) is not None:
-        return _release_local(out_dir, release.reference, release.insecure)
+        from fedfleet.tasks.base import load_task
+
+        extra = load_task(training.spec.task, training.spec.model).release_files()
+        return _release_local(out_dir, release.reference, release.insecure, extra)
     return 0
 
 
-def _release_local(out_dir: Path, reference: str, insecure: bool) -> int:
+def _release_local(out_dir: Path, reference: str, insecure: bool, extra: dict[str, bytes]) -> int:
     """spec.release: push the run's final model, signed with the run's lineage key."""
     import tempfile
 
@@ -212,7 +215,8 @@ def _release_local(out_dir: Path, reference: str, insecure: bool) -> int:
 
     try:
         with tempfile.TemporaryDirectory() as work:
-            bundle = build_bundle(out_dir / "state", load_signing_key(out_dir / LINEAGE_KEY_FILE), Path(work))
+            key = load_signing_key(out_dir / LINEAGE_KEY_FILE)
+            bundle = build_bundle(out_dir / "state", key, Path(work), extra)
             digest = oci.push(reference, bundle, insecure)
     except (ReleaseError, OSError) as err:
         print(f"fedfleet: training succeeded, release to {reference} failed: {err}", file=sys.stderr)

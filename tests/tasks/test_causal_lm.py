@@ -257,3 +257,17 @@ def test_the_site_data_volume_is_read_when_no_path_is_configured(base: Path, tmp
     model = task.build_model(0)
     examples, metrics = task.evaluate(model, data, torch.device("cpu"))
     assert examples == 2 and metrics["perplexity"] == pytest.approx(np.exp(metrics["loss"]))
+
+
+def test_a_released_adapter_carries_an_adapter_config_peft_loads(tmp_path: Path) -> None:
+    from peft import LoraConfig
+
+    spec = TaskSpec(
+        name="causal-lm-lora", config={"rank": 4, "alpha": 8, "targetModules": ["q_proj", "v_proj"]}
+    )
+    task = load_task(spec, ModelSpec(source="/models/tiny", digest="sha256:" + "0" * 64))
+    for name, content in task.release_files().items():
+        (tmp_path / name).write_bytes(content)
+    config = LoraConfig.from_pretrained(str(tmp_path))
+    assert config.r == 4 and config.lora_alpha == 8 and set(config.target_modules) == {"q_proj", "v_proj"}
+    assert config.base_model_name_or_path == "/models/tiny"

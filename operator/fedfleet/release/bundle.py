@@ -29,9 +29,11 @@ class Bundle:
     lineage_head: str
 
 
-def build_bundle(state_dir: Path, key: Ed25519PrivateKey, out_dir: Path) -> Bundle:
+def build_bundle(
+    state_dir: Path, key: Ed25519PrivateKey, out_dir: Path, extra_files: dict[str, bytes] | None = None
+) -> Bundle:
     """Refuses a lineage that does not verify under `key`'s public half: a release is signed
-    by the same key as every round."""
+    by the same key as every round. `extra_files`: the task's (`Task.release_files`)."""
     public = key.public_key()
     verified = verify_state(state_dir, public, require_signature=True)
     if not verified.ok:
@@ -41,9 +43,11 @@ def build_bundle(state_dir: Path, key: Ed25519PrivateKey, out_dir: Path) -> Bund
     final_dir = dict(round_dirs(state_dir))[verified.records[-1]["round"]]
     shutil.copyfile(final_dir / MODEL_FILE, out_dir / MODEL_FILE)
     files = [MODEL_FILE]
-    if (final_dir / ADAPTER_CONFIG_FILE).exists():
-        shutil.copyfile(final_dir / ADAPTER_CONFIG_FILE, out_dir / ADAPTER_CONFIG_FILE)
-        files.append(ADAPTER_CONFIG_FILE)
+    for name, content in (extra_files or {}).items():
+        if name != ADAPTER_CONFIG_FILE:
+            raise ReleaseError(f"a release carries no {name!r}")  # names the registry layers know
+        (out_dir / name).write_bytes(content)
+        files.append(name)
     write_export(verified, out_dir)
     (out_dir / PUBLIC_KEY_FILE).write_text(public_key_pem(public))
     files += [STATEMENT_FILE, MODEL_CARD_FILE, PUBLIC_KEY_FILE]

@@ -97,6 +97,10 @@ class Task(ABC, Generic[ConfigT]):
         """Put global federated weights into the model; refuses weights of another shape of model."""
         numpy_to_state(model, weights)
 
+    def release_files(self) -> dict[str, bytes]:
+        """Files a released model needs beside its weights (a LoRA adapter's adapter_config.json)."""
+        return {}
+
     def initial_weights(self, seed: int) -> Weights:
         """The aggregator's round-0 global weights, deterministic for `seed`."""
         return self.federated_weights(self.build_model(seed))

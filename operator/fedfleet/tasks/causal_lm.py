@@ -9,6 +9,7 @@ the adapter's bytes, not the model's, and the aggregator's checkpoints are adapt
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,6 +75,11 @@ class CausalLMLoRATask(Task[CausalLMConfig]):
         c = self.config
         model: torch.nn.Module = lora.wrap(base, c.rank, c.alpha, c.dropout, c.target_modules)
         return model
+
+    def release_files(self) -> dict[str, bytes]:
+        c = self.config
+        config = lora.adapter_config(c.rank, c.alpha, c.dropout, c.target_modules, self.model_spec.source)
+        return {"adapter_config.json": json.dumps(config, indent=2, default=str).encode()}
 
     def build_model(self, seed: int) -> torch.nn.Module:
         directory = self._base_dir()

@@ -39,6 +39,20 @@ def wrap(model: torch.nn.Module, rank: int, alpha: int, dropout: float, targets:
         raise TaskError(f"spec.task.config.targetModules: {err}") from None
 
 
+def adapter_config(
+    rank: int, alpha: int, dropout: float, targets: list[str] | str, base: str
+) -> dict[str, Any]:
+    """PEFT's adapter_config.json for the adapter `wrap` trains: with it, a checkpoint's
+    model.safetensors loads with `PeftModel.from_pretrained`."""
+    from peft import LoraConfig
+
+    config = LoraConfig(
+        r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, task_type="CAUSAL_LM"
+    )
+    config.base_model_name_or_path = base
+    return {k: sorted(v) if isinstance(v, set) else v for k, v in config.to_dict().items()}
+
+
 def adapter_parameters(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
     """Trainable parameters by their PEFT adapter-file names (`...lora_A.weight`)."""
     marker = f".{ADAPTER}."
