@@ -3,6 +3,7 @@ started by a test kubelet, rounds over real gRPC, state back where `kubectl get`
 
 from __future__ import annotations
 
+import base64
 import os
 import signal
 import subprocess
@@ -12,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fedfleet.controller.resources import LINEAGE_KEY_FILE
+from fedfleet.provenance.signing import fingerprint, load_public_key
 
 from tests.controller.cluster import Cluster, site, start_operator, training_manifest, wait_for
 from tests.dataplane.harness import free_port
@@ -188,7 +191,11 @@ def test_a_training_runs_to_success_with_a_client_retried_and_kubectl_shows_it(
     )
     assert not fleet.cluster.items("FederatedRound", "default")
     assert not fleet.cluster.items("ConfigMap", selector="fedfleet.io/training=digits")
-    assert not fleet.cluster.items("Secret", selector="fedfleet.io/training=digits")
+    # the lineage key outlives the training: it verifies the models already released
+    left = fleet.cluster.items("Secret", selector="fedfleet.io/training=digits")
+    assert [s["metadata"]["name"] for s in left] == ["digits-lineage-key"]
+    kept = load_public_key(base64.b64decode(left[0]["data"][LINEAGE_KEY_FILE]).decode())
+    assert fingerprint(kept) == status["lineageKeyFingerprint"]
     assert not fleet.cluster.items("Service", selector="fedfleet.io/training=digits")
 
 

@@ -175,12 +175,13 @@ class Certificates:
         return state.signer
 
     async def _lineage_key(self, ref: res.TrainingRef, found: dict[tuple[str, str], Object]) -> None:
-        """Created once and never rotated: the key signs one hash chain for the training's life."""
+        """Created once and never rotated: the key signs one hash chain for the training's life,
+        and is retained when the training is deleted (it verifies the models already released)."""
         name = res.lineage_secret_name(ref.name)
         if (ref.namespace, name) in found:
             return
         data = {res.LINEAGE_KEY_FILE: base64.b64encode(new_signing_key_pem()).decode()}
-        await self.kube.create(res.secret(ref, name, ref.namespace, "lineage", "Opaque", data))
+        await self.kube.create(res.secret(ref, name, ref.namespace, "lineage", "Opaque", data, retained=True))
 
     def _controller_bundle(
         self, ref: res.TrainingRef, issuer: Issuer, lifetime: datetime.timedelta

@@ -15,6 +15,7 @@ import kopf
 from fedfleet.controller import metrics
 from fedfleet.controller.kube import Kube
 from fedfleet.controller.reconciler import TrainingReconciler
+from fedfleet.controller.resources import RETAIN_LABEL
 from fedfleet.logs import get_logger
 
 GROUP, VERSION = "fedfleet.io", "v1alpha1"
@@ -72,7 +73,7 @@ async def cleanup(name: str, namespace: str | None, memo: Any, **_: Any) -> None
             namespaces.add(obj["metadata"]["namespace"])
             removed += await kube.delete(kind, obj["metadata"]["namespace"], obj["metadata"]["name"])
     for ns in sorted(namespaces - {""}):  # certificates: listed per namespace, never cluster-wide
-        for obj in await kube.list("Secret", ns, selector):
+        for obj in await kube.list("Secret", ns, f"{selector},!{RETAIN_LABEL}"):  # the lineage key stays
             removed += await kube.delete("Secret", ns, obj["metadata"]["name"])
     log.info("training.cleaned_up", training=name, namespace=namespace, objects=removed)
 

@@ -180,10 +180,21 @@ def secret_volume(name: str, secret: str) -> Object:
     return {"name": name, "secret": {"secretName": secret, "defaultMode": 0o440}}
 
 
+RETAIN_LABEL = "fedfleet.io/retain"  # kept when the training is deleted (the lineage key)
+
+
 def secret(
-    ref: TrainingRef, name: str, namespace: str, component: str, type_: str, data: dict[str, str]
+    ref: TrainingRef,
+    name: str,
+    namespace: str,
+    component: str,
+    type_: str,
+    data: dict[str, str],
+    retained: bool = False,
 ) -> Object:
-    """A Secret of the training (base64 `data`), found by the cleanup through its labels."""
+    """A Secret of the training (base64 `data`), found by the cleanup through its labels; a
+    `retained` one has no owner and outlives the training (the key that verifies its models)."""
+    extra = {RETAIN_LABEL: "true"} if retained else {}
     return {
         "apiVersion": "v1",
         "kind": "Secret",
@@ -191,8 +202,8 @@ def secret(
         "metadata": {
             "name": name,
             "namespace": namespace,
-            "labels": labels(ref.name, component),
-            **owned_in(ref, namespace),
+            "labels": labels(ref.name, component) | extra,
+            **({} if retained else owned_in(ref, namespace)),
         },
         "data": data,
     }
