@@ -25,6 +25,7 @@ SPEC: dict[str, Any] = {"minClients": 3, "secureAggregation": {"enabled": False}
 TOLERANCE = 1e-4  # float sums in another arrival order
 
 
+@pytest.mark.timeout(600)  # two whole trainings, one local and one on the test cluster
 def test_round_metrics_belong_to_the_produced_model_on_a_cluster_and_locally(
     kubeconfig: Path, tmp_path: Path
 ) -> None:
