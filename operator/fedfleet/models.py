@@ -9,9 +9,9 @@ import hashlib
 from pathlib import Path
 
 import numpy as np
-from safetensors.numpy import load_file, save
+from safetensors.numpy import save
 
-from fedfleet.aggregator.checkpoints import file_digest
+from fedfleet.aggregator.checkpoints import file_digest, read_model
 from fedfleet.api.training import FederatedTrainingSpec
 
 Weights = dict[str, np.ndarray]
@@ -45,7 +45,7 @@ def initial_weights(spec: FederatedTrainingSpec) -> Weights:
             f"spec.model.digest: {path} has digest {actual}, the manifest pins {spec.model.digest}"
         )
     try:
-        return load_file(str(path))
+        return read_model(path)  # tensor by tensor: the model once in memory, not twice
     except Exception as err:
         raise ModelSourceError(
             f"spec.model.source: {path} is not a readable safetensors file: {err}"

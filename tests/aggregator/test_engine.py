@@ -124,7 +124,7 @@ async def test_a_refused_upload_leaves_the_mean_exact(tmp_path: Path) -> None:
         if engine.current is not None and engine.current.phase == Phase.SUCCEEDED:
             break
     assert engine.model_version == 1
-    for name, value in engine.weights.items():  # 0.5 + (10 * 1 + 30 * 4) / 40
+    for name, value in engine.store.latest().load_weights().items():  # 0.5 + (10 * 1 + 30 * 4) / 40
         np.testing.assert_allclose(value, np.full(SHAPES[name], 3.75, dtype=np.float32), rtol=1e-6)
 
 
@@ -159,7 +159,7 @@ async def test_a_masked_upload_refused_part_way_is_taken_out_exactly(tmp_path: P
     shape = (10,)
     rng = np.random.default_rng(3)
     words = rng.integers(0, 2**32, 10, dtype=np.uint64).astype(np.uint32)
-    partial = await masked.open_upload()
+    partial = await masked.open_upload(1.0)
     partial.add(chunk("secagg.masked", words[:4], 0, shape))
     partial.add(chunk("secagg.masked", words[4:8], 16, shape))
     assert not np.array_equal(masked.total, before)  # folded as they arrived
@@ -168,13 +168,13 @@ async def test_a_masked_upload_refused_part_way_is_taken_out_exactly(tmp_path: P
     partial.abort()
     np.testing.assert_array_equal(masked.total, before)
 
-    complete = await masked.open_upload()
+    complete = await masked.open_upload(1.0)
     for begin in (0, 4, 8):
         complete.add(chunk("secagg.masked", words[begin : begin + 4], 4 * begin, shape))
-    complete.commit(1.0)
+    complete.commit()
     np.testing.assert_array_equal(masked.total, before + words)  # mod 2^32
 
-    in_flight = await masked.open_upload()
+    in_flight = await masked.open_upload(1.0)
     in_flight.add(chunk("secagg.masked", words[:4], 0, shape))
     masked.close_uploads()  # the round closed under it
     np.testing.assert_array_equal(masked.total, before + words)

@@ -46,6 +46,7 @@ async def run_aggregator(
         staging_slots,
         lineage_key,
         verifier,
+        chunk_bytes=chunk_bytes,
     )
     server = asyncio.create_task(
         serve(

@@ -4,6 +4,11 @@ Each completed round is a directory `rounds/round-NNNNNN/` holding the global mo
 (`model.safetensors`), the strategy's state and `round.json`. It is built under a temporary
 name, every file fsynced, then renamed into place and the parent fsynced: a round directory
 either exists whole or not at all. Round 0 is the initial model.
+
+The model file is written tensor by tensor from the tensors' own buffers (a `StreamedModel`
+produces each one when its turn comes), so a checkpoint never needs a serialized copy of the
+model in memory, and the latest checkpoint is where the global model lives: the aggregator
+reads one tensor at a time from it (`Checkpoint.tensor`) instead of keeping the model resident.
 """
 
 from __future__ import annotations
@@ -12,16 +17,115 @@ import hashlib
 import json
 import os
 import shutil
+import struct
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from safetensors.numpy import load_file, save_file
+from safetensors import safe_open
+from safetensors.numpy import load_file, save, save_file
+
+from fedfleet.aggregator.layout import ModelLayout, TensorSlot
 
 Weights = dict[str, np.ndarray]
+# safetensors dtype codes of the numpy dtypes a model may hold
+DTYPE_CODES = {
+    "float64": "F64",
+    "float32": "F32",
+    "float16": "F16",
+    "int64": "I64",
+    "int32": "I32",
+    "int16": "I16",
+    "int8": "I8",
+    "uint64": "U64",
+    "uint32": "U32",
+    "uint16": "U16",
+    "uint8": "U8",
+    "bool": "BOOL",
+}
+NUMPY_DTYPES = {code: np.dtype(name) for name, code in DTYPE_CODES.items()}
+
+
+@dataclass(frozen=True)
+class StreamedModel:
+    """A model written tensor by tensor: `tensor(slot)` is called once per slot, in file order."""
+
+    layout: ModelLayout
+    tensor: Callable[[TensorSlot], np.ndarray]
+
+    @classmethod
+    def of(cls, weights: Weights) -> StreamedModel:
+        return cls(ModelLayout.of(weights), lambda slot: weights[slot.name])
+
+
+def _file_order(layout: ModelLayout) -> list[TensorSlot]:
+    """The order safetensors itself lays tensors out in (by dtype, then name), taken from the
+    library on empty stand-ins, so the file is byte for byte what `safetensors.save` writes
+    (`models.weights_digest` pins a task-built model by those bytes)."""
+    for slot in layout.slots.values():
+        if slot.dtype.name not in DTYPE_CODES:
+            raise ValueError(f"tensor {slot.name!r}: dtype {slot.dtype} cannot be checkpointed")
+    stand_ins = save({slot.name: np.empty(0, dtype=slot.dtype) for slot in layout.slots.values()})
+    (size,) = struct.unpack("<Q", stand_ins[:8])
+    names = [name for name in json.loads(stand_ins[8 : 8 + size]) if name != "__metadata__"]
+    return [layout.slots[name] for name in names]
+
+
+def write_model(path: Path, model: StreamedModel) -> None:
+    """The safetensors format (8-byte header length, JSON header, raw little-endian tensors),
+    each tensor written from its own buffer, produced in the file's order."""
+    order = _file_order(model.layout)
+    header: dict[str, Any] = {}
+    end = 0
+    for slot in order:
+        header[slot.name] = {
+            "dtype": DTYPE_CODES[slot.dtype.name],
+            "shape": list(slot.shape),
+            "data_offsets": [end, end + slot.nbytes],
+        }
+        end += slot.nbytes
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    with path.open("wb") as out:
+        out.write(struct.pack("<Q", len(text)))
+        out.write(text)
+        for slot in order:
+            tensor = model.tensor(slot)
+            if tuple(tensor.shape) != slot.shape:
+                raise ValueError(f"tensor {slot.name!r}: shape {tensor.shape}, the layout says {slot.shape}")
+            flat = np.ascontiguousarray(tensor.reshape(-1), dtype=slot.dtype.newbyteorder("<"))
+            out.write(flat.view(np.uint8).data)
+
+
+def model_layout(path: Path) -> tuple[ModelLayout, dict[str, int]]:
+    """A safetensors file's tensors (checked by the library) and the file offset of each one's bytes."""
+    with safe_open(str(path), framework="np") as model:
+        slices = {name: model.get_slice(name) for name in model.keys()}  # noqa: SIM118 (not a dict)
+        layout = ModelLayout(
+            {name: (NUMPY_DTYPES[part.get_dtype()], tuple(part.get_shape())) for name, part in slices.items()}
+        )
+    with path.open("rb") as handle:
+        (size,) = struct.unpack("<Q", handle.read(8))
+        header = json.loads(handle.read(size))
+    return layout, {name: 8 + size + int(header[name]["data_offsets"][0]) for name in layout.slots}
+
+
+def read_tensor(path: Path, slot: TensorSlot, offset: int) -> np.ndarray:
+    """One tensor read into a fresh array (a plain read, no mapping of the file)."""
+    flat = np.fromfile(path, dtype=slot.dtype.newbyteorder("<"), count=slot.size, offset=offset)
+    return flat.astype(slot.dtype, copy=False).reshape(slot.shape)
+
+
+def read_model(path: Path) -> Weights:
+    """All tensors of a safetensors file, read one at a time: memory is the model, not the
+    model plus a mapping of the file (what loading through a mapping costs at its peak)."""
+    layout, offsets = model_layout(path)
+    return {slot.name: read_tensor(path, slot, offsets[slot.name]) for slot in layout.slots.values()}
+
+
 MODEL_FILE = "model.safetensors"
 STRATEGY_FILE = "strategy.safetensors"
 RECORD_FILE = "round.json"
@@ -70,7 +174,22 @@ class Checkpoint:
         return self.path / MODEL_FILE
 
     def load_weights(self) -> Weights:
-        return load_file(str(self.model_path))
+        return read_model(self.model_path)
+
+    def layout(self) -> ModelLayout:
+        """The model's tensors, from the file's header (no weights are read)."""
+        return model_layout(self.model_path)[0]
+
+    def tensor(self, name: str) -> np.ndarray:
+        """One tensor, read from the file into a fresh, writable array."""
+        layout, offsets = model_layout(self.model_path)
+        return read_tensor(self.model_path, layout.slots[name], offsets[name])
+
+    def tensor_offsets(self) -> Iterator[tuple[TensorSlot, int]]:
+        """Each tensor's slot (in layout order) and the file offset where its bytes begin."""
+        layout, offsets = model_layout(self.model_path)
+        for slot in layout.slots.values():
+            yield slot, offsets[slot.name]
 
     def load_strategy_state(self) -> Weights:
         path = self.path / STRATEGY_FILE
@@ -105,12 +224,15 @@ class CheckpointStore:
     def save(
         self,
         round_number: int,
-        weights: Weights,
-        strategy_state: Weights,
+        weights: Weights | StreamedModel,
+        strategy_state: Weights | Callable[[], Weights],
         record: dict[str, Any],
         attachments: Callable[[Path, dict[str, Any]], None] | None = None,
     ) -> Checkpoint:
         """Write a round atomically; fills record["model_digest"]. Refuses to overwrite a round.
+
+        `strategy_state` may be a function: it is called once the model is written (a streamed
+        model's tensors may move the strategy's state as they are produced).
 
         `attachments(tmp_dir, record)` may add files (a lineage record, say) that must appear
         together with the checkpoint they describe: they are written before the rename.
@@ -120,9 +242,11 @@ class CheckpointStore:
             raise FileExistsError(f"round {round_number} is already checkpointed at {final}")
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=self.rounds_dir))
         try:
-            save_file({k: np.ascontiguousarray(v) for k, v in weights.items()}, str(tmp / MODEL_FILE))
-            if strategy_state:
-                save_file(strategy_state, str(tmp / STRATEGY_FILE))
+            model = weights if isinstance(weights, StreamedModel) else StreamedModel.of(weights)
+            write_model(tmp / MODEL_FILE, model)
+            state = strategy_state() if callable(strategy_state) else strategy_state  # after the model
+            if state:
+                save_file(state, str(tmp / STRATEGY_FILE))
             record = {**record, "round": round_number, "model_digest": file_digest(tmp / MODEL_FILE)}
             (tmp / RECORD_FILE).write_text(json.dumps(record, indent=2, sort_keys=True))
             if attachments is not None:

@@ -24,15 +24,16 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from fedfleet.aggregator import admission
 from fedfleet.aggregator.admission import UploadHeader
-from fedfleet.aggregator.checkpoints import CheckpointStore
+from fedfleet.aggregator.broadcast import Broadcast
+from fedfleet.aggregator.checkpoints import CheckpointStore, StreamedModel
 from fedfleet.aggregator.clock import Clock, WallClock
-from fedfleet.aggregator.layout import ModelLayout
+from fedfleet.aggregator.layout import TensorSlot
 from fedfleet.aggregator.means import mean_for
 from fedfleet.aggregator.rounds import TERMINAL, ClientPhase, Kind, Phase, Round
 from fedfleet.aggregator.secure import SecureRound
 from fedfleet.aggregator.sums import MaskedSum, PlainSum, RunningSum, Upload
 from fedfleet.api.training import FederatedTrainingSpec
-from fedfleet.chunks import Chunk
+from fedfleet.chunks import DEFAULT_CHUNK_BYTES, Chunk
 from fedfleet.compression import wire_dtype
 from fedfleet.logs import get_logger
 from fedfleet.provenance.ledger import Ledger
@@ -71,6 +72,7 @@ class RoundEngine:
         lineage_key: Ed25519PrivateKey | None = None,
         secagg_verifier: Verifier | None = None,
         clock: Clock | None = None,
+        chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     ) -> None:
         self.training = training
         self.secagg_verifier = secagg_verifier  # the training's CA: SecAgg+ adverts must be signed
@@ -87,7 +89,10 @@ class RoundEngine:
             initial = {"kind": "initial", "phase": "Succeeded", "base_model_digest": spec.model.digest}
             latest = self.store.save(0, initial_weights(), {}, initial, self.ledger.attach)
         self.ledger.advance(latest.path, latest.record["model_digest"])
-        self.weights: Weights = latest.load_weights()
+        # The global model lives in the latest checkpoint, not in memory: downloads read the
+        # broadcast built from it, and a round's new model is written from it tensor by tensor.
+        self.chunk_bytes = chunk_bytes
+        self.broadcast = Broadcast(latest, chunk_bytes, state_dir)
         self.strategy.load_state(latest.load_strategy_state())
         self.model_version = latest.round
         self.model_digest: str = latest.record["model_digest"]
@@ -98,7 +103,7 @@ class RoundEngine:
             int(path.stem.removeprefix("version-")): json.loads(path.read_text())["metrics"]
             for path in sorted(self.store.evaluations_dir.glob("version-[0-9]*.json"))
         }
-        self.layout = ModelLayout.of(self.weights)
+        self.layout = latest.layout()
         self.sum = PlainSum(self.layout, staging_slots, wire=wire_dtype(spec.compression.bits))
         self.masked_sum: MaskedSum | None = None  # allocated by the first SecAgg+ round
         self.current: Round | None = None
@@ -296,12 +301,12 @@ class RoundEngine:
             round_.kind.value, round_.number, round_.model_version, self.model_digest, round_.deadline, config
         )
 
-    def model_for(self, training: str, client_id: str, number: int) -> tuple[Weights, Callable[[], bool]]:
-        """The weights to stream, and a check that the round is still open between chunks."""
+    def model_for(self, training: str, client_id: str, number: int) -> tuple[Broadcast, Callable[[], bool]]:
+        """The model's serialized chunks, and a check that the round is still open between chunks."""
         admission.check_training(self.training, training)
         round_ = admission.open_round(self.current, number)
         admission.participant(round_, client_id)
-        return self.weights, lambda: round_.is_open and self.current is round_
+        return self.broadcast, lambda: round_.is_open and self.current is round_
 
     def report_metrics(
         self,
@@ -369,7 +374,8 @@ class RoundEngine:
         record.state = ClientPhase.UPLOADING
         upload: Upload | None = None
         try:
-            upload = await self._sum_for(round_.secure).open_upload()
+            weight = self.mean.upload_weight(header.num_examples)
+            upload = await self._sum_for(round_.secure).open_upload(weight)
             async for chunk in self._within_deadlines(round_, chunks):
                 if not round_.is_open:  # checked before every add: nothing enters a closed round's sum
                     break
@@ -381,11 +387,11 @@ class RoundEngine:
                 )
             plaintext = upload.plaintext()
             if plaintext is not None:
-                admission.check_update_norm(
-                    float(np.linalg.norm(plaintext)), self.spec.updates.max_update_norm
-                )
+                if self.spec.updates.max_update_norm:  # the staged values are weight x update
+                    norm = float(np.linalg.norm(plaintext)) / weight
+                    admission.check_update_norm(norm, self.spec.updates.max_update_norm)
                 self.mean.check_update(round_, plaintext)
-            upload.commit(self.mean.upload_weight(header.num_examples))
+            upload.commit()
             round_.bytes_received += upload.bytes_received
             record.state = ClientPhase.REPORTED
         except BaseException:
@@ -488,10 +494,19 @@ class RoundEngine:
             self._notify()
 
     async def _aggregate(self, round_: Round) -> None:
+        base = self.store.latest()  # the model this round trained
+        assert base is not None
         try:
-            self.strategy.apply(self.weights, await self._mean_update(round_))
-            if not all(np.isfinite(w).all() for w in self.weights.values() if w.dtype.kind == "f"):
-                raise NonFiniteModel("the new global model is not finite")
+            mean = await self._mean_update(round_)
+
+            def next_tensor(slot: TensorSlot) -> np.ndarray:
+                """One tensor of the new model: the strategy's step from the base, tensor by tensor."""
+                tensor = {slot.name: base.tensor(slot.name)}
+                self.strategy.apply(tensor, {slot.name: mean[slot.name]})
+                if tensor[slot.name].dtype.kind == "f" and not np.isfinite(tensor[slot.name]).all():
+                    raise NonFiniteModel("the new global model is not finite")
+                return tensor[slot.name]
+
             record = round_.to_record() | {
                 "phase": Phase.SUCCEEDED.value,
                 "finished": self.clock.now(),
@@ -500,17 +515,15 @@ class RoundEngine:
             checkpoint = await asyncio.to_thread(
                 self.store.save,
                 round_.number,
-                self.weights,
-                self.strategy.state(),
+                StreamedModel(self.layout, next_tensor),
+                self.strategy.state,
                 record,
                 self.ledger.attach,  # the lineage record is part of the checkpoint
             )
-        except Exception as err:  # the in-memory model may be half-updated: go back to the checkpoint
+            broadcast = await asyncio.to_thread(Broadcast, checkpoint, self.chunk_bytes, self.state_dir)
+        except Exception as err:  # the strategy's state may be half-updated: back to the checkpoint's
             reason = round_.secure.abort_reason if isinstance(err, SecAggAbort) and round_.secure else ""
-            latest = self.store.latest()
-            assert latest is not None
-            self.weights = latest.load_weights()
-            self.strategy.load_state(latest.load_strategy_state())
+            self.strategy.load_state(base.load_strategy_state())
             round_.phase, round_.reason = Phase.FAILED, reason or f"aggregation failed: {err}"
             if isinstance(err, NonFiniteModel):  # a refusal of the inputs, not a bug: no traceback
                 self.log.warning("round.aggregation_failed", round=round_.number, reason=str(err))
@@ -518,6 +531,7 @@ class RoundEngine:
                 self.log.exception("round.aggregation_failed", round=round_.number)
             return
         # Published only now: whoever sees Succeeded can rely on the checkpoint and the new version.
+        self.broadcast = broadcast
         self.model_version = round_.number
         self.model_digest = round_.model_digest = checkpoint.record["model_digest"]
         self.ledger.advance(checkpoint.path, self.model_digest)

@@ -39,6 +39,7 @@ class PrivateMean(WeightedMean):
         return 1.0  # one client moves the sum by at most clipNorm
 
     def check_update(self, round_: Round, update: np.ndarray) -> None:
+        """`update` is weight x update with weight 1: the update itself."""
         norm = l2_norm(update)
         check_clipped(norm, self.privacy.clip_norm or 0.0)
         round_.max_update_norm = max(round_.max_update_norm, norm)

@@ -23,7 +23,8 @@ from fedfleet.aggregator.handshakes import handshake_refusals
 from fedfleet.aggregator.metrics import AUTH_REFUSALS
 from fedfleet.aggregator.rounds import Kind, Phase, Round
 from fedfleet.aggregator.secure import ADVERTISE_KEYS, CONSISTENCY, SHARE_KEYS, UNMASK
-from fedfleet.chunks import GRPC_OPTIONS, Chunk, iter_chunks
+from fedfleet.aggregator.wire import Malformed, UpdatePart, parse_update_message
+from fedfleet.chunks import GRPC_OPTIONS, Chunk
 from fedfleet.identity.credentials import server_credentials
 from fedfleet.identity.files import TlsConfigError, TlsFiles, is_loopback
 from fedfleet.identity.peer import AuthRefusal, Policy, peer_identity
@@ -136,20 +137,6 @@ def round_to_pb(round_: Round) -> pb.RoundState:
     )
 
 
-def chunk_from_pb(chunk: pb.TensorChunk) -> Chunk:
-    return Chunk(
-        chunk.name,
-        chunk.dtype,
-        tuple(chunk.shape),
-        chunk.offset,
-        chunk.data,
-        chunk.crc32,
-        chunk.block_values,
-        chunk.scales,
-        chunk.values,
-    )
-
-
 def header_from_pb(header: pb.UpdateHeader) -> UploadHeader:
     return UploadHeader(
         header.training,
@@ -196,37 +183,41 @@ class AggregatorServicer(pb_grpc.AggregatorServicer):
             config_json=got.config,
         )
 
-    async def DownloadModel(
-        self, request: pb.ModelRequest, context: Context
-    ) -> AsyncIterator[pb.TensorChunk]:
+    async def DownloadModel(self, request: pb.ModelRequest, context: Context) -> AsyncIterator[bytes]:
+        """Streams the round's broadcast: `TensorChunk`s serialized once, sent as they are."""
         try:
             self.guard.client(context, request.client_id)
-            weights, still_open = self.engine.model_for(request.training, request.client_id, request.round)
+            broadcast, still_open = self.engine.model_for(request.training, request.client_id, request.round)
         except Refusal as refusal:
             await refuse(context, "DownloadModel", refusal)
-        for chunk in iter_chunks(weights, self.chunk_bytes):
+        for message in broadcast.messages():
             if not still_open():
                 await context.abort(
                     grpc.StatusCode.ABORTED, f"round {request.round} closed during the download"
                 )
-            yield chunk
+            yield message
 
     @refusals_to_status
     async def UploadUpdate(
-        self, request_iterator: AsyncIterator[pb.UpdateMessage], context: Context
+        self, request_iterator: AsyncIterator[UpdatePart], context: Context
     ) -> pb.UploadReply:
+        """Messages arrive decoded by `wire.parse_update_message` (chunks without a data copy)."""
         first = await anext(aiter(request_iterator), None)
-        if first is None or first.WhichOneof("kind") != "header":
+        if isinstance(first, Malformed):
+            raise Refusal("INVALID_ARGUMENT", first.reason)
+        if not isinstance(first, pb.UpdateHeader):
             raise Refusal("INVALID_ARGUMENT", "an upload starts with exactly one header message")
-        self.guard.client(context, first.header.client_id)
+        self.guard.client(context, first.client_id)
 
         async def chunks() -> AsyncIterator[Chunk]:
             async for message in request_iterator:
-                if message.WhichOneof("kind") != "chunk":
+                if isinstance(message, Malformed):
+                    raise Refusal("INVALID_ARGUMENT", message.reason)
+                if not isinstance(message, Chunk):
                     raise Refusal("INVALID_ARGUMENT", "a second header in one upload")
-                yield chunk_from_pb(message.chunk)
+                yield message
 
-        received, reported = await self.engine.receive_update(header_from_pb(first.header), chunks())
+        received, reported = await self.engine.receive_update(header_from_pb(first), chunks())
         return pb.UploadReply(bytes_received=received, clients_reported=reported)
 
     @refusals_to_status
@@ -320,6 +311,32 @@ class ControlServicer(pb_grpc.ControlServicer):
         )
 
 
+def add_aggregator_servicer(servicer: AggregatorServicer, server: grpc.aio.Server) -> None:
+    """The generated registration, except the two bulk streams: uploads are decoded by
+    `wire.parse_update_message` (zero-copy chunks) and downloads send pre-serialized bytes."""
+    handler = grpc.method_handlers_generic_handler(
+        "fedfleet.v1.Aggregator",
+        {
+            "JoinRound": grpc.unary_unary_rpc_method_handler(
+                servicer.JoinRound, pb.JoinRequest.FromString, pb.JoinReply.SerializeToString
+            ),
+            "DownloadModel": grpc.unary_stream_rpc_method_handler(
+                servicer.DownloadModel, pb.ModelRequest.FromString, None
+            ),
+            "UploadUpdate": grpc.stream_unary_rpc_method_handler(
+                servicer.UploadUpdate, parse_update_message, pb.UploadReply.SerializeToString
+            ),
+            "ReportMetrics": grpc.unary_unary_rpc_method_handler(
+                servicer.ReportMetrics, pb.MetricsReport.FromString, pb.MetricsAck.SerializeToString
+            ),
+            "SecAgg": grpc.unary_unary_rpc_method_handler(
+                servicer.SecAgg, pb.SecAggRequest.FromString, pb.SecAggReply.SerializeToString
+            ),
+        },
+    )
+    server.add_generic_rpc_handlers((handler,))
+
+
 def check_transport(address: str, tls: TlsFiles | None, insecure_local: bool) -> None:
     """mTLS, or plaintext on loopback when explicitly asked: never plaintext by omission."""
     if tls is not None and insecure_local:
@@ -346,7 +363,7 @@ async def serve(
     check_transport(address, tls, insecure_local)
     guard = Guard(None if tls is None else Policy(namespace, engine.training))
     server = grpc.aio.server(options=[*GRPC_OPTIONS, *ACCEPT_KEEPALIVES])
-    pb_grpc.add_AggregatorServicer_to_server(AggregatorServicer(engine, chunk_bytes, guard), server)
+    add_aggregator_servicer(AggregatorServicer(engine, chunk_bytes, guard), server)
     pb_grpc.add_ControlServicer_to_server(ControlServicer(engine, guard), server)
     health = health_async.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)

@@ -418,10 +418,9 @@ class SecAggServer:
     def unmask(self, summed: np.ndarray | None = None) -> tuple[np.ndarray, float]:
         """(float32 sum over U3 of w_u * clip(x_u), sum of w_u), masks removed block by block.
 
-        Without `summed`, the server's own accumulator is unmasked and decoded in place: the
-        returned float32 array shares its memory when lanes are 32-bit. With `summed` (lanes,
-        M + W words, summed by the caller), that array is unmasked in place and a new float32
-        array is returned.
+        The server's own accumulator, or `summed` (lanes, M + W words, summed by the caller), is
+        unmasked and decoded in place: with 32-bit lanes the returned float32 array shares its
+        memory (no second model-sized array); narrower lanes decode into a new float32 array.
         """
         if self.stage != "unmask":
             raise OutOfOrder(f"cannot unmask at stage {self.stage!r}")
@@ -437,7 +436,7 @@ class SecAggServer:
         streams = self._mask_streams()
         self._collected.clear()
         dimension = len(acc) - weight_words
-        in_place = summed is None and lane.itemsize == 4
+        in_place = lane.itemsize == 4
         out = acc.view(np.float32)[:dimension] if in_place else np.empty(dimension, np.float32)
         scratch = thread_scratch(self._block)
         decoder = Decoder(self.params, len(self.u3))
