@@ -14,6 +14,9 @@ With --grpc it also times whole rounds between real processes: `fedfleet local r
 client processes and an aggregator on loopback, a synthetic task whose update is M dense
 parameters (bench/synthetic_task.py), with SecAgg+ on and off; the round time is the
 aggregator's (start to Succeeded: key exchange, download, upload, unmasking, checkpoint).
+Each is set against the round's limit measured right after it: the round's bytes (downloads
+and uploads) streamed as protobuf messages into a sink (bench/transfer.py), plus with SecAgg+
+one client's mask expansion and the server's unmasking (`round_limits`).
 
 With --baseline REV it measures the same cases with this tree and with REV (checked out in a
 temporary `git worktree`), alternating, in subprocesses of one run, at the former default
@@ -338,33 +341,61 @@ def grpc_round_seconds(n: int, m: int, secure: bool, rounds: int, workdir: Path)
     return [float(r["seconds"]) for r in json.loads((out / "metrics.json").read_text())["rounds"]]
 
 
+def round_limits(n: int, m: int) -> tuple[float, float]:
+    """(SecAgg+, plain) limits of one round, measured now: the round's bytes (each client's
+    download of M float32 and upload of M + 1 uint32 words, or M float32) streamed as protobuf
+    messages into a sink by two client processes (bench/transfer.py's limit), plus, with SecAgg+,
+    one client's mask expansion (k + 1 keystreams of M + 1 words, its critical path) and the
+    server's removal of n self masks."""
+    from transfer import limit_seconds  # bench/transfer.py, next to this script
+
+    ids = [f"c{i:03d}" for i in range(n)]
+    secure_bytes = limit_seconds(1, 2 * m + 1, "uint32", ids, 2)
+    plain_bytes = limit_seconds(1, 2 * m, "float32", ids, 2)
+    k = SecAggParams.build(n).neighbours
+    compute = Limit(m + 1)
+    masks = statistics.median([compute.masks(k + 1) + compute.masks(n) for _ in range(3)])
+    return secure_bytes + masks, plain_bytes
+
+
 def grpc_rounds(cases: list[tuple[int, int]], rounds: int) -> list[dict[str, Any]]:
-    """Median round time with SecAgg+ and without, same run; round 1 (cold start) is left out."""
+    """Median round time with SecAgg+ and without, same run; round 1 (cold start) is left out;
+    each against its limit, measured right after."""
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for n, m in cases:
-            secure = grpc_round_seconds(n, m, True, rounds, Path(tmp))[1:]
-            plain = grpc_round_seconds(n, m, False, rounds, Path(tmp))[1:]
+            secure = statistics.median(grpc_round_seconds(n, m, True, rounds, Path(tmp))[1:])
+            plain = statistics.median(grpc_round_seconds(n, m, False, rounds, Path(tmp))[1:])
+            secure_limit, plain_limit = round_limits(n, m)
             results.append(
                 {
                     "clients": n,
                     "parameters": m,
-                    "rounds_timed": len(secure),
-                    "secure_round_s": statistics.median(secure),
-                    "plain_round_s": statistics.median(plain),
-                    "secure_over_plain": statistics.median(secure) / statistics.median(plain),
+                    "rounds_timed": rounds - 1,
+                    "secure_round_s": secure,
+                    "plain_round_s": plain,
+                    "secure_over_plain": secure / plain,
+                    "secure_limit_s": secure_limit,
+                    "secure_over_limit": secure / secure_limit,
+                    "plain_limit_s": plain_limit,
+                    "plain_over_limit": plain / plain_limit,
                 }
             )
     return results
 
 
 def grpc_table(results: list[dict[str, Any]]) -> str:
-    head = f"{'N':>4} {'M':>9} | {'SecAgg+ round s':>15} {'plain round s':>13} {'ratio':>6}"
+    head = (
+        f"{'N':>4} {'M':>9} | {'SecAgg+ s':>9} {'limit':>6} {'ratio':>6} | {'plain s':>7} {'limit':>6}"
+        f" {'ratio':>6} | {'SecAgg+/plain':>13}"
+    )
     lines = [head, "-" * len(head)]
     for r in results:
         lines.append(
-            f"{r['clients']:>4} {r['parameters']:>9} | {r['secure_round_s']:>15.2f}"
-            f" {r['plain_round_s']:>13.2f} {r['secure_over_plain']:>6.2f}"
+            f"{r['clients']:>4} {r['parameters']:>9} | {r['secure_round_s']:>9.2f}"
+            f" {r['secure_limit_s']:>6.2f} {r['secure_over_limit']:>6.2f} |"
+            f" {r['plain_round_s']:>7.2f} {r['plain_limit_s']:>6.2f}"
+            f" {r['plain_over_limit']:>6.2f} | {r['secure_over_plain']:>13.2f}"
         )
     return "\n".join(lines)
 

@@ -36,12 +36,13 @@ from typing import Any
 import grpc
 import numpy as np
 import yaml
-from safetensors.numpy import save_file
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "operator"))
 sys.path.insert(0, str(REPO))
 
+from fedfleet.aggregator.checkpoints import StreamedModel, write_model  # noqa: E402
+from fedfleet.aggregator.layout import ModelLayout  # noqa: E402
 from fedfleet.chunks import DEFAULT_CHUNK_BYTES, GRPC_OPTIONS, Chunk, checksum  # noqa: E402
 from fedfleet.v1 import aggregator_pb2 as pb  # noqa: E402
 from fedfleet.v1 import aggregator_pb2_grpc as pb_grpc  # noqa: E402
@@ -50,6 +51,7 @@ from tests.dataplane.harness import free_port, wait_healthy  # noqa: E402
 
 MB = 1_000_000
 GIB = 2**30
+CHUNK_BYTES = [DEFAULT_CHUNK_BYTES]  # what clients send; --chunk-bytes changes it
 # One client process: streams each listed client's update (tensors x elements of `dtype`, one
 # constant per tensor) as UpdateMessages. The header round -1 means: no round, a sink.
 WORKER = r"""
@@ -143,7 +145,7 @@ def stream(
                 str(tensors),
                 str(elements),
                 dtype,
-                str(DEFAULT_CHUNK_BYTES),
+                str(CHUNK_BYTES[0]),
                 *group,
             ],
             env=env(),
@@ -246,10 +248,9 @@ def scenario(
     then the same bytes into the sink (the limit)."""
     tensors = max(1, model_bytes // (64 * MB))
     elements = model_bytes // 4 // tensors
-    model = {f"t{i:03d}": np.zeros(elements, dtype=np.float32) for i in range(tensors)}
+    layout = ModelLayout({f"t{i:03d}": (np.dtype(np.float32), (elements,)) for i in range(tensors)})
     model_path = workdir / "model.safetensors"
-    save_file(model, str(model_path))
-    del model
+    write_model(model_path, StreamedModel(layout, lambda slot: np.zeros(slot.shape, np.float32)))
     manifest = manifest_for(workdir, model_path, clients, secagg)
     port = free_port()
     state = Path(tempfile.mkdtemp(dir=workdir))
@@ -317,7 +318,6 @@ def breakdown(sample_bytes: int = 256 * MB) -> dict[str, float]:
     same chunk messages the clients send."""
     from fedfleet.aggregator.admission import ChunkCheck
     from fedfleet.aggregator.checkpoints import CheckpointStore
-    from fedfleet.aggregator.layout import ModelLayout
     from fedfleet.aggregator.sums import PlainSum
     from fedfleet.aggregator.wire import parse_update_message
 
@@ -411,7 +411,14 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="10 MB updates and 1/10 clients (smoke run)")
     parser.add_argument("--only-big", action="store_true", help="only the 4 GiB scenarios")
     parser.add_argument("--json-only", action="store_true")
+    parser.add_argument("--chunk-bytes", type=int, default=DEFAULT_CHUNK_BYTES, help="upload chunk size")
+    parser.add_argument("--one", type=int, default=0, help="only one update of this many MB, plain")
     args = parser.parse_args()
+    CHUNK_BYTES[0] = args.chunk_bytes
+    if args.one:
+        with tempfile.TemporaryDirectory() as tmp:
+            print(json.dumps({"chunk_bytes": args.chunk_bytes} | scenario(Path(tmp), args.one * MB, 1, 1)))
+        return
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         if args.only_big:
