@@ -5,8 +5,8 @@ signing key, and the controller's own certificate (kept in memory, never stored)
 A check lists the training's Secrets once (by label, in the training's namespace and each site's:
 never cluster-wide, so a namespaced install reads no other Secret) and re-issues only what
 `rotation.renewal_reason` says must go: missing, running out, under another CA, other names.
-Lifetimes are hours to weeks, so after a complete check the next one waits CHECK_SECONDS
-(FEDFLEET_CERTIFICATE_CHECK_SECONDS, default 60) unless the sites or TLS settings changed.
+Lifetimes are hours to weeks, so after a complete check the next one waits `check_seconds`
+(OperatorSettings.certificate_check_seconds, default 60) unless the sites or TLS settings changed.
 
 A generated CA is rotated with overlap (`rotation.advance`): every pod's `ca.crt` holds the
 old and the new CA until the leaves of the new one have reached every pod, each step waiting
@@ -19,7 +19,6 @@ from __future__ import annotations
 import base64
 import datetime
 import hashlib
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,7 +35,7 @@ from fedfleet.provenance.signing import new_signing_key_pem
 
 Object = dict[str, Any]
 TLS_TYPE = "kubernetes.io/tls"
-CHECK_SECONDS = float(os.environ.get("FEDFLEET_CERTIFICATE_CHECK_SECONDS", "60"))
+CHECK_SECONDS = 60.0
 # How long a changed Secret takes to reach every pod's volume: the kubelet's sync period (1 min by
 # default) plus its Secret cache, with a wide margin. Each step of a CA rotation waits this long.
 TRUST_SETTLE_SECONDS = 300.0

@@ -9,10 +9,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from fedfleet import vocabulary as vocab
 from fedfleet.api.training import FederatedTrainingSpec, RetrySpec
 from fedfleet.privacy.release import RoundPrivacy
 
-ACTIVE_PHASES = frozenset({"Pending", "Training", "Aggregating"})
+ACTIVE_PHASES = vocab.ACTIVE_ROUND_PHASES
 SCHEDULING_GRACE_SECONDS = 30.0
 SECURE_MIN_CLIENTS = 3
 

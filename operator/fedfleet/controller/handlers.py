@@ -1,25 +1,28 @@
-"""kopf handlers: thin. They fetch the object, hand it to the reconciler, and post Events.
-
-A daemon per FederatedTraining runs reconcile passes until the training ends; a deletion
-handler (kopf's finalizer) removes what owner references cannot reach (client pods, manifests
-and client certificate Secrets in other namespaces).
+"""kopf handlers: thin. Indices keep the trainings' pods and the FederationSites in memory from
+kopf's watches; a daemon per FederatedTraining hands its watch-fed body and those indices to
+the reconciler; a deletion handler (kopf's finalizer) removes what owner references cannot
+reach (client pods, manifests and client certificate Secrets in other namespaces).
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 from typing import Any, cast
 
 import kopf
 
+from fedfleet import vocabulary as vocab
 from fedfleet.controller import metrics
+from fedfleet.controller import resources as res
 from fedfleet.controller.kube import Kube
+from fedfleet.controller.observed import SITES_KEY, IndexedObserved, Object, pod_summary, site_summary
 from fedfleet.controller.reconciler import TrainingReconciler
 from fedfleet.controller.resources import RETAIN_LABEL
+from fedfleet.controller.settings import OperatorSettings
 from fedfleet.logs import get_logger
 
-GROUP, VERSION = "fedfleet.io", "v1alpha1"
-INTERVAL_SECONDS = float(os.environ.get("FEDFLEET_RECONCILE_INTERVAL", "1.0"))
+GROUP, VERSION = vocab.GROUP, vocab.VERSION
 log = get_logger(component="operator")
 
 
@@ -29,12 +32,14 @@ def _post_event(obj: dict[str, Any], type_: str, reason: str, message: str) -> N
 
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
-    settings.persistence.finalizer = f"{GROUP}/cleanup"
+    settings.persistence.finalizer = vocab.FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
     settings.posting.level = 20  # INFO: kopf's own handler messages become Events too
+    memo.settings = OperatorSettings.from_env(os.environ)
     memo.kube = Kube()
-    memo.reconciler = TrainingReconciler(memo.kube, _post_event)
+    memo.reconciler = TrainingReconciler(memo.kube, _post_event, memo.settings)
+    memo.wake = {}  # training name -> asyncio.Event its daemon sleeps on
 
 
 @kopf.on.cleanup()
@@ -42,30 +47,83 @@ async def shutdown(memo: Any, **_: Any) -> None:
     await memo.reconciler.close()
 
 
+def _wake(memo: Any, training: str | None) -> None:
+    event = (getattr(memo, "wake", None) or {}).get(training)
+    if event is not None:
+        event.set()
+
+
+@kopf.index("pods", labels={vocab.LABEL_TRAINING: kopf.PRESENT})
+def training_pods(body: kopf.Body, labels: kopf.Labels, memo: Any, **_: Any) -> dict[str, Object]:
+    """The trainings' pods, by training name; a change wakes the training's daemon."""
+    training = labels[vocab.LABEL_TRAINING]
+    _wake(memo, training)
+    return {training: pod_summary(body)}
+
+
+@kopf.index(GROUP, VERSION, "federationsites")
+def federation_sites(body: kopf.Body, **_: Any) -> dict[str, Object]:
+    return {SITES_KEY: site_summary(body)}
+
+
 @kopf.daemon(GROUP, VERSION, "federatedtrainings", cancellation_timeout=10)
 async def run_training(
-    name: str, namespace: str | None, stopped: kopf.DaemonStopped, memo: Any, **_: Any
+    name: str,
+    namespace: str | None,
+    body: kopf.Body,
+    stopped: kopf.DaemonStopped,
+    memo: Any,
+    **kwargs: Any,
 ) -> None:
     bound = log.bind(training=name, namespace=namespace)
     bound.info("training.watching")
-    while not stopped:
-        body = await memo.kube.get("FederatedTraining", namespace, name)
-        if body is None or body["metadata"].get("deletionTimestamp"):
-            return
-        try:
-            if await memo.reconciler.reconcile(body):
-                bound.info("training.done", phase=(body.get("status") or {}).get("phase"))
+    # kopf passes each index as the keyword named after its function
+    observed = IndexedObserved(kwargs["training_pods"], kwargs["federation_sites"])
+    reconciler: TrainingReconciler = memo.reconciler
+    wake = memo.wake.setdefault(name, asyncio.Event())
+    interval = memo.settings.reconcile_interval_seconds
+    try:
+        while not stopped:
+            current = dict(body)  # kopf keeps the daemon's body current from its watch
+            if current["metadata"].get("deletionTimestamp"):
                 return
-        except Exception:
-            metrics.RECONCILE_ERRORS.labels(training=name).inc()
-            bound.exception("reconcile.failed")
-        await stopped.wait(INTERVAL_SECONDS)
+            wake.clear()
+            try:
+                if await reconciler.reconcile(current, observed):
+                    bound.info("training.done", phase=(current.get("status") or {}).get("phase"))
+                    return
+            except Exception:
+                metrics.RECONCILE_ERRORS.labels(training=name).inc()
+                bound.exception("reconcile.failed")
+            await _sleep(wake, stopped, interval)
+    finally:
+        memo.wake.pop(name, None)
+        spec = dict(body.get("spec") or {})
+        port = int((spec.get("aggregator") or {}).get("port", 50051))
+        meta = body.get("metadata") or {}
+        await reconciler.forget(res.TrainingRef(name, namespace or "", str(meta.get("uid", ""))), port)
+
+
+async def _sleep(wake: asyncio.Event, stopped: kopf.DaemonStopped, seconds: float) -> None:
+    """Until a pod of the training changes, the daemon stops, or `seconds` pass."""
+    waiters = [asyncio.ensure_future(wake.wait()), asyncio.ensure_future(stopped.wait(seconds))]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+
+
+@kopf.on.event(GROUP, VERSION, "federatedtrainings")
+def training_changed(name: str, memo: Any, **_: Any) -> None:
+    """A spec edit or a status write wakes the training's daemon at once."""
+    _wake(memo, name)
 
 
 @kopf.on.delete(GROUP, VERSION, "federatedtrainings")
 async def cleanup(name: str, namespace: str | None, memo: Any, **_: Any) -> None:
     kube: Kube = memo.kube
-    selector = f"{GROUP}/training={name}"
+    selector = f"{vocab.LABEL_TRAINING}={name}"
     removed = 0
     namespaces = {namespace or ""}  # and every namespace that ran the training's pods (a manifest each)
     for kind in ("Pod", "ConfigMap"):

@@ -2,8 +2,8 @@
 
 It uses the official client's configured ApiClient (kubeconfig or in-cluster) for transport
 and auth, and speaks raw paths, so one code path serves core objects and our CRs alike.
-Creates are create-or-adopt: a 409 returns the existing object, which makes every reconcile
-idempotent after a restart.
+`create` is create-or-adopt (a 409 returns the existing object); `ensure` creates what is
+missing and reads nothing back.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from urllib.parse import quote
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
+from fedfleet import vocabulary as vocab
+
 Object = dict[str, Any]
 CORE = {
     "Namespace": "namespaces",
@@ -26,12 +28,7 @@ CORE = {
     "PersistentVolumeClaim": "persistentvolumeclaims",
     "Event": "events",
 }
-GROUP, VERSION = "fedfleet.io", "v1alpha1"
-CUSTOM = {
-    "FederatedTraining": "federatedtrainings",
-    "FederatedRound": "federatedrounds",
-    "FederationSite": "federationsites",
-}
+CUSTOM = vocab.PLURALS
 
 
 OTHER = {"NetworkPolicy": ("/apis/networking.k8s.io/v1", "networkpolicies")}
@@ -43,7 +40,7 @@ def path(kind: str, namespace: str | None, name: str = "", subresource: str = ""
     elif kind in OTHER:
         base, plural = OTHER[kind]
     else:
-        base, plural = f"/apis/{GROUP}/{VERSION}", CUSTOM[kind]
+        base, plural = f"/apis/{vocab.API_VERSION}", CUSTOM[kind]
     ns = f"/namespaces/{quote(namespace)}" if namespace and kind != "Namespace" else ""
     tail = f"/{quote(name)}" if name else ""
     return f"{base}{ns}/{plural}{tail}" + (f"/{subresource}" if subresource else "")
@@ -119,6 +116,16 @@ class Kube:
         if existing is None:  # deleted in between: the next reconcile creates it
             raise conflict
         return existing, False
+
+    async def ensure(self, obj: Object) -> Object | None:
+        """Create unless it exists: the created object, or None when the name was taken (no GET)."""
+        meta = obj["metadata"]
+        try:
+            return await self.request("POST", path(obj["kind"], meta.get("namespace")), obj)
+        except ApiException as err:
+            if err.status != 409:
+                raise
+            return None
 
     async def delete(self, kind: str, namespace: str | None, name: str) -> bool:
         try:

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import datetime
 import math
-from collections.abc import Iterable
 from typing import Any
 
-from fedfleet.privacy.release import RoundPrivacy
+from fedfleet import convert
+from fedfleet.v1 import aggregator_pb2 as pb
 
 Object = dict[str, Any]
-ROUND_PHASES = {0: "Pending", 1: "Pending", 2: "Training", 3: "Aggregating", 4: "Succeeded", 5: "Failed"}
 
 
 def now_rfc3339() -> str:
@@ -47,33 +46,10 @@ def duration(seconds: float) -> str:
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
-def round_privacy(state: Any) -> RoundPrivacy | None:
-    """The DP record of a released round (RoundState.privacy), None when privacy was off."""
-    if not state.HasField("privacy"):
-        return None
-    p = state.privacy
-    return RoundPrivacy.from_record(
-        {
-            "mode": p.mode,
-            "clipNorm": p.clip_norm,
-            "noiseMultiplier": p.noise_multiplier,
-            "expectedClients": p.expected_clients,
-            "survivors": p.survivors,
-            "maxUpdateNorm": p.max_update_norm,
-        }
-    )
-
-
-def released_privacy(history: Iterable[Any]) -> tuple[RoundPrivacy, ...]:
-    """The DP records of the completed training rounds, in round order: what has been charged."""
-    records = (round_privacy(s) for s in sorted(history, key=lambda s: int(s.round)))
-    return tuple(r for r in records if r is not None)
-
-
-def round_status(state: Any, retries: int, epsilon: float | None = None) -> Object:
+def round_status(state: pb.RoundState, retries: int, epsilon: float | None = None) -> Object:
     """FederatedRound status from an aggregator RoundState message; `epsilon`: the training's
     epsilon once this round is released."""
-    phase = ROUND_PHASES.get(int(state.phase), "Pending")
+    phase = convert.round_phase(state.phase)
     status: Object = {
         "phase": phase,
         "expected": len(state.participants),
@@ -89,7 +65,7 @@ def round_status(state: Any, retries: int, epsilon: float | None = None) -> Obje
         "bytesReceived": int(state.bytes_received),
         "startTime": rfc3339(state.started_unix),
     }
-    if (privacy := round_privacy(state)) is not None:
+    if (privacy := convert.round_privacy(state)) is not None:
         status["privacy"] = privacy.to_record()
     if epsilon is not None and math.isfinite(epsilon):  # noiseMultiplier 0: infinite, not JSON
         status["epsilon"] = epsilon

@@ -7,9 +7,8 @@ from types import TracebackType
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
+from fedfleet.convert import round_phase
 from fedfleet.v1 import aggregator_pb2 as pb
-
-PHASES = {v: k.removeprefix("ROUND_PHASE_").lower() for k, v in pb.RoundPhase.items()}
 
 
 class RoundProgress:
@@ -40,7 +39,7 @@ class RoundProgress:
         label = (
             f"round {state.round}/{total_rounds}" if state.kind == pb.ROUND_KIND_TRAIN else "final evaluation"
         )
-        phase = PHASES[state.phase] + (f": {state.reason}" if state.reason else "")
+        phase = round_phase(state.phase).lower() + (f": {state.reason}" if state.reason else "")
         if key not in self._bars:
             self._bars[key] = self._progress.add_task(label, total=len(state.participants), phase=phase)
         self._progress.update(self._bars[key], completed=len(state.reported), phase=phase)

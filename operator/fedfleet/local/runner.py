@@ -17,7 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from fedfleet.api.training import FederatedTraining, RetrySpec
 from fedfleet.controller import core
-from fedfleet.controller.status import released_privacy, round_privacy
+from fedfleet.convert import released_privacy, round_privacy, round_record, round_view, start_round_request
 from fedfleet.identity.credentials import channel_credentials, channel_options
 from fedfleet.identity.files import TlsFiles
 from fedfleet.identity.local import issue_local
@@ -31,9 +31,7 @@ from fedfleet.v1 import aggregator_pb2_grpc as pb_grpc
 
 log = get_logger(component="local")
 AGGREGATOR_RETRY = RetrySpec(max_attempts=10, backoff_seconds=0.5, max_round_attempts=1)
-PHASE_NAMES = {v: k.removeprefix("ROUND_PHASE_").title() for k, v in pb.RoundPhase.items()}
 LINEAGE_KEY_FILE = "lineage-key.pem"  # signs the run's lineage records; private, mode 0600
-KIND_NAMES = {pb.ROUND_KIND_TRAIN: "train", pb.ROUND_KIND_EVALUATE: "evaluate"}
 
 
 class LocalRunError(RuntimeError):
@@ -216,10 +214,7 @@ class LocalRunner:
 
     # -- rounds ------------------------------------------------------------------------------
     def _observe(self, status: pb.AggregatorStatus, waiting_since: float) -> core.Observation:
-        current = None
-        if status.HasField("current"):
-            c = status.current
-            current = core.RoundView(c.round, KIND_NAMES.get(c.kind, "train"), PHASE_NAMES[c.phase], c.reason)
+        current = round_view(status.current) if status.HasField("current") else None
         return core.Observation(
             model_version=status.model_version,
             ready_clients=tuple(status.ready_clients),
@@ -253,16 +248,7 @@ class LocalRunner:
                     await asyncio.sleep(0.3)
                     continue
                 if isinstance(action, core.StartRound):
-                    await control.StartRound(
-                        pb.StartRoundRequest(
-                            round=action.number,
-                            kind=pb.ROUND_KIND_TRAIN if action.kind == "train" else pb.ROUND_KIND_EVALUATE,
-                            participants=list(action.participants),
-                            timeout_seconds=action.timeout_seconds,
-                            min_clients=action.min_clients,
-                        ),
-                        timeout=10,
-                    )
+                    await control.StartRound(start_round_request(action), timeout=10)
                     number = action.number
                 else:
                     number = action.number
@@ -290,7 +276,7 @@ class LocalRunner:
         ):
             self.evaluated = state.phase == pb.ROUND_PHASE_SUCCEEDED or self.evaluated
             if state.phase == pb.ROUND_PHASE_SUCCEEDED:
-                self.evaluation = round_dict(state)
+                self.evaluation = round_record(state)
         if state.phase == pb.ROUND_PHASE_FAILED:
             self.failures[number] = self.failures.get(number, 0) + 1
             self.last_failure = state.reason
@@ -320,7 +306,7 @@ class LocalRunner:
             for proc in self.processes.values():
                 proc.stop()
             await channel.close(grace=None)
-        rounds = [round_dict(r) for r in sorted(status.history, key=lambda r: r.round)]
+        rounds = [round_record(r) for r in sorted(status.history, key=lambda r: r.round)]
         self._add_epsilon(rounds, status.history)
         return RunResult(
             training=self.training.metadata.name,
@@ -355,22 +341,6 @@ class LocalRunner:
         until = time.monotonic() + timeout
         while time.monotonic() < until and any(p.running for p in self.clients):
             await asyncio.sleep(0.1)
-
-
-def round_dict(state: pb.RoundState) -> dict[str, Any]:
-    return {
-        "round": state.round,
-        "kind": KIND_NAMES.get(state.kind, "train"),
-        "phase": PHASE_NAMES[state.phase],
-        "participants": list(state.participants),
-        "reported": list(state.reported),
-        "dropped": list(state.dropped),
-        "metrics": dict(state.metrics),
-        "model_digest": state.model_digest,
-        "bytes": state.bytes_received,  # update payload accepted in this round (compressed)
-        "seconds": max(0.0, state.finished_unix - state.started_unix),
-        "reason": state.reason,
-    }
 
 
 def _free_port() -> int:

@@ -1,0 +1,220 @@
+"""A training's client pods: create what is missing, adopt what exists, and decide each failed
+pod's fate (refused: never restarted; failed: restarted after backoff; out of attempts: given
+up; Pending too long: named as unschedulable).
+
+The pods come from the watch-fed index (`Observed`), so a pass lists nothing; a pod this
+operator just created or deleted is remembered until the index catches up, so a lagging index
+never makes it create a pod twice or count a start twice.
+"""
+
+from __future__ import annotations
+
+import datetime
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+from fedfleet import vocabulary as vocab
+from fedfleet.api.training import FederatedTraining
+from fedfleet.controller import core, metrics
+from fedfleet.controller import resources as res
+from fedfleet.controller.kube import Kube
+from fedfleet.controller.settings import OperatorSettings
+from fedfleet.controller.status_writer import EmitEvent, Pass
+from fedfleet.logs import get_logger
+from fedfleet.provenance.policy import REFUSED_EXIT_CODE
+
+Object = dict[str, Any]
+DropClient = Callable[[int, str, str], Awaitable[None]]  # round, client id, reason
+INDEX_LAG_SECONDS = 30.0  # our own create/delete stands in for the index at most this long
+log = get_logger(component="operator")
+
+
+class ClientPods:
+    def __init__(self, kube: Kube, emit: EmitEvent, settings: OperatorSettings) -> None:
+        self.kube = kube
+        self._emit = emit
+        self.settings = settings
+        self._created: dict[tuple[str, str, str], float] = {}  # (training uid, namespace, name) -> when
+        self._deleted: dict[tuple[str, str, str], float] = {}
+
+    async def emit(self, obj: Object, type_: str, reason: str, message: str) -> None:
+        result = self._emit(obj, type_, reason, message)
+        if result is not None:
+            await result
+
+    async def ensure(
+        self,
+        ref: res.TrainingRef,
+        training: FederatedTraining,
+        sites: list[res.SiteRef],
+        pods: list[Object],
+        address: str,
+        step: Pass,
+        drop: DropClient,
+    ) -> set[str]:
+        """Create missing client pods, restart failed ones with backoff; returns the live client ids."""
+        spec = training.spec
+        status = step.current
+        starts: dict[str, int] = {k: int(v) for k, v in (status.get("clientStarts") or {}).items()}
+        refused: dict[str, str] = dict(status.get("refusedClients") or {})
+        by_client = {
+            p["metadata"]["labels"].get(vocab.LABEL_CLIENT): p
+            for p in pods
+            if p["metadata"]["labels"].get(vocab.LABEL_COMPONENT) == vocab.COMPONENT_CLIENT
+        }
+        self._settle(ref.uid, by_client.values())
+        live: set[str] = set()
+        unschedulable: list[str] = []
+        for site_index, site in enumerate(sites):
+            for index in range(spec.clients_per_site):
+                cid = res.client_id(site.name, index)
+                pod = by_client.get(cid)
+                if pod is not None and self._recently(self._deleted, ref.uid, pod):
+                    live.add(cid)  # deleted for a restart; created again once the index drops it
+                    continue
+                if pod is not None:  # adopt: a restarted operator trusts the pod's attempt annotation
+                    attempt = int(pod["metadata"].get("annotations", {}).get(vocab.ANNOTATION_ATTEMPT, "1"))
+                    starts[cid] = max(starts.get(cid, 0), attempt)
+                    phase = (pod.get("status") or {}).get("phase", "Pending")
+                    if phase == "Failed" and exit_code(pod) == REFUSED_EXIT_CODE:
+                        await self._refused(step, site.name, pod, cid, refused)
+                        continue  # the site's policy said no: not restarted, not waited for
+                    if phase == "Failed":
+                        await self._failed(ref, training, pod, cid, starts, step, drop)
+                    elif phase == "Pending" and age(pod) > self.settings.scheduling_timeout_seconds:
+                        unschedulable.append(f"{cid} at site {site.name}")
+                    if phase != "Failed" or spec.retry.max_attempts > starts[cid]:
+                        live.add(cid)
+                    continue
+                name = res.client_pod_name(ref.name, cid)
+                if (ref.uid, site.namespace, name) in self._created:
+                    live.add(cid)  # created moments ago; the index has not shown it yet
+                    continue
+                if starts.get(cid, 0) >= spec.retry.max_attempts:
+                    continue  # given up
+                partition = site_index * spec.clients_per_site + index
+                starts[cid] = starts.get(cid, 0) + 1
+                step.status["clientStarts"] = starts  # recorded even if the create below is interrupted
+                await self.kube.ensure(
+                    res.client_pod(ref, spec, site, index, partition, address, starts[cid])
+                )
+                self._created[(ref.uid, site.namespace, name)] = time.monotonic()
+                if starts[cid] > 1:
+                    metrics.CLIENT_RESTARTS.labels(training=ref.name).inc()
+                    await self.emit(
+                        step.body,
+                        "Normal",
+                        "ClientRestarted",
+                        f"client {cid} started again (attempt {starts[cid]} of {spec.retry.max_attempts})",
+                    )
+                live.add(cid)
+        step.status["clientStarts"] = starts
+        if refused:
+            step.status["refusedClients"] = refused
+        if unschedulable:
+            timeout = self.settings.scheduling_timeout_seconds
+            step.status["message"] = f"cannot schedule for {timeout:.0f}s: " + ", ".join(unschedulable)
+        return live
+
+    def _recently(self, marks: dict[tuple[str, str, str], float], uid: str, pod: Object) -> bool:
+        key = (uid, pod["metadata"]["namespace"], pod["metadata"]["name"])
+        when = marks.get(key)
+        if when is None:
+            return False
+        if time.monotonic() - when > INDEX_LAG_SECONDS:
+            del marks[key]
+            return False
+        return True
+
+    def _settle(self, uid: str, seen: Iterable[Object]) -> None:
+        """A created pod the index shows, or a deleted one it no longer shows, needs no mark;
+        marks older than the lag allowance expire."""
+        now = time.monotonic()
+        shown = {(uid, p["metadata"]["namespace"], p["metadata"]["name"]) for p in seen}
+        for key in [k for k, t in self._created.items() if k in shown or now - t > INDEX_LAG_SECONDS]:
+            del self._created[key]
+        mine = [k for k in self._deleted if k[0] == uid]
+        for key in [k for k in mine if k not in shown or now - self._deleted[k] > INDEX_LAG_SECONDS]:
+            del self._deleted[key]  # gone from the index: the next create is a new pod
+
+    async def _refused(self, step: Pass, site: str, pod: Object, cid: str, refused: dict[str, str]) -> None:
+        """A client that refused to train (provenance.policy): its reason becomes its recorded state."""
+        if cid in refused:
+            return
+        refused[cid] = termination_message(pod) or (
+            f"FederationSite {site}: policy.allowedBaseDigests does not allow this training's base model "
+            f"(client exited {REFUSED_EXIT_CODE}; its log has the details)"
+        )
+        log.warning("client.refused", client=cid, site=site, reason=refused[cid])
+        await self.emit(step.body, "Warning", "ClientRefused", f"client {cid}: {refused[cid]}")
+
+    async def _failed(
+        self,
+        ref: res.TrainingRef,
+        training: FederatedTraining,
+        pod: Object,
+        cid: str,
+        starts: dict[str, int],
+        step: Pass,
+        drop: DropClient,
+    ) -> None:
+        retry = training.spec.retry
+        delay = core.restart_delay(retry, starts[cid])
+        code = exit_code(pod)
+        current_round = int(step.current.get("currentRound", 0))
+        annotations = pod["metadata"].get("annotations", {})
+        if current_round:
+            await drop(current_round, cid, f"client pod failed with exit code {code}")
+        if delay is None:
+            if not annotations.get(vocab.ANNOTATION_GIVEN_UP):
+                await self.kube.request(
+                    "PATCH",
+                    pod_path(pod),
+                    {"metadata": {"annotations": {vocab.ANNOTATION_GIVEN_UP: "true"}}},
+                    content_type="application/merge-patch+json",
+                )
+                annotations[vocab.ANNOTATION_GIVEN_UP] = "true"  # until the index shows it
+                await self.emit(
+                    step.body,
+                    "Warning",
+                    "ClientGivenUp",
+                    f"client {cid} failed {starts[cid]} times (exit code {code}); not restarted",
+                )
+            return
+        if age(pod, finished=True) >= delay:
+            meta = pod["metadata"]
+            await self.kube.delete("Pod", meta["namespace"], meta["name"])
+            self._deleted[(ref.uid, meta["namespace"], meta["name"])] = time.monotonic()
+
+
+def pod_path(pod: Object) -> str:
+    return f"/api/v1/namespaces/{pod['metadata']['namespace']}/pods/{pod['metadata']['name']}"
+
+
+def exit_code(pod: Object) -> int | None:
+    for container in (pod.get("status") or {}).get("containerStatuses", []):
+        terminated = (container.get("state") or {}).get("terminated")
+        if terminated:
+            return int(terminated.get("exitCode", 0))
+    return None
+
+
+def termination_message(pod: Object) -> str:
+    for container in (pod.get("status") or {}).get("containerStatuses", []):
+        terminated = (container.get("state") or {}).get("terminated") or {}
+        if terminated.get("message"):
+            return str(terminated["message"]).strip()
+    return ""
+
+
+def age(pod: Object, finished: bool = False) -> float:
+    stamp = pod["metadata"].get("creationTimestamp")
+    if finished:
+        for container in (pod.get("status") or {}).get("containerStatuses", []):
+            terminated = (container.get("state") or {}).get("terminated") or {}
+            stamp = terminated.get("finishedAt") or stamp
+    if not stamp:
+        return 0.0
+    when = datetime.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.UTC)
+    return (datetime.datetime.now(datetime.UTC) - when).total_seconds()

@@ -1,0 +1,60 @@
+"""Admission of a FederatedTraining: the spec's schema and semantics, and the sites it names.
+
+Pure: the FederationSites come from the operator's watch-fed cache, so a check costs no API
+request. Every refusal is an `InvalidSpec` whose message names the field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from fedfleet.api.load import ManifestError, parse_training
+from fedfleet.api.site import FederationSiteSpec
+from fedfleet.api.training import FederatedTraining
+from fedfleet.controller import resources as res
+
+Object = dict[str, Any]
+
+
+class InvalidSpec(Exception):
+    """The manifest passed the schema but cannot run; reported as Ready=False InvalidSpec."""
+
+
+def parse(body: Object) -> FederatedTraining:
+    try:
+        return parse_training({k: body[k] for k in ("apiVersion", "kind", "metadata", "spec")}, "spec")
+    except ManifestError as err:
+        raise InvalidSpec(str(err).replace("spec: spec.", "spec.")) from None
+
+
+def resolve_sites(training: FederatedTraining, site_objects: Iterable[Object]) -> list[res.SiteRef]:
+    """The sites the training runs on, in order: by name, or every site its selector matches."""
+    selector = training.spec.sites.selector
+    wanted = training.spec.sites.names
+    match = dict(selector.match_labels) if selector else {}
+    found: dict[str, res.SiteRef] = {}
+    for item in site_objects:
+        meta = item["metadata"]
+        name, namespace = meta["name"], meta["namespace"]
+        labels = meta.get("labels") or {}
+        if (wanted and name not in wanted) or any(labels.get(k) != v for k, v in match.items()):
+            continue
+        spec = FederationSiteSpec.model_validate(item.get("spec") or {})
+        found[name] = res.SiteRef(name, spec.namespace or namespace, spec)
+    missing = [n for n in wanted if n not in found]
+    if missing:
+        raise InvalidSpec(f"spec.sites.names: no FederationSite named {', '.join(missing)}")
+    if not found:
+        raise InvalidSpec("spec.sites.selector: matches no FederationSite")
+    sites = [found[n] for n in (wanted or sorted(found))]
+    errors = training.spec.semantic_errors(len(sites))
+    errors += [
+        f"FederationSite {s.name}: capacity {s.spec.capacity} is below spec.clientsPerSite "
+        f"{training.spec.clients_per_site}"
+        for s in sites
+        if s.spec.capacity < training.spec.clients_per_site
+    ]
+    if errors:
+        raise InvalidSpec("; ".join(errors))
+    return sites
