@@ -1,92 +1,247 @@
-"""Operator at scale: one training, 100 sites x 10 clients, against the test API server with a
-kubelet that only flips pod phases (no processes). Prints JSON and a table: time from apply to
-all pods Running, the operator's CPU seconds and peak RSS.
+"""Operator at scale: the Kubernetes API requests the operator makes per running training, by
+verb, idle (mid-round, nothing changing) and over a whole training, for 1 and for many
+concurrent trainings, for this tree and for a baseline commit measured in the same run.
 
-    python bench/operator_scale.py [--sites 100] [--clients 10]
+Each measurement is a fresh test API server (which records every request with the caller's
+identity), a kubelet that only flips pod phases, the operator of the version under test as a
+real process at its default one-second interval, and one stand-in aggregator per training
+(bench/control_standin.py: rounds on a timer, no clients or model), served with the
+certificate the operator issued. Prints JSON and a table.
+
+    python bench/operator_scale.py [--trainings 1,100] [--rounds 10] [--idle-seconds 60]
+                                   [--baseline REV] [--skip-baseline]
+
+`--baseline` defaults to the parent of the commit that made the reconciler read watch-fed
+indices (the first commit adding controller/observed.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import base64
 import json
+import os
+import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
-import psutil
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "operator"))
 
-from tests.controller.cluster import Cluster, site, start_operator, training_manifest  # noqa: E402
-from tests.kube.fixtures import ApiServerHandle, load_crds, start_kubelet  # noqa: E402
+from bench.control_standin import TimedRounds, serve  # noqa: E402
+from tests.controller.cluster import Cluster, site, training_manifest, wait_for  # noqa: E402
+from tests.dataplane.harness import free_port  # noqa: E402
+from tests.kube.fixtures import OPERATOR_TOKEN, ApiServerHandle, operator_kubeconfig, start_kubelet  # noqa: E402
+
+SITES = ["site-a", "site-b", "site-c"]
+CLIENTS = [f"{s}-0" for s in SITES]
+IDLE_ROUND_SECONDS = 1e9  # the round never ends while idle traffic is counted
+WHOLE_ROUND_SECONDS = 1.0
+
+
+def baseline_default() -> str:
+    added = subprocess.run(
+        ["git", "log", "--diff-filter=A", "--format=%H", "--", "operator/fedfleet/controller/observed.py"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    if not added:
+        return "HEAD"
+    return f"{added[-1]}~1"
+
+
+def export(rev: str, into: Path) -> Path:
+    """The operator package and CRDs of `rev`, as files (nothing installed)."""
+    into.mkdir(parents=True)
+    archive = subprocess.run(
+        ["git", "archive", rev, "operator", "crds"], cwd=REPO, capture_output=True, check=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into
+
+
+class Standins:
+    """One stand-in aggregator per training, on a background event loop."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.servers: list[Any] = []
+
+    def start(self, port: int, secret: dict[str, Any], round_seconds: float) -> None:
+        data = {k: base64.b64decode(v) for k, v in secret["data"].items()}
+        rounds = TimedRounds(CLIENTS, round_seconds)
+        server = asyncio.run_coroutine_threadsafe(
+            serve(port, rounds, data["tls.crt"], data["tls.key"], data["ca.crt"]), self.loop
+        ).result(30)
+        self.servers.append(server)
+
+    def close(self) -> None:
+        for server in self.servers:
+            asyncio.run_coroutine_threadsafe(server.stop(None), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+def start_operator(source: Path, kubeconfig: Path, log: Path) -> subprocess.Popen[bytes]:
+    env = os.environ | {
+        "PYTHONPATH": str(source / "operator"),
+        "KUBECONFIG": str(operator_kubeconfig(kubeconfig)),
+        "FEDFLEET_AGGREGATOR_ADDRESS": "127.0.0.1:{port}",
+        "FEDFLEET_LOG_LEVEL": "WARNING",
+        "FEDFLEET_LOG_FORMAT": "json",
+    }
+    env.pop("FEDFLEET_RECONCILE_INTERVAL", None)  # each version at its default
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "fedfleet",
+                "operator",
+                "--standalone",
+                "--liveness",
+                "",
+                "--metrics-port",
+                "0",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=source,
+        )
+
+
+def measure(
+    source: Path, trainings: int, rounds: int, mode: str, idle_seconds: float, timeout: float
+) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        api = ApiServerHandle(root)
+        for path in sorted((source / "crds").glob("*.yaml")):
+            api.register_crd(yaml.safe_load(path.read_text()))
+        time.sleep(0.2)
+        cluster = Cluster(api.kubeconfig)
+        for name in SITES:
+            cluster.apply(site(name, capacity=trainings))
+        kubelet = start_kubelet(api.kubeconfig, root / "kubelet", phase_only=True, interval=1.0)
+        operator = start_operator(source, api.kubeconfig, root / "operator.log")
+        standins = Standins()
+        round_seconds = IDLE_ROUND_SECONDS if mode == "idle" else WHOLE_ROUND_SECONDS
+        ports = {f"t{i:03d}": free_port() for i in range(trainings)}
+        try:
+            started = time.monotonic()
+            first = len(api.calls)
+            for name, port in ports.items():
+                cluster.apply(training_manifest(name, port, SITES, minClients=3, rounds=rounds))
+            waiting = dict(ports)
+            while waiting and time.monotonic() - started < timeout:
+                secrets = {
+                    s["metadata"]["name"]: s
+                    for s in cluster.items(
+                        "Secret", "default", selector="app.kubernetes.io/component=aggregator"
+                    )
+                }
+                for name in [n for n in waiting if f"{n}-aggregator-tls" in secrets]:
+                    standins.start(waiting.pop(name), secrets[f"{name}-aggregator-tls"], round_seconds)
+                time.sleep(0.5)
+
+            def statuses() -> list[dict[str, Any]]:
+                return [t.get("status") or {} for t in cluster.items("FederatedTraining", "default")]
+
+            if mode == "idle":
+                wait_for(
+                    lambda: all(s.get("currentRound") == 1 for s in statuses()),
+                    timeout,
+                    "every training mid-round 1",
+                    interval=1.0,
+                )
+                time.sleep(5)  # pods Running, statuses written: from here nothing changes
+                since, begin = len(api.calls), time.monotonic()
+                time.sleep(idle_seconds)
+                calls, seconds = api.calls[since:], time.monotonic() - begin
+            else:
+                wait_for(
+                    lambda: all(s.get("phase") == "Succeeded" for s in statuses()),
+                    timeout,
+                    "every training Succeeded",
+                    interval=1.0,
+                )
+                calls, seconds = api.calls[first:], time.monotonic() - started
+        finally:
+            operator.terminate()
+            operator.wait(30)
+            kubelet.stop()
+            standins.close()
+            api.close()
+    verbs = Counter(c.verb for c in calls if c.user == OPERATOR_TOKEN)
+    total = sum(verbs.values())
+    return {
+        "trainings": trainings,
+        "mode": mode,
+        "seconds": round(seconds, 1),
+        "requests_per_training": round(total / trainings, 1),
+        "per_minute_per_training": round(total / trainings / seconds * 60, 2),
+        "per_minute_per_training_by_verb": {
+            verb: round(n / trainings / seconds * 60, 2) for verb, n in sorted(verbs.items())
+        },
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--sites", type=int, default=100)
-    parser.add_argument("--clients", type=int, default=10)
-    parser.add_argument("--timeout", type=float, default=900)
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        api = ApiServerHandle(root)
-        for crd in load_crds():
-            api.register_crd(crd)
-        time.sleep(0.2)
-        cluster = Cluster(api.kubeconfig)
-        names = [f"site-{i:03d}" for i in range(args.sites)]
-        for name in names:
-            cluster.apply(site(name, capacity=args.clients))
-        kubelet = start_kubelet(api.kubeconfig, root / "kubelet", phase_only=True, interval=2.0)
-        operator = start_operator(api.kubeconfig, root / "operator.log", interval=1.0)
-        watched = psutil.Process(operator.pid)
-        expected = args.sites * args.clients + 1  # clients and the aggregator
-        try:
-            started = time.perf_counter()
-            cluster.apply(
-                training_manifest(
-                    "scale", 50051, names, clientsPerSite=args.clients, minClients=args.sites * args.clients
-                )
-            )
-            running = 0
-            while time.perf_counter() - started < args.timeout:
-                pods = cluster.items("Pod", selector="fedfleet.io/training=scale")
-                running = sum((p.get("status") or {}).get("phase") == "Running" for p in pods)
-                if running >= expected:
-                    break
-                time.sleep(2.0)
-            seconds = time.perf_counter() - started
-            cpu = watched.cpu_times()
-            peak_kb = next(
-                int(line.split()[1])
-                for line in Path(f"/proc/{operator.pid}/status").read_text().splitlines()
-                if line.startswith("VmHWM:")
-            )
-        finally:
-            operator.terminate()
-            operator.wait(30)
-            kubelet.stop()
-            api.close()
-    result = {
-        "sites": args.sites,
-        "clients_per_site": args.clients,
-        "pods": expected,
-        "pods_running": running,
-        "seconds_to_all_running": round(seconds, 2),
-        "operator_cpu_seconds": round(cpu.user + cpu.system, 2),
-        "operator_peak_rss_mb": round(peak_kb / 1024, 1),
-    }
-    print(json.dumps(result, indent=2))
-    print(f"\n{'pods':>6}{'running':>9}{'seconds':>9}{'cpu s':>8}{'peak RSS MB':>13}")
-    print(
-        f"{expected:>6}{running:>9}{result['seconds_to_all_running']:>9}{result['operator_cpu_seconds']:>8}"
-        f"{result['operator_peak_rss_mb']:>13}"
+    parser.add_argument(
+        "--trainings", default="1,100", help="comma-separated numbers of concurrent trainings"
     )
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--idle-seconds", type=float, default=60)
+    parser.add_argument("--timeout", type=float, default=900)
+    parser.add_argument("--baseline", default=None, help="git revision to compare with")
+    parser.add_argument("--skip-baseline", action="store_true")
+    parser.add_argument("--modes", default="idle,whole")
+    args = parser.parse_args()
+    counts = [int(n) for n in args.trainings.split(",")]
+    results: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        versions = {"this tree": REPO}
+        if not args.skip_baseline:
+            rev = args.baseline or baseline_default()
+            commit = subprocess.run(
+                ["git", "rev-parse", "--short", rev], cwd=REPO, capture_output=True, text=True, check=True
+            ).stdout.strip()
+            versions[f"baseline {commit}"] = export(rev, Path(tmp) / "baseline")
+        for count in counts:
+            for mode in args.modes.split(","):
+                for version, source in versions.items():
+                    row = measure(source, count, args.rounds, mode, args.idle_seconds, args.timeout)
+                    row["version"] = version
+                    results.append(row)
+                    print(json.dumps(row), file=sys.stderr, flush=True)
+    print(json.dumps({"rounds": args.rounds, "results": results}, indent=2))
+    print(
+        f"\n{'version':<18}{'trainings':>10}{'mode':>7}{'seconds':>9}{'req/training':>14}"
+        f"{'req/min/training':>18}  by verb (/min/training)"
+    )
+    for r in results:
+        verbs = " ".join(f"{v}={n}" for v, n in r["per_minute_per_training_by_verb"].items())
+        print(
+            f"{r['version']:<18}{r['trainings']:>10}{r['mode']:>7}{r['seconds']:>9}"
+            f"{r['requests_per_training']:>14}{r['per_minute_per_training']:>18}  {verbs}"
+        )
 
 
 if __name__ == "__main__":
