@@ -24,10 +24,13 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check operator tests bench
 	$(VENV)/bin/mypy
 
+# The fast tier: logic against in-memory fakes, no processes or sockets (under a minute).
 unit: $(STAMP)
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -p no:cacheprovider -m unit
 
-test: lint unit
+# Everything: lint, then the whole suite (unit, real gRPC, test API server, processes).
+test: lint
+	$(PY) -m pytest -q -p no:cacheprovider
 
 # Regenerate the CRDs and the hub chart's copies; tests fail when either is stale.
 crds: $(STAMP)

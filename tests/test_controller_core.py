@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from fedfleet.api import parse_training
 from fedfleet.api.training import RetrySpec
 from fedfleet.controller.core import (
@@ -18,6 +19,8 @@ from fedfleet.controller.core import (
     decide,
     restart_delay,
 )
+
+pytestmark = pytest.mark.unit
 
 SPEC = parse_training(
     {

@@ -67,6 +67,15 @@ def test_a_semantically_invalid_spec_gets_invalidspec_and_nothing_is_scheduled(
             tls={"issuerSecret": "org-ca"},
         )
     )
+    cluster.apply(
+        training_manifest(
+            "overworked",
+            5003,
+            ["site-a", "site-b"],
+            secureAggregation={"enabled": False},
+            task={"name": "digits-mlp", "config": {"localEpochs": 5000}},
+        )
+    )
     operator = start_operator(kubeconfig, tmp_path / "operator.log")
     try:
 
@@ -88,11 +97,17 @@ def test_a_semantically_invalid_spec_gets_invalidspec_and_nothing_is_scheduled(
             "InvalidSpec",
             "spec.tls.issuerSecret: no Secret org-ca in namespace default",
         )
+        overworked = wait_for(lambda: ready_condition("overworked"), 60, "overworked condition")
+        assert (overworked["reason"], overworked["message"]) == (  # the task's own config model
+            "InvalidSpec",
+            "spec.task.config.localEpochs: Input should be less than or equal to 1000 (got 5000)",
+        )
         wait_for(
             lambda: ("InvalidSpec", greedy["message"]) in cluster.events("greedy"), 30, "InvalidSpec event"
         )
-        assert not cluster.items("Pod", selector="fedfleet.io/training in (greedy,lost,unissued)")
-        assert not cluster.items("Secret", selector="fedfleet.io/training in (greedy,lost,unissued)")
+        invalid = "fedfleet.io/training in (greedy,lost,unissued,overworked)"
+        assert not cluster.items("Pod", selector=invalid)
+        assert not cluster.items("Secret", selector=invalid)
         assert not cluster.items("FederatedRound", "default")
     finally:
         operator.terminate()

@@ -11,6 +11,8 @@ from fedfleet.api.load import ManifestError
 from fedfleet.api.site import FederationSiteSpec
 from fedfleet.controller import resources as res
 
+pytestmark = pytest.mark.unit
+
 REF = res.TrainingRef("digits", "hub", "uid-1")
 SPEC = parse_training(
     {

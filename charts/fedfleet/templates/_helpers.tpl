@@ -50,18 +50,19 @@ app.kubernetes.io/managed-by: fedfleet-operator
 {{/*
 What the operator does inside a namespace it acts in. Every verb is one the operator's code or
 kopf calls (tests/charts/test_rbac.py checks this against the requests of the end-to-end tests):
-kopf lists, watches and patches (finalizer, progress annotations) the watched resources and
-posts Events; the reconciler reads trainings, writes their and their rounds' status, creates
-(create-or-adopt: create, then get on a conflict) the manifest ConfigMaps, the aggregator
-Service, Pod, NetworkPolicy and state claim, the rounds and the client pods, deletes failed pods and
-replaced rounds, and annotates a client pod it gives up on; it issues each training's CA and
-the pods' certificates as Secrets (listed by label, replaced when they rotate, deleted with
-the training) and reads a user's issuer Secret.
+kopf lists, watches and patches (finalizer, progress annotations) the watched resources, keeps
+an index of the trainings' pods from a watch, and posts Events; the reconciler reads trainings
+and pods from those watches, writes the trainings' and rounds' status, creates what is missing
+(create only: a conflict means it exists) — the manifest ConfigMaps, the aggregator Service,
+Pod, NetworkPolicy and state claim, the rounds (read back on a conflict or after a restart) and the client
+pods — deletes failed pods and replaced rounds, and annotates a client pod it gives up on; it
+issues each training's CA and the pods' certificates as Secrets (listed by label, replaced
+when they rotate, deleted with the training) and reads a user's issuer Secret.
 */}}
 {{- define "fedfleet.namespacedRules" -}}
 - apiGroups: [fedfleet.io]
   resources: [federatedtrainings]
-  verbs: [get, list, watch, patch]
+  verbs: [list, watch, patch]
 - apiGroups: [fedfleet.io]
   resources: [federatedtrainings/status, federatedrounds/status, federationsites/status]
   verbs: [patch]
@@ -73,22 +74,22 @@ the training) and reads a user's issuer Secret.
   verbs: [list, watch, patch]
 - apiGroups: [""]
   resources: [pods]
-  verbs: [create, get, list, patch, delete]
+  verbs: [create, list, watch, patch, delete]
 - apiGroups: [""]
   resources: [configmaps]
-  verbs: [create, get, list, delete]
+  verbs: [create, list, delete]
 - apiGroups: [""]
   resources: [secrets]
   verbs: [create, get, list, update, delete]
 - apiGroups: [""]
   resources: [services, persistentvolumeclaims]
-  verbs: [create, get]
+  verbs: [create]
 - apiGroups: [""]
   resources: [events]
   verbs: [create]
 - apiGroups: [networking.k8s.io]
   resources: [networkpolicies]
-  verbs: [create, get]
+  verbs: [create]
 {{- end -}}
 
 {{/* Cluster-scoped reads: kopf's scan of the CRDs, and a site's namespace (does it exist). */}}

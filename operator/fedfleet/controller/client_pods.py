@@ -143,8 +143,8 @@ class ClientPods:
         if cid in refused:
             return
         refused[cid] = termination_message(pod) or (
-            f"FederationSite {site}: policy.allowedBaseDigests does not allow this training's base model "
-            f"(client exited {REFUSED_EXIT_CODE}; its log has the details)"
+            f"client at FederationSite {site} refused to run this training as configured "
+            f"(exit {REFUSED_EXIT_CODE}, no termination message; its log has the reason)"
         )
         log.warning("client.refused", client=cid, site=site, reason=refused[cid])
         await self.emit(step.body, "Warning", "ClientRefused", f"client {cid}: {refused[cid]}")

@@ -22,7 +22,7 @@ from fedfleet.controller.kube import Kube
 from fedfleet.controller.observed import Observed
 from fedfleet.controller.rounds import Rounds
 from fedfleet.controller.settings import OperatorSettings
-from fedfleet.controller.spec_checks import InvalidSpec, parse, resolve_sites
+from fedfleet.controller.spec_checks import InvalidSpec, parse, resolve_sites, task_error
 from fedfleet.controller.status import set_condition
 from fedfleet.controller.status_writer import EmitEvent, Pass, StatusWriter
 from fedfleet.logs import get_logger
@@ -44,6 +44,7 @@ class TrainingReconciler:
         self.clients = ClientPods(kube, emit, self.settings)
         self.rounds = Rounds(kube, self.link, self.writer, emit)
         self._made: set[tuple[str, str, str, str]] = set()  # (training uid, kind, namespace, name)
+        self._task_checked: dict[str, tuple[int, str | None]] = {}  # uid -> (generation, error)
 
     async def emit(self, obj: Object, type_: str, reason: str, message: str) -> None:
         result = self._emit(obj, type_, reason, message)
@@ -61,6 +62,7 @@ class TrainingReconciler:
         await self.link.forget(self.address(ref, port))
         self.writer.forget(ref)
         self._made = {m for m in self._made if m[0] != ref.uid}
+        self._task_checked.pop(ref.uid, None)
 
     # -- the pass ------------------------------------------------------------------------------
     async def reconcile(self, body: Object, observed: Observed) -> bool:
@@ -72,6 +74,8 @@ class TrainingReconciler:
         step = Pass(body, {"observedGeneration": int(meta.get("generation", 1))})
         try:
             training = parse(body)
+            if (error := self._task_error(ref, step.generation, training)) is not None:
+                raise InvalidSpec(error)
             sites = resolve_sites(training, observed.sites())
             try:
                 await self.certificates.ensure(ref, training.spec, sites)  # before any pod mounts them
@@ -91,6 +95,13 @@ class TrainingReconciler:
             await self._invalid(step, str(err))
         await self.writer.training(ref, step)
         return step.done
+
+    def _task_error(self, ref: res.TrainingRef, generation: int, training: FederatedTraining) -> str | None:
+        """The task's config check, once per spec generation (it imports the task's module)."""
+        checked = self._task_checked.get(ref.uid)
+        if checked is None or checked[0] != generation:
+            checked = self._task_checked[ref.uid] = (generation, task_error(training))
+        return checked[1]
 
     async def _invalid(self, step: Pass, message: str) -> None:
         conditions = step.current.get("conditions", [])
