@@ -112,3 +112,36 @@ def test_a_semantically_invalid_spec_gets_invalidspec_and_nothing_is_scheduled(
     finally:
         operator.terminate()
         operator.wait(15)
+
+
+def test_a_running_training_refuses_an_edit_of_a_field_its_pods_read_naming_it(kubeconfig: Path) -> None:
+    """The CRD's CEL rules, evaluated by the API server: while Running, fields baked into the
+    pods are immutable and rounds may only grow; before it runs, anything may change."""
+    cluster = Cluster(kubeconfig)
+    cluster.apply(training_manifest("fixed", 5010, ["site-a"]))
+    group, version, plural = "fedfleet.io", "v1alpha1", "federatedtrainings"
+
+    def edit(spec: dict[str, Any]) -> None:
+        cluster.custom.patch_namespaced_custom_object(
+            group, version, "default", plural, "fixed", {"spec": spec}
+        )
+
+    edit({"task": {"name": "digits-mlp", "config": {"hidden": 16}}})  # Pending: accepted
+    cluster.custom.patch_namespaced_custom_object_status(
+        group, version, "default", plural, "fixed", {"status": {"phase": "Running"}}
+    )
+    for spec, field in [
+        ({"task": {"name": "digits-mlp", "config": {"hidden": 32}}}, "spec.task"),
+        ({"clientsPerSite": 2}, "spec.clientsPerSite"),
+        ({"privacy": {"enabled": True}}, "spec.privacy"),
+    ]:
+        with pytest.raises(ApiException) as refused:
+            edit(spec)
+        assert refused.value.status == 422
+        assert f"{field} is immutable while the training runs" in str(refused.value.body), refused.value.body
+    with pytest.raises(ApiException, match=r"spec\.rounds may grow but not shrink"):
+        edit({"rounds": 2})
+    edit({"rounds": 5, "minClients": 1, "retry": {"maxAttempts": 4}})  # the operator's own knobs
+    found = cluster.get("FederatedTraining", "default", "fixed")
+    assert found is not None
+    assert found["spec"]["rounds"] == 5 and found["spec"]["task"]["config"]["hidden"] == 16

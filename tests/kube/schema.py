@@ -1,7 +1,9 @@
 """CR validation like the API server's: a CRD's openAPIV3Schema checked with jsonschema (Draft 4).
 
 Unknown fields are refused (as `kubectl apply`'s strict field validation does), except under
-x-kubernetes-preserve-unknown-fields. CEL rules are not evaluated.
+x-kubernetes-preserve-unknown-fields. The CEL rules (`x-kubernetes-validations`) at the schema's
+root are evaluated with a CEL implementation: transition rules (those naming `oldSelf`) on
+updates only, as the API server does.
 """
 
 from __future__ import annotations
@@ -66,4 +68,23 @@ def field_errors(validator: jsonschema.Draft4Validator, obj: Schema) -> list[str
             errors.append(f"{path + '.' if path else ''}{error.message.split(chr(39))[1]}: Required value")
         else:
             errors.append(f"{path}: Invalid value: {error.instance!r}: {error.message}")
+    return errors
+
+
+def root_rules(crd: Schema, version: str) -> list[Schema]:
+    served = next(v for v in crd["spec"]["versions"] if v["name"] == version)
+    return list(served["schema"]["openAPIV3Schema"].get("x-kubernetes-validations", []))
+
+
+def rule_errors(rules: list[Schema], obj: Schema, old: Schema | None) -> list[str]:
+    """Messages in the API server's shape for the root rules `obj` breaks (`old`: on update)."""
+    from cel import evaluate
+
+    errors = []
+    for rule in rules:
+        if "oldSelf" in rule["rule"] and old is None:
+            continue
+        context = {"self": obj} | ({"oldSelf": old} if old is not None else {})
+        if evaluate(rule["rule"], context) is not True:
+            errors.append(f'<root>: Invalid value: "object": {rule.get("message") or rule["rule"]}')
     return errors

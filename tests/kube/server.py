@@ -30,7 +30,7 @@ import jsonschema
 import kmock
 from kmock._internal import dicts, enums, parsing
 
-from tests.kube.schema import crd_validator, field_errors
+from tests.kube.schema import crd_validator, field_errors, root_rules, rule_errors
 
 Object = dict[str, Any]
 
@@ -152,6 +152,7 @@ class CustomResource:
     kind: str
     validator: jsonschema.Draft4Validator
     columns: list[Object]
+    rules: list[Object]
 
 
 @attrs.define(kw_only=True)
@@ -194,6 +195,7 @@ class TestApiServer(kmock.KubernetesEmulator):
                 spec["names"]["kind"],
                 crd_validator(crd, version["name"]),
                 version.get("additionalPrinterColumns", []),
+                root_rules(crd, version["name"]),
             )
 
     def add_namespace(self, name: str) -> None:
@@ -218,11 +220,13 @@ class TestApiServer(kmock.KubernetesEmulator):
     def _namespaced(self, resource: Any) -> bool:
         return resource in self.resources and bool(self.resources[resource].namespaced)
 
-    def _validate(self, resource: Any, obj: Object) -> None:
+    def _validate(self, resource: Any, obj: Object, old: Object | None = None) -> None:
         custom = self.custom.get(resource)
         if custom is None:
             return
         errors = field_errors(custom.validator, obj)
+        if not errors:
+            errors = rule_errors(custom.rules, obj, old)
         if errors:
             name = (obj.get("metadata") or {}).get("name", "")
             raise _error(
@@ -398,7 +402,7 @@ class TestApiServer(kmock.KubernetesEmulator):
                 elif status_sub:
                     data.pop("status", None)
                 new = dicts.merge_patch_dict(current, data)
-                self._validate(request.resource, new)
+                self._validate(request.resource, new, current)
                 data.setdefault("metadata", {})["resourceVersion"] = self._next_rv()
                 if new.get("spec") != current.get("spec"):
                     data["metadata"]["generation"] = current["metadata"].get("generation", 1) + 1
@@ -413,7 +417,7 @@ class TestApiServer(kmock.KubernetesEmulator):
                     new = jsonpatch.apply_patch(current, data)
                 except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException) as err:
                     raise _error(422, "Invalid", f"{type(err).__name__}: {err}") from None
-                self._validate(request.resource, new)
+                self._validate(request.resource, new, current)
                 data.append({"op": "add", "path": "/metadata/resourceVersion", "value": self._next_rv()})
                 if new.get("spec") != current.get("spec"):
                     data.append(
@@ -451,7 +455,7 @@ class TestApiServer(kmock.KubernetesEmulator):
                     if request.subresource == "status"
                     else dict(data, status=current.get("status"))
                 )
-            self._validate(request.resource, data)
+            self._validate(request.resource, data, current)
             meta = data.setdefault("metadata", {})
             for field in ("uid", "creationTimestamp", "namespace", "name", "deletionTimestamp"):
                 if field in current_meta:

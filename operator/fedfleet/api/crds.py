@@ -196,7 +196,67 @@ def column(name: str, path: str, type_: str = "string", priority: int = 0, descr
 AGE = column("Age", ".metadata.creationTimestamp", "date")
 
 
-def crd(kind: str, plural: str, short: str, spec: Schema, status: Schema, columns: list[Schema]) -> Schema:
+# Baked into running pods (the manifest ConfigMap the aggregator and clients read at start):
+# refused by the API server while the training runs. rounds may grow; minClients,
+# roundTimeoutSeconds and retry are the operator's own and apply from its next pass.
+BAKED_FIELDS = (
+    "task",
+    "model",
+    "sites",
+    "clientsPerSite",
+    "strategy",
+    "secureAggregation",
+    "compression",
+    "privacy",
+    "lineage",
+    "tls",
+    "aggregator",
+    "client",
+)
+RUNNING = "has(oldSelf.status) && has(oldSelf.status.phase) && oldSelf.status.phase == 'Running'"
+
+
+def running_training_rules() -> list[Schema]:
+    """CEL transition rules: what a running training's spec may not change, each naming its field."""
+    rules = [
+        {
+            "rule": f"!({RUNNING}) || (has(self.spec.{name}) == has(oldSelf.spec.{name}) && "
+            f"(!has(self.spec.{name}) || self.spec.{name} == oldSelf.spec.{name}))",
+            "message": f"spec.{name} is immutable while the training runs (its pods read it at start)",
+        }
+        for name in BAKED_FIELDS
+    ]
+    rules.append(
+        {
+            "rule": f"!({RUNNING}) || self.spec.rounds >= oldSelf.spec.rounds",
+            "message": "spec.rounds may grow but not shrink while the training runs",
+        }
+    )
+    return rules
+
+
+def crd(
+    kind: str,
+    plural: str,
+    short: str,
+    spec: Schema,
+    status: Schema,
+    columns: list[Schema],
+    rules: list[Schema] | None = None,
+) -> Schema:
+    root: Schema = {
+        "type": "object",
+        "required": ["spec"],
+        "properties": {
+            "apiVersion": {"type": "string"},
+            "kind": {"type": "string"},
+            "metadata": {"type": "object"},
+            "spec": spec,
+            "status": status,
+        },
+    }
+    if rules:
+        root["x-kubernetes-validations"] = rules
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
@@ -219,19 +279,7 @@ def crd(kind: str, plural: str, short: str, spec: Schema, status: Schema, column
                     "storage": True,
                     "subresources": {"status": {}},
                     "additionalPrinterColumns": columns,
-                    "schema": {
-                        "openAPIV3Schema": {
-                            "type": "object",
-                            "required": ["spec"],
-                            "properties": {
-                                "apiVersion": {"type": "string"},
-                                "kind": {"type": "string"},
-                                "metadata": {"type": "object"},
-                                "spec": spec,
-                                "status": status,
-                            },
-                        }
-                    },
+                    "schema": {"openAPIV3Schema": root},
                 }
             ],
         },
@@ -257,6 +305,7 @@ def render() -> dict[str, Schema]:
                 column("Model", ".status.modelDigest", priority=1),
                 column("Lineage", ".status.lineageHead", priority=1),
             ],
+            running_training_rules(),
         ),
         "federatedrounds.yaml": crd(
             "FederatedRound",
