@@ -10,6 +10,10 @@ certificate the operator issued. Prints JSON and a table.
 
     python bench/operator_scale.py [--trainings 1,100] [--rounds 10] [--idle-seconds 60]
                                    [--baseline REV] [--skip-baseline]
+    python bench/operator_scale.py --fanout [--sites 100] [--clients 10]
+
+`--fanout` instead measures one training with sites x clients pods: seconds from apply to all
+pods Running, the operator's CPU seconds and peak RSS.
 
 `--baseline` defaults to the parent of the commit that made the reconciler read watch-fed
 indices (the first commit adding controller/observed.py).
@@ -200,6 +204,64 @@ def measure(
     }
 
 
+def fanout(sites: int, clients: int, timeout: float) -> None:
+    import psutil
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        api = ApiServerHandle(root)
+        for path in sorted((REPO / "crds").glob("*.yaml")):
+            api.register_crd(yaml.safe_load(path.read_text()))
+        time.sleep(0.2)
+        cluster = Cluster(api.kubeconfig)
+        names = [f"site-{i:03d}" for i in range(sites)]
+        for name in names:
+            cluster.apply(site(name, capacity=clients))
+        kubelet = start_kubelet(api.kubeconfig, root / "kubelet", phase_only=True, interval=2.0)
+        operator = start_operator(REPO, api.kubeconfig, root / "operator.log")
+        watched = psutil.Process(operator.pid)
+        expected = sites * clients + 1  # clients and the aggregator
+        try:
+            started = time.perf_counter()
+            cluster.apply(
+                training_manifest("scale", 50051, names, clientsPerSite=clients, minClients=sites * clients)
+            )
+            running = 0
+            while time.perf_counter() - started < timeout:
+                pods = cluster.items("Pod", selector="fedfleet.io/training=scale")
+                running = sum((p.get("status") or {}).get("phase") == "Running" for p in pods)
+                if running >= expected:
+                    break
+                time.sleep(2.0)
+            seconds = time.perf_counter() - started
+            cpu = watched.cpu_times()
+            peak_kb = next(
+                int(line.split()[1])
+                for line in Path(f"/proc/{operator.pid}/status").read_text().splitlines()
+                if line.startswith("VmHWM:")
+            )
+        finally:
+            operator.terminate()
+            operator.wait(30)
+            kubelet.stop()
+            api.close()
+    result = {
+        "sites": sites,
+        "clients_per_site": clients,
+        "pods": expected,
+        "pods_running": running,
+        "seconds_to_all_running": round(seconds, 2),
+        "operator_cpu_seconds": round(cpu.user + cpu.system, 2),
+        "operator_peak_rss_mb": round(peak_kb / 1024, 1),
+    }
+    print(json.dumps(result, indent=2))
+    print(f"\n{'pods':>6}{'running':>9}{'seconds':>9}{'cpu s':>8}{'peak RSS MB':>13}")
+    print(
+        f"{expected:>6}{running:>9}{result['seconds_to_all_running']:>9}{result['operator_cpu_seconds']:>8}"
+        f"{result['operator_peak_rss_mb']:>13}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -213,7 +275,15 @@ def main() -> None:
     parser.add_argument("--baseline", default=None, help="git revision to compare with")
     parser.add_argument("--skip-baseline", action="store_true")
     parser.add_argument("--modes", default="idle,whole")
+    parser.add_argument(
+        "--fanout", action="store_true", help="one training's pods: time to Running, CPU, RSS"
+    )
+    parser.add_argument("--sites", type=int, default=100)
+    parser.add_argument("--clients", type=int, default=10)
     args = parser.parse_args()
+    if args.fanout:
+        fanout(args.sites, args.clients, args.timeout)
+        return
     counts = [int(n) for n in args.trainings.split(",")]
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
