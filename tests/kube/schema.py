@@ -86,5 +86,7 @@ def rule_errors(rules: list[Schema], obj: Schema, old: Schema | None) -> list[st
             continue
         context = {"self": obj} | ({"oldSelf": old} if old is not None else {})
         if evaluate(rule["rule"], context) is not True:
-            errors.append(f'<root>: Invalid value: "object": {rule.get("message") or rule["rule"]}')
+            errors.append(
+                f"<nil>: Invalid value: {rule.get('message') or rule['rule']}"
+            )  # as kube-apiserver 1.37 words it
     return errors

@@ -22,9 +22,10 @@ from fedfleet.controller.kube import Kube
 from fedfleet.controller.observed import Observed
 from fedfleet.controller.rounds import Rounds
 from fedfleet.controller.settings import OperatorSettings
-from fedfleet.controller.spec_checks import InvalidSpec, parse, resolve_sites, task_error
+from fedfleet.controller.spec_checks import InvalidSpec, parse, resolve_sites
 from fedfleet.controller.status import set_condition
 from fedfleet.controller.status_writer import EmitEvent, Pass, StatusWriter
+from fedfleet.controller.task_check import task_config_error
 from fedfleet.logs import get_logger
 
 Object = dict[str, Any]
@@ -74,7 +75,7 @@ class TrainingReconciler:
         step = Pass(body, {"observedGeneration": int(meta.get("generation", 1))})
         try:
             training = parse(body)
-            if (error := self._task_error(ref, step.generation, training)) is not None:
+            if (error := await self._task_error(ref, step, training)) is not None:
                 raise InvalidSpec(error)
             sites = resolve_sites(training, observed.sites())
             try:
@@ -96,11 +97,15 @@ class TrainingReconciler:
         await self.writer.training(ref, step)
         return step.done
 
-    def _task_error(self, ref: res.TrainingRef, generation: int, training: FederatedTraining) -> str | None:
-        """The task's config check, once per spec generation (it imports the task's module)."""
+    async def _task_error(self, ref: res.TrainingRef, step: Pass, training: FederatedTraining) -> str | None:
+        """The task's config check at admission: once per spec generation of a training that is
+        not running yet (a running one cannot change its task: the CRD refuses the edit)."""
+        if step.current.get("phase") == vocab.RUNNING:
+            return None
         checked = self._task_checked.get(ref.uid)
-        if checked is None or checked[0] != generation:
-            checked = self._task_checked[ref.uid] = (generation, task_error(training))
+        if checked is None or checked[0] != step.generation:
+            error = await task_config_error(training.spec.task)
+            checked = self._task_checked[ref.uid] = (step.generation, error)
         return checked[1]
 
     async def _invalid(self, step: Pass, message: str) -> None:

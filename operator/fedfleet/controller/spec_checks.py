@@ -6,7 +6,6 @@ request. Every refusal is an `InvalidSpec` whose message names the field.
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Iterable
 from typing import Any
 
@@ -27,27 +26,6 @@ def parse(body: Object) -> FederatedTraining:
         return parse_training({k: body[k] for k in ("apiVersion", "kind", "metadata", "spec")}, "spec")
     except ManifestError as err:
         raise InvalidSpec(str(err).replace("spec: spec.", "spec.")) from None
-
-
-def task_error(training: FederatedTraining) -> str | None:
-    """The task's own config check (its pydantic Config), as at `fedfleet plan`: a config the
-    task refuses is refused at admission, naming the field, instead of crash-looping pods. A
-    custom task this operator's image cannot import is left to its clients."""
-    from fedfleet.tasks.base import BUILTIN_TASKS, TaskError, load_task
-
-    task = training.spec.task
-    if task.name not in BUILTIN_TASKS:
-        module = task.name.partition(":")[0]
-        try:
-            if importlib.util.find_spec(module) is None:
-                return None
-        except (ImportError, ValueError):
-            return None
-    try:
-        load_task(task)
-    except TaskError as err:
-        return str(err)
-    return None
 
 
 def resolve_sites(training: FederatedTraining, site_objects: Iterable[Object]) -> list[res.SiteRef]:
