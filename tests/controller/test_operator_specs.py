@@ -92,12 +92,13 @@ def test_a_semantically_invalid_spec_gets_invalidspec_and_nothing_is_scheduled(
             lost["reason"] == "InvalidSpec"
             and lost["message"] == "spec.sites.names: no FederationSite named site-x"
         )
-        unissued = wait_for(lambda: ready_condition("unissued"), 60, "unissued condition")
+        # after the task's own check, which runs in a child process (seconds): a wider wait
+        unissued = wait_for(lambda: ready_condition("unissued"), 180, "unissued condition")
         assert (unissued["reason"], unissued["message"]) == (
             "InvalidSpec",
             "spec.tls.issuerSecret: no Secret org-ca in namespace default",
         )
-        overworked = wait_for(lambda: ready_condition("overworked"), 60, "overworked condition")
+        overworked = wait_for(lambda: ready_condition("overworked"), 180, "overworked condition")
         assert (overworked["reason"], overworked["message"]) == (  # the task's own config model
             "InvalidSpec",
             "spec.task.config.localEpochs: Input should be less than or equal to 1000 (got 5000)",

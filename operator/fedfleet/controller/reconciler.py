@@ -75,9 +75,9 @@ class TrainingReconciler:
         step = Pass(body, {"observedGeneration": int(meta.get("generation", 1))})
         try:
             training = parse(body)
-            if (error := await self._task_error(ref, step, training)) is not None:
-                raise InvalidSpec(error)
             sites = resolve_sites(training, observed.sites())
+            if (error := await self._task_error(ref, step, training)) is not None:  # the costly check last
+                raise InvalidSpec(error)
             try:
                 await self.certificates.ensure(ref, training.spec, sites)  # before any pod mounts them
             except CertificateError as err:

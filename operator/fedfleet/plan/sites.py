@@ -29,10 +29,10 @@ def check_sites(plan: Plan, kubeconfig: Path) -> None:
 
 
 async def _check(plan: Plan, kube: Kube) -> None:
-    from fedfleet.controller.reconciler import InvalidSpec, TrainingReconciler
+    from fedfleet.controller.spec_checks import InvalidSpec, resolve_sites
 
     try:  # the operator's resolution: names or selector, any namespace, capacity
-        sites = await TrainingReconciler(kube, lambda *_: None)._sites(plan.training)
+        sites = resolve_sites(plan.training, await kube.list("FederationSite"))
     except InvalidSpec as err:
         plan.errors.append(str(err))
         return
