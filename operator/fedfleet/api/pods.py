@@ -134,7 +134,7 @@ class AggregatorSettings(PodSettings):
         description="Prometheus metrics (refusal counters, rounds) and the liveness probe; not mTLS.",
     )
     staging_slots: int = Field(
-        default=2, ge=1, le=64, description="Uploads received at once (memory: slots x model)."
+        default=1, ge=1, le=64, description="Float uploads received at once (memory: slots x model)."
     )
     state_volume_size: str = Field(
         default="", description="Size of a state PersistentVolumeClaim; empty: emptyDir."
