@@ -9,6 +9,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import urllib3
 from kubernetes import config
 from kubernetes.client.exceptions import ApiException
 
@@ -24,6 +25,8 @@ def check_sites(plan: Plan, kubeconfig: Path) -> None:
         asyncio.run(_check(plan, kube))
     except ApiException as err:
         plan.errors.append(f"--kubeconfig {kubeconfig}: the API server answered {err.status} {err.reason}")
+    except (urllib3.exceptions.HTTPError, OSError) as err:
+        plan.errors.append(f"--kubeconfig {kubeconfig}: cannot reach the API server: {type(err).__name__}")
     finally:
         kube.api.close()
 
