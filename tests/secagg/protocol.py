@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from fedfleet.identity.ca import Issuer
 from fedfleet.identity.names import Identity
-from fedfleet.secagg import SecAggClient, SecAggParams, SecAggServer, Signer, Verifier
+from fedfleet.secagg import LongTermKey, SecAggClient, SecAggParams, SecAggServer, Signer, Verifier
 
 NAMESPACE = "ns"
 DAY = datetime.timedelta(days=1)
@@ -51,15 +51,15 @@ def make_fleet(n: int, m: int = 2_000, seed: int = 0, **build: object) -> Fleet:
     return Fleet(SecAggParams.build(n, **options), updates, weights)  # type: ignore[arg-type]
 
 
-def authenticate(fleet: Fleet, ca: Issuer | None = None) -> dict[str, Signer]:
+def authenticate(fleet: Fleet, ca: Issuer | None = None) -> dict[str, LongTermKey]:
     """Give every client of the fleet a certificate of one training CA (namespace "ns", site
-    "site"), sign adverts with it, and make clients and server check each other's. Returns the
-    signers (a test plays a malicious client with one)."""
+    "site") and a long-term key signed with it, and make clients and server check each other's.
+    Returns the long-term keys (a test plays a malicious client with one's signer)."""
     ca = ca or Issuer.generate("test CA", DAY)
-    signers = {}
+    keys = {}
     for c in fleet.ids:
         bundle = ca.issue(Identity.of_client(NAMESPACE, fleet.training, "site", c), DAY)
-        signers[c] = Signer.from_pem(bundle.cert_pem, bundle.key_pem)
+        keys[c] = LongTermKey(Signer.from_pem(bundle.cert_pem, bundle.key_pem), fleet.training, c)
     trust = ca.trust_pem
     fleet.server = SecAggServer(
         fleet.training,
@@ -76,12 +76,12 @@ def authenticate(fleet: Fleet, ca: Issuer | None = None) -> dict[str, Signer]:
             fleet.round_number,
             c,
             fleet.params,
-            signer=signers[c],
+            long_term=keys[c],
             verifier=Verifier(trust, NAMESPACE, fleet.training),
         )
         for c in fleet.ids
     }
-    return signers
+    return keys
 
 
 def keys_and_shares(

@@ -20,13 +20,16 @@ from fedfleet.secagg import (
     Signer,
     Verifier,
 )
-from fedfleet.secagg.crypto import KeyPair
+from fedfleet.secagg.authentication import long_term_statement
+from fedfleet.secagg.client import pair_keys, share_aad
+from fedfleet.secagg.crypto import KeyPair, pair_info, unseal
 from fedfleet.secagg.messages import (
     Binding,
     EndorsementInbox,
     Endorsements,
     KeyAdvert,
     NeighbourKeys,
+    SealedShares,
     SurvivorSet,
 )
 
@@ -72,61 +75,73 @@ def advertised(fleet: Fleet) -> None:
     fleet.server.close_keys()
 
 
-def test_key_substitution_makes_the_neighbour_abort() -> None:
-    """The aggregator hands c00 its own keys in c01's name (to open the shares c00 seals to
-    c01 and re-seal them): c00 checks c01's signature, refuses and leaves the round, sealing
-    nothing; every other way to dress the substitution up is refused the same way."""
+def test_key_substitution_leaves_the_aggregator_nothing_and_the_neighbours_refuse() -> None:
+    """The aggregator hands c00 its own fresh keys in c01's name, to open the shares c00 seals
+    to c01 and to learn the mask c00 adds for c01. c00 seals under a key that mixes in the pair
+    key of c00's and c01's signed long-term keys, with both clients' fresh keys bound in: the
+    aggregator's best guess does not open the shares, and c00 and c01 each refuse the other's
+    shares (so neither ever masks with the substituted key)."""
+    fleet = make_fleet(5, 100, neighbours=4)
+    authenticate(fleet)
+    advertised(fleet)
+    server, clients, mine = fleet.server, fleet.clients, KeyPair.generate()
+    victim = clients["c00"]
+    forged = substitute(fleet, "c00", "c01", c_pk=mine.public, s_pk=mine.public)
+    sealed = SealedShares.from_bytes(victim.share_keys(forged))
+    blob = dict(sealed.shares)["c01"]
+    guess = mine.agree(victim.c_keys.public, pair_info("shares", victim.context, "c00", "c01"))
+    seen = pair_keys((victim.c_keys.public, victim.s_keys.public), (mine.public, mine.public))
+    with pytest.raises(AuthenticationFailed):
+        unseal(guess, blob, share_aad(victim.context, "c00", "c01", seen))
+    server.add_shares("c00", sealed.to_bytes())
+    for c in fleet.ids[1:]:
+        server.add_shares(c, clients[c].share_keys(server.neighbours_payload(c)))
+    server.close_shares()
+    for c, other in (("c00", "c01"), ("c01", "c00")):
+        with pytest.raises(AuthenticationFailed, match=f"shares of '{other}' fail authentication"):
+            clients[c].receive_shares(server.shares_payload(c))
+        assert clients[c].stage == "receive" and not clients[c].held  # never masks with it
+
+
+def test_a_long_term_key_not_signed_by_the_named_client_makes_the_neighbour_abort() -> None:
+    """The aggregator swaps c01's long-term key for its own, dressed up every way it can: c00
+    checks the identity signature on it, refuses, and leaves the round sealing nothing."""
     fleet = make_fleet(5, 100, neighbours=4)
     ca = Issuer.generate("the training's CA", DAY)
-    signers = authenticate(fleet, ca)
+    keys = authenticate(fleet, ca)
     advertised(fleet)
     mine, other_ca = KeyPair.generate(), Issuer.generate("the aggregator's own CA", DAY)
     aggregator = ca.issue(Identity(NAMESPACE, fleet.training, "aggregator"), DAY)
     forged_c01 = other_ca.issue(Identity.of_client(NAMESPACE, fleet.training, "site", "c01"), DAY)
-    c02 = KeyAdvert.from_bytes(fleet.server.keys["c02"].to_bytes())
 
-    def signed_by(signer: Signer, c_pk: bytes, s_pk: bytes) -> dict[str, bytes]:
-        statement = replace(c02, binding=Binding("t", 1, "c01"), c_pk=c_pk, s_pk=s_pk).statement()
-        return {
-            "c_pk": c_pk,
-            "s_pk": s_pk,
-            "credential": signer.credential,
-            "signature": signer.sign(statement),
-        }
+    def signed_by(signer: Signer) -> dict[str, bytes]:
+        signature = signer.sign(long_term_statement("t", "c01", mine.public))
+        return {"long_term": mine.public, "credential": signer.credential, "signature": signature}
 
     attempts = {
-        "keys swapped, c01's signature kept": {"c_pk": mine.public, "s_pk": mine.public},
-        "only the masking key swapped": {"s_pk": mine.public},
-        "signed with the aggregator's certificate": signed_by(
-            Signer.from_pem(aggregator.cert_pem, aggregator.key_pem), mine.public, mine.public
+        "c01's signature kept": ({"long_term": mine.public}, "not valid"),
+        "the aggregator's certificate": (
+            signed_by(Signer.from_pem(aggregator.cert_pem, aggregator.key_pem)),
+            "signed by the certificate of spiffe://fedfleet.io/ns/ns/training/t/aggregator",
         ),
-        "a certificate naming c01 from another CA": signed_by(
-            Signer.from_pem(forged_c01.cert_pem, forged_c01.key_pem), mine.public, mine.public
+        "another CA naming c01": (
+            signed_by(Signer.from_pem(forged_c01.cert_pem, forged_c01.key_pem)),
+            "does not chain to the training's CA",
         ),
-        "signed by c02, a real client of the training": signed_by(signers["c02"], mine.public, mine.public),
-        "an ephemeral key, no certificate": signed_by(Signer.ephemeral(), mine.public, mine.public),
+        "c02, a real client of the training": (signed_by(keys["c02"].signer), "client/c02"),
+        "an ephemeral key, no certificate": (signed_by(Signer.ephemeral()), "needs its certificate"),
     }
-    reasons = {
-        "keys swapped, c01's signature kept": "not valid",
-        "only the masking key swapped": "not valid",
-        "signed with the aggregator's certificate": "signed by the certificate of spiffe://fedfleet.io/ns/ns/training/t/aggregator",
-        "a certificate naming c01 from another CA": "does not chain to the training's CA",
-        "signed by c02, a real client of the training": "client/c02",
-        "an ephemeral key, no certificate": "needs its certificate",
-    }
-    for name, fields in attempts.items():
-        victim = SecAggClient(
-            "t", 1, "c00", fleet.params, signer=signers["c00"], verifier=fleet.clients["c00"].verifier
-        )
+    for name, (fields, reason) in attempts.items():
+        verifier = fleet.clients["c00"].verifier
+        victim = SecAggClient("t", 1, "c00", fleet.params, long_term=keys["c00"], verifier=verifier)
         victim.advertise()
         with pytest.raises(AuthenticationFailed) as err:
             victim.share_keys(substitute(fleet, "c00", "c01", **fields))
-        assert "leaving the round" in str(err.value) and reasons[name] in str(err.value), name
+        assert "leaving the round" in str(err.value) and reason in str(err.value), name
         assert victim.stage == "aborted" and not victim.neighbours, name  # nothing sealed, to anyone
         with pytest.raises(OutOfOrder):
             victim.share_keys(fleet.server.neighbours_payload("c00"))  # no second chance this round
-    # the genuine list still works for an honest client
-    fleet.clients["c00"].share_keys(fleet.server.neighbours_payload("c00"))
+    fleet.clients["c00"].share_keys(fleet.server.neighbours_payload("c00"))  # the genuine list works
 
 
 def test_inconsistent_dropout_sets_make_clients_refuse_to_reveal() -> None:
@@ -195,13 +210,12 @@ def test_low_order_keys_are_refused_by_the_aggregator_and_neighbours_are_unaffec
     neighbour's key agreement would fail): the aggregator refuses it on receipt, and the round
     goes on without that client, the others' sum exact."""
     fleet = make_fleet(6, 300, neighbours=5)
-    signers = authenticate(fleet)
+    keys = authenticate(fleet)
     honest = KeyAdvert.from_bytes(fleet.clients["c00"].advertise())
-    for field in ("c_pk", "s_pk"):
-        bad = replace(honest, **{field: low})
-        bad = replace(bad, signature=signers["c00"].sign(bad.statement())).to_bytes()
+    signed_low = keys["c00"].signer.sign(long_term_statement("t", "c00", low))
+    for fields in ({"c_pk": low}, {"s_pk": low}, {"long_term": low, "signature": signed_low}):
         with pytest.raises(AuthenticationFailed, match="low order"):
-            fleet.server.add_keys("c00", bad)
+            fleet.server.add_keys("c00", replace(honest, **fields).to_bytes())
     assert "c00" not in fleet.server.keys
     others = fleet.ids[1:]
     keys_and_shares(fleet, skip_advertise=["c00"])
@@ -216,12 +230,12 @@ def test_low_order_keys_are_refused_by_the_aggregator_and_neighbours_are_unaffec
 
 def test_the_aggregator_refuses_unsigned_or_misattributed_adverts() -> None:
     fleet = make_fleet(4, 50, neighbours=3)
-    signers = authenticate(fleet)
+    keys = authenticate(fleet)
     advert = KeyAdvert.from_bytes(fleet.clients["c00"].advertise())
     unsigned = replace(advert, signature=b"").to_bytes()
     with pytest.raises(AuthenticationFailed, match="not valid"):
         fleet.server.add_keys("c00", unsigned)
-    as_c01 = replace(advert, credential=signers["c01"].credential).to_bytes()
+    as_c01 = replace(advert, credential=keys["c01"].credential).to_bytes()
     with pytest.raises(AuthenticationFailed):
         fleet.server.add_keys("c00", as_c01)
     ephemeral = SecAggClient("t", 1, "c00", fleet.params).advertise()  # no certificate

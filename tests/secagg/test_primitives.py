@@ -91,8 +91,10 @@ def messages() -> list[object]:
     key, share = bytes(range(32)), bytes(range(32, 64))
     sealed = bytes(SEALED_SHARE_BYTES)
     return [
-        KeyAdvert(b, key, share, b"12345678", 7, b"\x01credential", b"signature"),
-        NeighbourKeys(b, 3, (Neighbour("x", 1, key, share, b"cred", b"sig"), Neighbour("y", 2, share, key))),
+        KeyAdvert(b, key, share, b"12345678", 7, share, b"\x01credential", b"signature"),
+        NeighbourKeys(
+            b, 3, (Neighbour("x", 1, key, share, key, b"cred", b"sig"), Neighbour("y", 2, share, key))
+        ),
         NeighbourKeys(b, 1, ()),
         SealedShares(b, (("x", sealed), ("y", sealed))),
         ShareInbox(b, (("x", sealed),)),
@@ -133,7 +135,7 @@ def test_message_limits() -> None:
         SurvivorSet.from_bytes(lying)
     with pytest.raises(MalformedMessage, match="not str"):
         SurvivorSet.from_bytes("text")  # type: ignore[arg-type]
-    huge = KeyAdvert(b, bytes(32), bytes(32), bytes(8), 0, b"\x01" + bytes(20_000), b"").to_bytes()
+    huge = KeyAdvert(b, bytes(32), bytes(32), bytes(8), 0, bytes(32), b"\x01" + bytes(20_000)).to_bytes()
     with pytest.raises(OversizedMessage, match="at most 16384"):
         KeyAdvert.from_bytes(huge)
     with pytest.raises(ValueError, match="ids are"):

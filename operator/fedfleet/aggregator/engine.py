@@ -80,7 +80,7 @@ class RoundEngine:
         self.clock: Clock = clock or WallClock()
         self.log = get_logger(component="aggregator", training=training)
         self.strategy = make_strategy(spec.strategy)
-        self.mean = mean_for(spec.privacy)
+        self.mean = mean_for(spec.privacy, spec.strategy)
         self.store = CheckpointStore(state_dir)
         self.state_dir = state_dir
         self.ledger = Ledger(training, spec, state_dir, lineage_key)

@@ -77,6 +77,14 @@ class StrategySpec(SpecModel):
     beta1: float = Field(default=0.9, ge=0, lt=1, description="FedAdam: first-moment decay.")
     beta2: float = Field(default=0.99, ge=0, lt=1, description="FedAdam: second-moment decay.")
     tau: float = Field(default=1e-3, gt=0, description="FedAdam: adaptivity (epsilon).")
+    aggregation: Literal["mean", "trimmedMean", "median"] = Field(
+        default="mean",
+        description="How updates combine: the example-weighted mean, or (plaintext rounds only, "
+        "each client counting once) the coordinate-wise trimmed mean or median.",
+    )
+    trim_fraction: float = Field(
+        default=0.1, ge=0, lt=0.5, description="trimmedMean: share of clients cut at each end, per value."
+    )
 
     @model_validator(mode="after")
     def _known(self) -> StrategySpec:
@@ -223,6 +231,17 @@ class FederatedTrainingSpec(SpecModel):
                 "disable it for smaller federations"
             )
         privacy = self.privacy
+        robust = self.strategy.aggregation
+        if robust != "mean" and self.secure_aggregation.enabled:
+            errors.append(
+                f"spec.strategy.aggregation: {robust} needs every update in the clear and SecAgg+ "
+                "releases only their sum; disable spec.secureAggregation or use mean"
+            )
+        if robust != "mean" and privacy.enabled:
+            errors.append(
+                f"spec.strategy.aggregation: {robust} does not combine with spec.privacy "
+                "(the noise is calibrated to the sum of clipped updates); use mean"
+            )
         if privacy.enabled and privacy.mode == "distributed" and not self.secure_aggregation.enabled:
             errors.append(
                 "spec.privacy.mode: distributed noise needs spec.secureAggregation.enabled "

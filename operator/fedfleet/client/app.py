@@ -18,7 +18,15 @@ from fedfleet.client.connection import AggregatorConnection
 from fedfleet.identity.ca import identity_of
 from fedfleet.identity.files import TlsFiles
 from fedfleet.privacy import privatize_update
-from fedfleet.secagg import MASKED_TENSOR, ProtocolError, SecAggClient, SecAggParams, Signer, Verifier
+from fedfleet.secagg import (
+    MASKED_TENSOR,
+    LongTermKey,
+    ProtocolError,
+    SecAggClient,
+    SecAggParams,
+    Signer,
+    Verifier,
+)
 from fedfleet.tasks.base import SiteContext, Task, TrainContext, load_task
 from fedfleet.v1 import aggregator_pb2 as pb
 
@@ -78,15 +86,22 @@ class SiteClient:
         )
         self.log = self.conn.log.bind(device=str(self.device))
         self._secagg_attempts: dict[int, int] = {}  # round -> the last SecAgg+ attempt joined
+        self._secagg_identity: tuple[bytes, LongTermKey, Verifier] | None = None
 
-    def _identity(self) -> tuple[Signer | None, Verifier | None]:
-        """With mTLS, sign SecAgg+ adverts with our certificate's key and accept only
-        neighbours whose certificates chain to the training's CA and name them."""
+    def _identity(self) -> tuple[LongTermKey | None, Verifier | None]:
+        """With mTLS: our long-term SecAgg+ key, signed once with our certificate's key, and a
+        verifier that accepts only neighbours whose certificates chain to the training's CA and
+        name them; both kept across rounds (their caches are what makes later rounds cheap),
+        made anew when the certificate files change."""
         if self.options.tls is None:
             return None, None
         cert, key, ca = self.options.tls.read()
-        namespace = identity_of(x509.load_pem_x509_certificate(cert)).namespace
-        return Signer.from_pem(cert, key), Verifier(ca, namespace, self.training.metadata.name)
+        if self._secagg_identity is None or self._secagg_identity[0] != cert + key + ca:
+            name = self.training.metadata.name
+            namespace = identity_of(x509.load_pem_x509_certificate(cert)).namespace
+            long_term = LongTermKey(Signer.from_pem(cert, key), name, self.options.client_id)
+            self._secagg_identity = (cert + key + ca, long_term, Verifier(ca, namespace, name))
+        return self._secagg_identity[1], self._secagg_identity[2]
 
     def run(self) -> int:
         self.log.info("client.started", session=self.conn.session)
@@ -118,13 +133,13 @@ class SiteClient:
                 f"round {round_number} attempt {attempt} is not newer than one already joined"
             )
         self._secagg_attempts[round_number] = attempt
-        signer, verifier = self._identity()
+        long_term, verifier = self._identity()
         secure = SecAggClient(
             self.training.metadata.name,
             round_number,
             self.options.client_id,
             params,
-            signer=signer,
+            long_term=long_term,
             verifier=verifier,
             attempt=attempt,
         )

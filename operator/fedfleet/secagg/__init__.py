@@ -6,7 +6,7 @@ must tell the server which (authenticated) client sent it. Call sequence per rou
 
     client (one per participant)                    aggregator
     c = SecAggClient(training, rnd, id, params,     s = SecAggServer(training, rnd, ids, params,
-                     signer=, verifier=)                             dimension=M, verifier=)
+                     long_term=, verifier=)                             dimension=M, verifier=)
     c.advertise()                        ------->   s.add_keys(id, payload)
                                                     s.close_keys()     # all_advertised, or deadline
     c.share_keys(payload)                <-------   s.neighbours_payload(id)
@@ -34,8 +34,8 @@ chunks may arrive in any order and size (`np.frombuffer` on the received bytes: 
 Words are uint32 lanes unless `params.lane` (or `bits`) makes them uint16 or uint8: narrower
 uploads, every sum mod 2^lane (`lane_for(bits, n)` in `params.py`).
 
-`signer` (the client's identity key and certificate chain) and `verifier` (the training's CA)
-authenticate every advertisement: see `authentication.py`. Without them the protocol runs with
+`long_term` (a per-process key signed by the client's identity key) and `verifier` (the
+training's CA) authenticate every advertisement: see `authentication.py`. Without them the protocol runs with
 ephemeral keys and holds only against an honest-but-curious aggregator.
 
 A refusal raises a `ProtocolError` subclass with `.code` (a gRPC status name) and changes
@@ -44,7 +44,7 @@ raised by a close_* call). `c.mask_update(flat, weight)` and `s.unmask(summed)` 
 callers that sum the M + W words themselves (then `s.close_inputs(uploaded_ids)`).
 """
 
-from fedfleet.secagg.authentication import Signer, Verifier
+from fedfleet.secagg.authentication import LongTermKey, Signer, Verifier
 from fedfleet.secagg.client import SecAggClient
 from fedfleet.secagg.errors import (
     AuthenticationFailed,
@@ -70,6 +70,7 @@ __all__ = [
     "AuthenticationFailed",
     "ForbiddenReveal",
     "InconsistentView",
+    "LongTermKey",
     "MalformedMessage",
     "NotAuthorized",
     "OutOfOrder",

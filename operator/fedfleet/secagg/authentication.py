@@ -1,10 +1,18 @@
-"""Who signed a key advertisement: the client's mTLS identity, checked by its neighbours.
+"""Who is behind a key advertisement: the client's mTLS identity, checked by its neighbours.
 
 Against a lying aggregator, a client must know that the public keys it masks with and seals
-shares to are its neighbour's and not the aggregator's. Each client signs its advertisement
-with the private key of its certificate (`Signer`); a neighbour checks the signature, that the
-certificate chains to the training's CA and that its identity names that very client of this
-training (`Verifier`). A credential is one kind byte, then:
+shares to are its neighbour's and not the aggregator's. Each client process holds one
+long-term X25519 key for the training (`LongTermKey`) and signs, once, (training, client id,
+that key) with the private key of its certificate (`Signer`). Every advertisement carries the
+long-term key, that signature and the certificate chain; a neighbour checks the signature,
+that the certificate chains to the training's CA and that its identity names that very client
+of this training (`Verifier`, cached: the same statement comes round after round), then
+derives a pair key from both long-term keys (once per pair). Each round's fresh keys are
+bound to it: the shares of a round are sealed under a key that mixes the pair key in, with
+both clients' fresh keys as associated data, so shares sealed to a substituted key are
+unreadable to the aggregator and fail authentication at the neighbour, who then never masks
+with that key. The per-round cost is symmetric crypto only; public-key work is per pair and
+process. A credential is one kind byte, then:
 
     kind 1, X509:      a count, then length-prefixed DER certificates, leaf first
     kind 0, EPHEMERAL: a raw Ed25519 public key (no PKI: plaintext loopback runs only)
@@ -28,6 +36,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 
 from fedfleet.identity.ca import identity_of
 from fedfleet.identity.names import IdentityError
+from fedfleet.secagg.crypto import KeyPair, pack_strings, pair_info
 from fedfleet.secagg.errors import AuthenticationFailed, MalformedMessage
 from fedfleet.text import shorten as _short
 
@@ -88,6 +97,38 @@ def decode_chain(credential: bytes) -> list[x509.Certificate]:
     return out
 
 
+def long_term_statement(training: str, client: str, public: bytes) -> bytes:
+    """What a client's identity key signs once per process: its long-term SecAgg+ key."""
+    return pack_strings("fedfleet-secagg/long-term-key", training, client, public)
+
+
+class LongTermKey:
+    """A client's SecAgg+ key for one training (one per process, reused every round): its
+    signed public half goes into every advertisement; pair keys with neighbours are derived
+    once and cached."""
+
+    def __init__(self, signer: Signer, training: str, client: str) -> None:
+        self.signer, self.training, self.client = signer, training, client
+        self._pair = KeyPair.generate()
+        self.public = self._pair.public
+        self.signature = signer.sign(long_term_statement(training, client, self.public))
+        self._pairs: dict[tuple[str, bytes], bytes] = {}
+
+    @property
+    def credential(self) -> bytes:
+        return self.signer.credential
+
+    def pair_key(self, peer: str, peer_public: bytes) -> bytes:
+        """A secret only this client and `peer` (with that long-term key) can compute."""
+        key = (peer, peer_public)
+        if key not in self._pairs:
+            info = pair_info("long-term", pack_strings(self.training), self.client, peer)
+            if len(self._pairs) >= CACHE_ENTRIES:
+                self._pairs.clear()
+            self._pairs[key] = self._pair.agree(peer_public, info)
+        return self._pairs[key]
+
+
 class Signer:
     """A client's signing key and the credential its neighbours check it against."""
 
@@ -126,18 +167,25 @@ class Verifier:
         self.anchors = x509.load_pem_x509_certificates(ca_pem) if ca_pem else []
         self.namespace, self.training = namespace, training
         self._cache: dict[tuple[str, bytes], _Verified] = {}
+        self._signed: set[tuple[str, bytes, bytes, bytes]] = set()
 
     @property
     def authenticated(self) -> bool:
         return bool(self.anchors)
 
     def verify(self, client: str, credential: bytes, signature: bytes, data: bytes) -> None:
-        """Raises `AuthenticationFailed` naming what is wrong, unless `client` signed `data`."""
+        """Raises `AuthenticationFailed` naming what is wrong, unless `client` signed `data`
+        (a statement verified once is remembered; the certificate's expiry is checked each time)."""
         key = self.key_of(client, credential)
+        if (client, credential, signature, data) in self._signed:
+            return
         if not _verify(key, signature, data):
             raise AuthenticationFailed(
                 f"the signature of {_short(client)!r} on its advertised keys is not valid"
             )
+        if len(self._signed) >= CACHE_ENTRIES:
+            self._signed.clear()
+        self._signed.add((client, credential, signature, data))
 
     def key_of(self, client: str, credential: bytes) -> PublicKey:
         if not credential:

@@ -27,7 +27,7 @@ import hmac
 import numpy as np
 
 from fedfleet.secagg import shamir
-from fedfleet.secagg.authentication import Signer, Verifier
+from fedfleet.secagg.authentication import LongTermKey, Signer, Verifier, long_term_statement
 from fedfleet.secagg.crypto import (
     SHARE_PLAINTEXT_BYTES,
     KeyPair,
@@ -62,7 +62,6 @@ from fedfleet.secagg.messages import (
     ShareInbox,
     ShareKind,
     SurvivorSet,
-    advert_statement,
 )
 from fedfleet.secagg.params import SecAggParams
 from fedfleet.secagg.quantize import Encoder
@@ -73,8 +72,14 @@ def round_context(training: str, round_number: int) -> bytes:
     return pack_strings("round", training, round_number)
 
 
-def share_aad(context: bytes, sender: str, receiver: str) -> bytes:
-    return pack_strings("shares", context, sender, receiver)
+def share_aad(context: bytes, sender: str, receiver: str, keys: bytes) -> bytes:
+    """Associated data of the shares `sender` seals to `receiver`: with `keys`, both clients'
+    fresh public keys as each saw them (any substitution makes the seal fail to open)."""
+    return pack_strings("shares", context, sender, receiver, keys)
+
+
+def pair_keys(sender: tuple[bytes, bytes], receiver: tuple[bytes, bytes]) -> bytes:
+    return b"".join((*sender, *receiver))
 
 
 class Coverage:
@@ -111,14 +116,15 @@ class SecAggClient:
         params: SecAggParams,
         *,
         block_words: int = DEFAULT_BLOCK_WORDS,
-        signer: Signer | None = None,
+        long_term: LongTermKey | None = None,
         verifier: Verifier | None = None,
         attempt: int = 0,
     ) -> None:
-        """`signer` and `verifier` default to an ephemeral key and signature-only checks: no
+        """`long_term` (signed by the client's identity, one per process) and `verifier` (the
+        training's CA) default to an ephemeral key and signature-only checks: no
         authentication, for plaintext loopback runs where every party shares one machine."""
         self.binding = Binding(training, round_number, client_id)
-        self.signer = signer if signer is not None else Signer.ephemeral()
+        self.long_term = long_term or LongTermKey(Signer.ephemeral(), training, client_id)
         self.verifier = verifier if verifier is not None else Verifier()
         self.attempt = attempt
         self.survivors: tuple[str, ...] = ()
@@ -163,10 +169,18 @@ class SecAggClient:
     def advertise(self) -> bytes:
         """Our two public keys: c_pk encrypts shares to us, s_pk agrees pairwise mask seeds."""
         self._expect("advertise")
-        keys = self.c_keys.public, self.s_keys.public, self.params.fingerprint()
-        signature = self.signer.sign(advert_statement(self.binding, self.attempt, *keys))
+        lt = self.long_term
         self.stage = "share"
-        return KeyAdvert(self.binding, *keys, self.attempt, self.signer.credential, signature).to_bytes()
+        return KeyAdvert(
+            self.binding,
+            self.c_keys.public,
+            self.s_keys.public,
+            self.params.fingerprint(),
+            self.attempt,
+            lt.public,
+            lt.credential,
+            lt.signature,
+        ).to_bytes()
 
     # -- stage 2 -----------------------------------------------------------------------------
     def share_keys(self, payload: bytes) -> bytes:
@@ -183,25 +197,19 @@ class SecAggClient:
             xs.add(peer.share_x)
         if len(peers) < self.params.threshold:
             raise SecAggAbort(f"{len(peers)} neighbours, fewer than the threshold {self.params.threshold}")
-        fingerprint = self.params.fingerprint()
+        channels = {}
         for c, p in peers.items():
-            statement = advert_statement(
-                Binding(self.binding.training, self.binding.round, c),
-                self.attempt,
-                p.c_pk,
-                p.s_pk,
-                fingerprint,
-            )
+            statement = long_term_statement(self.binding.training, c, p.long_term)
             try:
                 self.verifier.verify(c, p.credential, p.signature, statement)
+                pair = self.long_term.pair_key(c, p.long_term)
+                info = pair_info("shares", self.context, self.client, c)
+                channels[c] = self.c_keys.agree(p.c_pk, info, salt=pair)
             except (AuthenticationFailed, MalformedMessage) as err:
                 raise self._fail(
                     AuthenticationFailed(f"neighbour keys refused, leaving the round: {err}")
                 ) from None
-        channels = {
-            c: self.c_keys.agree(p.c_pk, pair_info("shares", self.context, self.client, c))
-            for c, p in peers.items()
-        }
+        mine = (self.c_keys.public, self.s_keys.public)
         holders = [p.share_x for p in peers.values()]
         b_shares = shamir.split(self.self_seed, self.params.threshold, holders)
         sk_shares = shamir.split(self.s_keys.private_bytes(), self.params.threshold, holders)
@@ -211,7 +219,7 @@ class SecAggClient:
                 seal(
                     channels[c],
                     b_shares[p.share_x] + sk_shares[p.share_x],
-                    share_aad(self.context, self.client, c),
+                    share_aad(self.context, self.client, c, pair_keys(mine, (p.c_pk, p.s_pk))),
                 ),
             )
             for c, p in sorted(peers.items())
@@ -232,7 +240,17 @@ class SecAggClient:
                 raise NotAuthorized(f"share from {sender!r}, who is not our neighbour")
             if sender in held:
                 raise ReplayedMessage(f"two shares from {sender!r}")
-            plain = unseal(self._channel[sender], blob, share_aad(self.context, sender, self.client))
+            theirs = self.neighbours[sender]
+            keys = pair_keys((theirs.c_pk, theirs.s_pk), (self.c_keys.public, self.s_keys.public))
+            aad = share_aad(self.context, sender, self.client, keys)
+            try:
+                plain = unseal(self._channel[sender], blob, aad)
+            except AuthenticationFailed:
+                raise AuthenticationFailed(
+                    f"the shares of {sender!r} fail authentication: tampered, misaddressed, or sealed "
+                    "for other keys than the ones relayed to us (substituted keys); we mask with no "
+                    "neighbour whose shares do not open"
+                ) from None
             if len(plain) != SHARE_PLAINTEXT_BYTES or not all(
                 shamir.is_field_element(part) for part in (plain[:32], plain[32:])
             ):

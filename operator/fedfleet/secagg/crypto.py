@@ -6,6 +6,7 @@ purpose, and to the unordered pair of clients, so no key is ever reused across r
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import os
@@ -63,15 +64,17 @@ class KeyPair:
             serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
         )
 
-    def agree(self, peer_public: bytes, info: bytes) -> bytes:
-        """32 bytes only this pair can compute: HKDF-SHA256(X25519(mine, theirs), info)."""
+    def agree(self, peer_public: bytes, info: bytes, salt: bytes | None = None) -> bytes:
+        """32 bytes only this pair can compute: HKDF-SHA256(X25519(mine, theirs), info), with
+        `salt` (another secret of the pair) mixed in when given."""
         try:
             shared = self.private.exchange(X25519PublicKey.from_public_bytes(peer_public))
         except ValueError:  # wrong length, or a low-order point giving an all-zero secret
             raise AuthenticationFailed("unusable X25519 public key") from None
-        return HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=info).derive(shared)
+        return HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=salt, info=info).derive(shared)
 
 
+@functools.lru_cache(maxsize=4096)  # long-term keys repeat every round; failures are not cached
 def check_public_key(raw: bytes) -> None:
     """Refuse a public key no honest neighbour could agree with: wrong length, or a low-order
     point (X25519 with it gives the all-zero secret, which `exchange` refuses)."""

@@ -201,21 +201,19 @@ _SHARE_KINDS = {kind.value: kind for kind in ShareKind}
 
 @dataclass(frozen=True)
 class KeyAdvert:
-    """Stage 1, client -> aggregator, and forwarded whole to its neighbours (inside
-    `NeighbourKeys`): two fresh public keys, signed with the client's identity key."""
+    """Stage 1, client -> aggregator, and forwarded to its neighbours (inside `NeighbourKeys`):
+    two fresh public keys, and the client's long-term key with its identity's signature on it
+    (see `authentication.py`: the fresh keys are bound to the long-term one when shares are sealed)."""
 
     binding: Binding
     c_pk: bytes
     s_pk: bytes
     params: bytes  # SecAggParams.fingerprint(): both sides must encode alike
     attempt: int = 0  # which start of this round (a retried round number is a new attempt)
+    long_term: bytes = bytes(KEY_BYTES)  # the client's long-term X25519 key for this training
     credential: bytes = b""  # see fedfleet.secagg.authentication
-    signature: bytes = b""  # over `statement()`
+    signature: bytes = b""  # the identity's, over long_term_statement(training, client, long_term)
     KIND: ClassVar[Kind] = Kind.KEYS
-
-    def statement(self) -> bytes:
-        """What the signature covers: training, round, attempt, client, both keys, parameters."""
-        return advert_statement(self.binding, self.attempt, self.c_pk, self.s_pk, self.params)
 
     def to_bytes(self) -> bytes:
         w = _Writer(self.KIND, self.binding)
@@ -223,6 +221,7 @@ class KeyAdvert:
         w.raw(self.s_pk, KEY_BYTES)
         w.raw(self.params, FINGERPRINT_BYTES)
         w.u64(self.attempt)
+        w.raw(self.long_term, KEY_BYTES)
         w.blob(self.credential)
         w.blob(self.signature)
         return w.done()
@@ -231,24 +230,16 @@ class KeyAdvert:
     def from_bytes(cls, data: bytes) -> KeyAdvert:
         r = _Reader(data, cls.KIND)
         keys = r.take(KEY_BYTES), r.take(KEY_BYTES), r.take(FINGERPRINT_BYTES)
-        message = cls(r.binding, *keys, r.u64(), r.blob(MAX_CREDENTIAL_BYTES), r.blob(MAX_SIGNATURE_BYTES))
+        message = cls(
+            r.binding,
+            *keys,
+            r.u64(),
+            r.take(KEY_BYTES),
+            r.blob(MAX_CREDENTIAL_BYTES),
+            r.blob(MAX_SIGNATURE_BYTES),
+        )
         r.end()
         return message
-
-
-def advert_statement(binding: Binding, attempt: int, c_pk: bytes, s_pk: bytes, params: bytes) -> bytes:
-    return b"".join(
-        (
-            b"fedfleet-secagg/advert\x00",
-            _id_field(binding.training),
-            _U64.pack(binding.round),
-            _U64.pack(attempt),
-            _id_field(binding.client),
-            c_pk,
-            s_pk,
-            params,
-        )
-    )
 
 
 class Neighbour(NamedTuple):
@@ -256,8 +247,9 @@ class Neighbour(NamedTuple):
     share_x: int  # the Shamir x-coordinate of this client's shares (1-based, fixed per round)
     c_pk: bytes
     s_pk: bytes
+    long_term: bytes = bytes(KEY_BYTES)  # the neighbour's long-term key
     credential: bytes = b""  # the neighbour's, to check `signature` against
-    signature: bytes = b""  # the neighbour's signature on its advertisement
+    signature: bytes = b""  # the neighbour's identity signature on its long-term key
 
 
 @dataclass(frozen=True)
@@ -278,6 +270,7 @@ class NeighbourKeys:
             w.u32(peer.share_x)
             w.raw(peer.c_pk, KEY_BYTES)
             w.raw(peer.s_pk, KEY_BYTES)
+            w.raw(peer.long_term, KEY_BYTES)
             w.blob(peer.credential)
             w.blob(peer.signature)
         return w.done()
@@ -286,11 +279,12 @@ class NeighbourKeys:
     def from_bytes(cls, data: bytes, max_entries: int = UNLIMITED) -> NeighbourKeys:
         r = _Reader(data, cls.KIND)
         index = r.u32()
-        count = r.count(max_entries, 2 + 4 + 2 * KEY_BYTES + 4)
+        count = r.count(max_entries, 2 + 4 + 3 * KEY_BYTES + 4)
         peers = tuple(
             Neighbour(
                 r.text(),
                 r.u32(),
+                r.take(KEY_BYTES),
                 r.take(KEY_BYTES),
                 r.take(KEY_BYTES),
                 r.blob(MAX_CREDENTIAL_BYTES),

@@ -5,7 +5,8 @@ accumulator of M + W lanes (uint32, or uint16/uint8 for narrow codes) as they ar
 the reveals, and removes every mask block by block.
 Stages (`stage`): keys -> shares -> inputs -> consistency -> unmask -> done (or aborted).
 
-    U1 advertised keys (signed; low-order or unsigned keys are refused on receipt)
+    U1 advertised keys (low-order keys, and long-term keys without the identity's signature,
+       are refused on receipt)
     U2 sent shares (and kept >= t neighbours in U2)   U3 uploaded all words
     U4 endorsed U3 (consistency round)                 reveals come from U4 only
 
@@ -23,7 +24,7 @@ import os
 import numpy as np
 
 from fedfleet.secagg import shamir
-from fedfleet.secagg.authentication import Verifier
+from fedfleet.secagg.authentication import Verifier, long_term_statement
 from fedfleet.secagg.client import Coverage, round_context
 from fedfleet.secagg.crypto import KeyPair, check_public_key, pair_info
 from fedfleet.secagg.errors import (
@@ -151,9 +152,10 @@ class SecAggServer:
             raise WrongBinding(f"advertisement for attempt {message.attempt}, not {self.attempt}")
         if message.c_pk == message.s_pk or {message.c_pk, message.s_pk} & self._public_keys:
             raise ReplayedMessage("public keys must be fresh: distinct from each other and from others'")
-        check_public_key(message.c_pk)
-        check_public_key(message.s_pk)
-        self.verifier.verify(client, message.credential, message.signature, message.statement())
+        for key in (message.c_pk, message.s_pk, message.long_term):
+            check_public_key(key)
+        statement = long_term_statement(self.training, client, message.long_term)
+        self.verifier.verify(client, message.credential, message.signature, statement)
         self.keys[client] = message
         self._public_keys |= {message.c_pk, message.s_pk}
 
@@ -182,7 +184,7 @@ class SecAggServer:
         if client not in self.graph:
             raise OutOfOrder(f"{client!r} has no neighbours: it did not advertise keys in time")
         peers = tuple(
-            Neighbour(c, self.index[c], a.c_pk, a.s_pk, a.credential, a.signature)
+            Neighbour(c, self.index[c], a.c_pk, a.s_pk, a.long_term, a.credential, a.signature)
             for c, a in ((c, self.keys[c]) for c in self.graph[client])
         )
         return NeighbourKeys(self._binding(client), self.index[client], peers).to_bytes()
