@@ -192,3 +192,30 @@ def test_6_mib_reports_and_names_get_a_short_refusal_and_the_log_stays_small(tmp
         agg.upload(A, 1, chunks_of({k: np.zeros_like(v) for k, v in model.items()}, 1 << 16))
         final = list(agg.control.WatchRound(pb.WatchRequest(round=1)))[-1]
         assert final.phase == pb.ROUND_PHASE_SUCCEEDED and agg.status().history  # GetStatus still fits
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_refused_7_mib_uploads_do_not_grow_the_aggregator(tmp_path: Path) -> None:
+    """The review saw 800 refused 7 MiB uploads grow the aggregator by 2 GB. Each refusal here
+    (a 7 MiB chunk of an unknown tensor) is answered shortly and leaves nothing behind."""
+    with running_aggregator(tmp_path, secureAggregation=PLAIN) as agg:
+        agg.start_round(1, [A], min_clients=1, timeout=300)
+        agg.join(A)
+        model = agg.download(A, 1)
+        bad = chunks_of(model, 1 << 16)[0]
+        bad.name, bad.data = "x" * 1024, bytes(7 * 1024 * 1024)
+
+        def refused_uploads(count: int) -> None:
+            for _ in range(count):
+                assert refusal(agg.upload, A, 1, [bad]).code() == grpc.StatusCode.INVALID_ARGUMENT
+
+        refused_uploads(10)  # warm: gRPC's buffers, allocator arenas
+        before = rss_mb(agg.process.pid)
+        refused_uploads(60)  # 420 MiB refused
+        assert rss_mb(agg.process.pid) - before < 60
