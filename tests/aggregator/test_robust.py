@@ -39,7 +39,9 @@ async def test_one_poisoned_client_barely_moves_a_robust_aggregate(
     strategy = {"aggregation": aggregation, "trimFraction": 0.2}
     engine = engine_for(tmp_path, ManualClock(), sites={"names": FIVE}, strategy=strategy)
     await a_round_of_five(engine, [1.0, 2.0, 3.0, 2.0, 1e6])  # e claims a million examples too
-    for name, value in engine.store.latest().load_weights().items():  # 0.5 + median(1, 2, 3, 2, 1e6), or mean(2, 2, 3)
+    latest = engine.store.latest()
+    assert latest is not None
+    for name, value in latest.load_weights().items():  # 0.5 + median(1, 2, 3, 2, 1e6), or mean(2, 2, 3)
         np.testing.assert_allclose(value, np.full(SHAPES[name], 0.5 + expected), rtol=1e-6)
 
 
