@@ -63,3 +63,14 @@ def test_schema_carries_ranges_enums_and_defaults() -> None:
     assert props["task"]["properties"]["config"]["x-kubernetes-preserve-unknown-fields"] is True
     limits = props["client"]["properties"]["resources"]["properties"]["limits"]
     assert limits["additionalProperties"]["x-kubernetes-int-or-string"] is True
+
+
+def test_images_have_no_schema_default_so_the_operators_image_applies() -> None:
+    """An API server writes schema defaults into stored objects: a baked image would beat the
+    hub chart's FEDFLEET_IMAGE for any training that has a client or aggregator section (the
+    real lane's Helm test shows it end to end)."""
+    spec = yaml.safe_load((REPO / "crds" / "federatedtrainings.yaml").read_text())["spec"]["versions"][0]
+    properties = spec["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+    for section in ("aggregator", "client"):
+        image = properties[section]["properties"]["image"]
+        assert "default" not in image and image["minLength"] == 1, image

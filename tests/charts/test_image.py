@@ -174,7 +174,7 @@ def test_pods_default_to_the_image_the_hub_chart_passes() -> None:
     env = dict(os.environ, FEDFLEET_IMAGE="registry.example.com/fedfleet:0.1.0-cuda")
     code = (
         "from fedfleet.api.pods import AggregatorSettings, PodSettings;"
-        "print(PodSettings().image, AggregatorSettings().image)"
+        "print(PodSettings().container_image, AggregatorSettings(resources={}).container_image)"
     )
     shown = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True, timeout=60

@@ -11,8 +11,8 @@ from pydantic import Field, model_validator
 from fedfleet import __version__
 from fedfleet.api.base import SpecModel
 
-# the hub chart sets FEDFLEET_IMAGE so that pods default to the operator's own image
-DEFAULT_IMAGE = os.environ.get("FEDFLEET_IMAGE") or f"ghcr.io/fedfleet/fedfleet:{__version__}"
+# the image a pod runs when neither the manifest nor the hub chart (FEDFLEET_IMAGE) names one
+DEFAULT_IMAGE = f"ghcr.io/fedfleet/fedfleet:{__version__}"
 Quantity = str | int
 # Where the operator mounts what the protocol needs; a template may not mount over, under or above them.
 MANIFEST_DIR = "/etc/fedfleet"
@@ -115,14 +115,24 @@ class Resources(SpecModel):
 
 
 class PodSettings(SpecModel):
-    image: str = Field(
-        default=DEFAULT_IMAGE, min_length=1, description="Container image with the fedfleet entrypoint."
+    # No default in the schema: an API server would write it into every stored object that has
+    # this section, and the operator's FEDFLEET_IMAGE could no longer apply (container_image).
+    image: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=512,
+        description="Container image with the fedfleet entrypoint; unset: the operator's (FEDFLEET_IMAGE).",
     )
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
     resources: Resources = Field(default_factory=Resources)
     node_selector: dict[str, str] = Field(default_factory=dict)
     tolerations: list[dict[str, Any]] = Field(default_factory=list)
     pod_template: PodTemplate = Field(default_factory=PodTemplate)
+
+    @property
+    def container_image(self) -> str:
+        """The manifest's image, else the one the hub chart passes the operator, else the built-in."""
+        return self.image or os.environ.get("FEDFLEET_IMAGE") or DEFAULT_IMAGE
 
 
 class AggregatorSettings(PodSettings):

@@ -119,7 +119,7 @@ RESTRICTED_POD: Object = {
 def _container(name: str, settings: PodSettings, args: list[str], mounts: list[Object]) -> Object:
     return {
         "name": name,
-        "image": settings.image,
+        "image": settings.container_image,
         "imagePullPolicy": settings.image_pull_policy,
         "command": ["fedfleet"],
         "args": args,
