@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PROTOS := $(wildcard proto/fedfleet/v1/*.proto)
 
-.PHONY: demo test lint unit proto crds bench clean
+.PHONY: demo test lint unit proto crds bench clean kube-assets
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,12 @@ unit: $(STAMP)
 # Everything: lint, then the whole suite (unit, real gRPC, test API server, processes).
 test: lint
 	$(PY) -m pytest -q -p no:cacheprovider
+
+# The real control plane for the "real" test lane (kube-apiserver, kube-controller-manager,
+# kube-scheduler, etcd, helm) built from pinned Go modules into ~/.cache/fedfleet/; prints the
+# folder:  KUBEBUILDER_ASSETS=$$(make -s kube-assets) make test
+kube-assets:
+	@hack/kube-assets/build.sh
 
 # Regenerate the CRDs and the hub chart's copies; tests fail when either is stale.
 crds: $(STAMP)

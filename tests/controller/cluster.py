@@ -18,7 +18,8 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from tests.dataplane.harness import free_port
-from tests.kube.fixtures import operator_kubeconfig
+from tests.kube.fixtures import operator_kubeconfig, real_lane_of
+from tests.kube.real_lane import operator_scope_args
 
 GROUP, VERSION = "fedfleet.io", "v1alpha1"
 PLURALS = {
@@ -41,7 +42,12 @@ class Cluster:
         if kind in PLURALS:
             return dict(
                 self.custom.create_namespaced_custom_object(
-                    GROUP, VERSION, meta.get("namespace", "default"), PLURALS[kind], obj
+                    GROUP,
+                    VERSION,
+                    meta.get("namespace", "default"),
+                    PLURALS[kind],
+                    obj,
+                    field_validation="Strict",  # as kubectl does: an unknown field is refused
                 )
             )
         if kind == "Namespace":
@@ -110,17 +116,26 @@ def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: 
 
 
 def start_operator(
-    kubeconfig: Path, log: Path, aggregator_address: str = "127.0.0.1:{port}", interval: float = 0.3
+    kubeconfig: Path,
+    log: Path,
+    aggregator_address: str = "127.0.0.1:{port}",
+    interval: float = 0.3,
+    **settings: str,
 ) -> subprocess.Popen[bytes]:
-    """`fedfleet operator` as a real process; pods reach aggregators on loopback in tests."""
-    env = os.environ | {
-        "KUBECONFIG": str(operator_kubeconfig(kubeconfig)),
-        "FEDFLEET_AGGREGATOR_ADDRESS": aggregator_address,
-        "FEDFLEET_RECONCILE_INTERVAL": str(interval),
-        "FEDFLEET_LOG_LEVEL": os.environ.get("FEDFLEET_TEST_OPERATOR_LOG_LEVEL", "INFO"),
-        "FEDFLEET_LOG_FORMAT": "json",
-        "PYTHONUNBUFFERED": "1",
-    }
+    """`fedfleet operator` as a real process, with the identity and the scope (--namespace) the
+    lane gives it; pods reach aggregators on loopback in tests. `settings`: more FEDFLEET_* env."""
+    env = (
+        os.environ
+        | settings
+        | {
+            "KUBECONFIG": str(operator_kubeconfig(kubeconfig)),
+            "FEDFLEET_AGGREGATOR_ADDRESS": aggregator_address,
+            "FEDFLEET_RECONCILE_INTERVAL": str(interval),
+            "FEDFLEET_LOG_LEVEL": os.environ.get("FEDFLEET_TEST_OPERATOR_LOG_LEVEL", "INFO"),
+            "FEDFLEET_LOG_FORMAT": "json",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     with log.open("ab") as out:
         return subprocess.Popen(
             [
@@ -133,6 +148,7 @@ def start_operator(
                 "",
                 "--metrics-port",
                 "0",
+                *operator_scope_args(kubeconfig),
             ],
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -157,6 +173,17 @@ def training_manifest(name: str, port: int, sites: list[str], **spec: Any) -> Ob
         "metadata": {"name": name, "namespace": "default"},
         "spec": body | spec,
     }
+
+
+def install_sites(kubeconfig: Path, names: list[str], **spec: Any) -> None:
+    """Sites as the lane has them: FederationSites applied in `default` on the test server; on
+    the real control plane, one `helm install` of charts/fedfleet-site per site namespace."""
+    lane = real_lane_of(kubeconfig)
+    for name in names:
+        if lane is not None:
+            lane.install_site(name, **spec)
+        else:
+            Cluster(kubeconfig).apply(site(name, **spec))
 
 
 def site(name: str, namespace: str = "default", **spec: Any) -> Object:

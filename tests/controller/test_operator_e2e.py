@@ -16,7 +16,7 @@ import pytest
 from fedfleet.controller.resources import LINEAGE_KEY_FILE
 from fedfleet.provenance.signing import fingerprint, load_public_key
 
-from tests.controller.cluster import Cluster, site, start_operator, training_manifest, wait_for
+from tests.controller.cluster import Cluster, install_sites, start_operator, training_manifest, wait_for
 from tests.dataplane.harness import free_port
 from tests.kube.fixtures import start_kubelet
 from tests.kube.kubelet import Kubelet
@@ -89,8 +89,7 @@ def fleet_factory(kubeconfig: Path, tmp_path: Path) -> Iterator[Any]:
     def make(**options: Any) -> Fleet:
         fleet = Fleet(kubeconfig, tmp_path, **options)
         fleets.append(fleet)
-        for name in SITES:
-            fleet.cluster.apply(site(name))
+        install_sites(kubeconfig, SITES)
         return fleet
 
     yield make
@@ -189,14 +188,20 @@ def test_a_training_runs_to_success_with_a_client_retried_and_kubectl_shows_it(
     wait_for(
         lambda: not fleet.cluster.items("Pod", selector="fedfleet.io/training=digits"), 60, "pods deleted"
     )
-    assert not fleet.cluster.items("FederatedRound", "default")
-    assert not fleet.cluster.items("ConfigMap", selector="fedfleet.io/training=digits")
+    # the garbage collector of a real control plane removes owned objects in the background
+    for kind, namespace, selector in (
+        ("FederatedRound", "default", ""),
+        ("ConfigMap", None, "fedfleet.io/training=digits"),
+        ("Service", None, "fedfleet.io/training=digits"),
+    ):
+        wait_for(
+            lambda k=kind, n=namespace, s=selector: not fleet.cluster.items(k, n, s), 30, f"{kind} deleted"
+        )
     # the lineage key outlives the training: it verifies the models already released
     left = fleet.cluster.items("Secret", selector="fedfleet.io/training=digits")
     assert [s["metadata"]["name"] for s in left] == ["digits-lineage-key"]
     kept = load_public_key(base64.b64decode(left[0]["data"][LINEAGE_KEY_FILE]).decode())
     assert fingerprint(kept) == status["lineageKeyFingerprint"]
-    assert not fleet.cluster.items("Service", selector="fedfleet.io/training=digits")
 
 
 SLOW_TASK = {"name": "digits-mlp", "config": {"hidden": 16, "localEpochs": 60}}

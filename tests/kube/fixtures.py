@@ -1,4 +1,8 @@
-"""pytest fixtures: a real-HTTP test API server (or a real cluster) and a test kubelet."""
+"""pytest fixtures: the Kubernetes API a test runs against, in two lanes: "test-server", the
+project's real-HTTP test API server (or an external cluster named by FEDFLEET_TEST_KUBECONFIG),
+and "real", a real control plane from KUBEBUILDER_ASSETS with the charts installed by Helm
+(tests/kube/real_lane.py; skipped, with the line that says how to enable it, without them).
+The test kubelet runs the pods in both."""
 
 from __future__ import annotations
 
@@ -13,7 +17,9 @@ import pytest
 import yaml
 from kubernetes import config
 
+from tests.kube.control_plane import HOW_TO_ENABLE, ControlPlane, assets
 from tests.kube.kubelet import Kubelet
+from tests.kube.real_lane import NODES, RealLane
 from tests.kube.server import Call, TestApiServer, serve
 
 REPO = Path(__file__).resolve().parents[2]
@@ -109,12 +115,60 @@ def kube_api(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[ApiServ
     )
 
 
+# the real lanes of this process, by their admin kubeconfig (the kubelet registers Nodes there)
+REAL_LANES: dict[Path, RealLane] = {}
+LANES = ("test-server", "real")
+
+
+def start_real_lane(root: Path) -> RealLane:
+    """A control plane from KUBEBUILDER_ASSETS with the hub chart installed (skips without it)."""
+    binaries = assets()
+    if binaries is None:
+        pytest.skip(HOW_TO_ENABLE)
+    lane = RealLane(ControlPlane(binaries, root).start())
+    try:
+        lane.install_hub()
+    except BaseException:
+        lane.close()
+        raise
+    REAL_LANES[lane.kubeconfig] = lane
+    return lane
+
+
+@pytest.fixture(scope="session")
+def real_lane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealLane]:
+    lane = start_real_lane(tmp_path_factory.mktemp("real-lane"))
+    yield lane
+    REAL_LANES.pop(lane.kubeconfig, None)
+    lane.close()
+
+
+@pytest.fixture(params=LANES)
+def kubeconfig(request: pytest.FixtureRequest) -> Iterator[Path]:
+    """The lane's kubeconfig: the test server (or FEDFLEET_TEST_KUBECONFIG's cluster, CRDs
+    installed), or the real control plane, cleaned after each test."""
+    if request.param == "real":
+        lane: RealLane = request.getfixturevalue("real_lane")
+        yield lane.kubeconfig
+        lane.clean()
+        return
+    external = os.environ.get("FEDFLEET_TEST_KUBECONFIG")
+    yield Path(external) if external else request.getfixturevalue("kube_api").kubeconfig
+
+
 @pytest.fixture
-def kubeconfig(kube_api: ApiServerHandle) -> Path:
-    """A real cluster when FEDFLEET_TEST_KUBECONFIG is set (CRDs must be installed), else the test server."""
-    real = os.environ.get("FEDFLEET_TEST_KUBECONFIG")
-    return Path(real) if real else kube_api.kubeconfig
+def real_kubeconfig(real_lane: RealLane) -> Iterator[Path]:
+    """For tests of the real control plane alone (Helm, RBAC, scheduling)."""
+    yield real_lane.kubeconfig
+    real_lane.clean()
+
+
+def real_lane_of(kubeconfig: Path) -> RealLane | None:
+    return REAL_LANES.get(kubeconfig)
 
 
 def start_kubelet(kubeconfig: Path, root: Path, **options: Any) -> Kubelet:
+    """On a real control plane the kubelet registers NODES and runs what the scheduler binds there."""
+    if kubeconfig in REAL_LANES:
+        options.setdefault("nodes", NODES)
     return Kubelet(config.new_client_from_config(str(kubeconfig)), root, **options).start()

@@ -4,6 +4,11 @@ Volumes become directories (configMap and secret contents written out, one direc
 PersistentVolumeClaim shared by the pods that mount it); mount paths are rewritten to those
 directories in the container's args and env. `fedfleet` runs as this interpreter's
 `-m fedfleet`. Restart policies Always and OnFailure restart the container like a kubelet.
+
+Given `nodes` (on a real control plane) it registers them as Nodes (capacity, labels, taints,
+a Ready condition), runs only the pods the scheduler binds to them, and completes the graceful
+deletion of its pods as a kubelet does; without, it runs every pod (the test API server has
+no scheduler).
 """
 
 from __future__ import annotations
@@ -44,6 +49,51 @@ class RunningPod:
     env: dict[str, str] = field(default_factory=dict)
 
 
+NODE_CAPACITY = {"cpu": "64", "memory": "256Gi", "pods": "1100", "ephemeral-storage": "100Gi"}
+
+
+def node_object(spec: Object) -> Object:
+    """A Node as a kubelet registers it; `spec`: name, labels, capacity (extra), taints."""
+    capacity = NODE_CAPACITY | dict(spec.get("capacity") or {})
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": spec["name"],
+            "labels": {"kubernetes.io/hostname": spec["name"], "kubernetes.io/os": "linux"}
+            | dict(spec.get("labels") or {}),
+        },
+        "spec": {"taints": list(spec.get("taints") or [])},
+        "status": {
+            "capacity": capacity,
+            "allocatable": capacity,
+            "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
+            "conditions": [
+                {
+                    "type": "Ready",
+                    "status": "True",
+                    "reason": "KubeletReady",
+                    "message": "test kubelet is posting ready status",
+                    "lastHeartbeatTime": _now(),
+                    "lastTransitionTime": _now(),
+                }
+            ],
+            "nodeInfo": {
+                "architecture": "amd64",
+                "operatingSystem": "linux",
+                "kubeletVersion": "test",
+                "bootID": "",
+                "containerRuntimeVersion": "process://",
+                "kernelVersion": "",
+                "kubeProxyVersion": "",
+                "machineID": "",
+                "osImage": "",
+                "systemUUID": "",
+            },
+        },
+    }
+
+
 class Kubelet:
     def __init__(
         self,
@@ -52,6 +102,7 @@ class Kubelet:
         phase_only: bool = False,
         fail: FailPolicy | None = None,
         interval: float = 0.1,
+        nodes: list[Object] | None = None,
     ) -> None:
         self.core = client.CoreV1Api(api)
         self.api = api
@@ -60,12 +111,28 @@ class Kubelet:
         self.fail = fail
         self.interval = interval
         self.pods: dict[str, RunningPod] = {}
+        self.nodes = [node_object(n) for n in nodes or []]
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="test-kubelet", daemon=True)
 
     def start(self) -> Kubelet:
+        for node in self.nodes:
+            self._register(node)
         self._thread.start()
         return self
+
+    def _register(self, node: Object) -> None:
+        """Create (or take over) the Node; then set the taints and status we mean, since the
+        TaintNodesByCondition admission adds not-ready on create and no node lifecycle
+        controller runs here to lift it."""
+        name = node["metadata"]["name"]
+        try:
+            self.core.create_node(node)
+        except ApiException as err:
+            if err.status != 409:
+                raise
+        self.core.patch_node(name, {"metadata": {"labels": node["metadata"]["labels"]}, "spec": node["spec"]})
+        self.core.patch_node_status(name, {"status": node["status"]})
 
     def stop(self) -> None:
         self._stop.set()
@@ -86,10 +153,16 @@ class Kubelet:
 
     def _sync(self) -> None:
         seen = set()
+        mine = {n["metadata"]["name"] for n in self.nodes}
         for item in self.core.list_pod_for_all_namespaces().items:
             pod = self.api.sanitize_for_serialization(item)
+            if mine and pod["spec"].get("nodeName") not in mine:
+                continue  # not scheduled yet, or another kubelet's
             uid = pod["metadata"]["uid"]
             seen.add(uid)
+            if mine and pod["metadata"].get("deletionTimestamp"):
+                self._finish_deletion(pod, self.pods.pop(uid, None))
+                continue
             running = self.pods.get(uid)
             if running is None:
                 running = self.pods[uid] = RunningPod(
@@ -149,6 +222,22 @@ class Kubelet:
                 }
             },
         )
+
+    def _finish_deletion(self, pod: Object, running: RunningPod | None) -> None:
+        """The API server waits for the kubelet to confirm a graceful deletion."""
+        if running is not None:
+            self._kill(running)
+        meta = pod["metadata"]
+        try:
+            self.core.delete_namespaced_pod(
+                meta["name"],
+                meta["namespace"],
+                grace_period_seconds=0,
+                body={"preconditions": {"uid": meta["uid"]}},
+            )
+        except ApiException as err:
+            if err.status not in (404, 409):
+                raise
 
     def _kill(self, running: RunningPod) -> None:
         if running.process is not None and running.process.poll() is None:

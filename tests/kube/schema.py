@@ -1,14 +1,17 @@
 """CR validation like the API server's: a CRD's openAPIV3Schema checked with jsonschema (Draft 4).
 
-Unknown fields are refused (as `kubectl apply`'s strict field validation does), except under
+Unknown fields are refused (as `kubectl`'s strict field validation makes kube-apiserver do; a
+client that asks for no field validation has them pruned there), except under
 x-kubernetes-preserve-unknown-fields. The CEL rules (`x-kubernetes-validations`) at the schema's
 root are evaluated with a CEL implementation: transition rules (those naming `oldSelf`) on
-updates only, as the API server does.
+updates only, as the API server does. No schema defaults are applied (the real lane,
+tests/kube/real_lane.py, shows them).
 """
 
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 import jsonschema
@@ -54,16 +57,40 @@ def crd_validator(crd: Schema, version: str) -> jsonschema.Draft4Validator:
     return jsonschema.Draft4Validator(schema)
 
 
+JSON_TYPES = {dict: "object", list: "array", str: "string", bool: "boolean", int: "integer", float: "number"}
+
+
+def unknown_fields(validator: jsonschema.Draft4Validator, obj: Schema) -> list[str]:
+    """Paths of fields the schema does not declare (kube-apiserver refuses them only under
+    fieldValidation=Strict, kubectl's default, with a 400 'strict decoding error')."""
+    found = []
+    for error in validator.iter_errors(obj):
+        if error.validator == "additionalProperties":
+            path = ".".join(str(p) for p in error.absolute_path)
+            unknown = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+            found += [f"{path + '.' if path else ''}{name}" for name in unknown]
+    return sorted(found)
+
+
 def field_errors(validator: jsonschema.Draft4Validator, obj: Schema) -> list[str]:
-    """Messages in the API server's shape: `spec.rounds: Invalid value: ...`."""
+    """Messages in kube-apiserver's words: `spec.rounds: Invalid value: 0: ...`,
+    `spec.strategy.name: Unsupported value: "FedMagic": supported values: ...`."""
     errors = []
     for error in sorted(validator.iter_errors(obj), key=lambda e: list(map(str, e.absolute_path))):
         path = ".".join(str(p) for p in error.absolute_path)
         if error.validator == "additionalProperties":
-            unknown = sorted(set(error.instance) - set(error.schema.get("properties", {})))
-            errors += [
-                f"{path + '.' if path else ''}{name}: Unsupported value: unknown field" for name in unknown
-            ]
+            continue  # unknown_fields
+        if error.validator == "enum":
+            supported = ", ".join(json.dumps(v) for v in sorted(error.validator_value, key=str))
+            errors.append(
+                f"{path}: Unsupported value: {json.dumps(error.instance)}: supported values: {supported}"
+            )
+        elif error.validator == "type":
+            kind = JSON_TYPES.get(type(error.instance), "null")
+            expected = error.validator_value
+            errors.append(
+                f'{path}: Invalid value: "{kind}": {path} in body must be of type {expected}: "{kind}"'
+            )
         elif error.validator == "required":
             errors.append(f"{path + '.' if path else ''}{error.message.split(chr(39))[1]}: Required value")
         else:

@@ -30,7 +30,7 @@ import jsonschema
 import kmock
 from kmock._internal import dicts, enums, parsing
 
-from tests.kube.schema import crd_validator, field_errors, root_rules, rule_errors
+from tests.kube.schema import crd_validator, field_errors, root_rules, rule_errors, unknown_fields
 
 Object = dict[str, Any]
 
@@ -224,6 +224,14 @@ class TestApiServer(kmock.KubernetesEmulator):
         custom = self.custom.get(resource)
         if custom is None:
             return
+        unknown = unknown_fields(custom.validator, obj)
+        if unknown:
+            raise _error(
+                400,
+                "BadRequest",
+                f'{custom.kind} in version "{resource.version}" cannot be handled as a {custom.kind}: '
+                f"strict decoding error: " + ", ".join(f'unknown field "{u}"' for u in unknown),
+            )
         errors = field_errors(custom.validator, obj)
         if not errors:
             errors = rule_errors(custom.rules, obj, old)

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.kube.fixtures import kube_api, kubeconfig  # noqa: F401  (fixtures)
+from tests.kube.fixtures import kube_api, kubeconfig, real_lane  # noqa: F401  (fixtures)
 from tests.provenance.chain import Chain, make_chain
 
 

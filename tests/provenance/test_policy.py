@@ -21,7 +21,7 @@ from fedfleet.provenance.policy import REFUSED_EXIT_CODE, PolicyRefusal, check_b
 from fedfleet.provenance.verify import verify_state
 from safetensors.numpy import save_file
 
-from tests.controller.cluster import Cluster, site, start_operator, training_manifest, wait_for
+from tests.controller.cluster import Cluster, install_sites, start_operator, training_manifest, wait_for
 from tests.dataplane.harness import write_manifest
 from tests.kube.fixtures import start_kubelet
 
@@ -118,9 +118,8 @@ def test_the_operator_records_a_site_refusal_and_publishes_the_lineage(
     """site-c's policy refuses the (unpinned) model: its client is recorded as refused, never
     restarted, and the other two train; the training's status carries the lineage head."""
     cluster = Cluster(kubeconfig)
-    for name in ("site-a", "site-b"):
-        cluster.apply(site(name))
-    cluster.apply(site("site-c", policy={"allowedBaseDigests": [PINNED]}))
+    install_sites(kubeconfig, ["site-a", "site-b"])
+    install_sites(kubeconfig, ["site-c"], policy={"allowedBaseDigests": [PINNED]})
     cluster.apply(
         training_manifest(
             "gov", 5400, ["site-a", "site-b", "site-c"], rounds=1, secureAggregation={"enabled": False}

@@ -83,7 +83,7 @@ class ClientPods:
                     if phase == "Failed":
                         await self._failed(ref, training, pod, cid, starts, step, drop)
                     elif phase == "Pending" and age(pod) > self.settings.scheduling_timeout_seconds:
-                        unschedulable.append(f"{cid} at site {site.name}")
+                        unschedulable.append(f"{cid} at site {site.name}{_scheduler_says(pod)}")
                     if phase != "Failed" or spec.retry.max_attempts > starts[cid]:
                         live.add(cid)
                     continue
@@ -218,3 +218,12 @@ def age(pod: Object, finished: bool = False) -> float:
         return 0.0
     when = datetime.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.UTC)
     return (datetime.datetime.now(datetime.UTC) - when).total_seconds()
+
+
+def _scheduler_says(pod: Object) -> str:
+    """Why the scheduler has not placed a pod (its PodScheduled condition), bounded, for status."""
+    for condition in (pod.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
+            reason = str(condition.get("message") or condition.get("reason") or "")[:300]
+            return f" ({reason})" if reason else ""
+    return ""

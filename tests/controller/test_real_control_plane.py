@@ -1,0 +1,211 @@
+"""What only a real control plane can show: the charts installed, upgraded and removed by Helm;
+the operator held to the charts' RBAC; GPU client pods placed by the real scheduler; defaults
+the API server applies from the CRD schema. Skipped without KUBEBUILDER_ASSETS."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from tests.controller.cluster import Cluster, install_sites, start_operator, training_manifest, wait_for
+from tests.dataplane.harness import free_port
+from tests.kube.fixtures import start_kubelet
+from tests.kube.real_lane import GPU, HUB_CHART, HUB_NAMESPACE, HUB_RELEASE, SITE_CHART, RealLane
+
+UPGRADED_IMAGE = "registry.example.com/fedfleet:0.1.0-upgraded"
+SITES = ["site-a", "site-b", "site-c"]
+
+
+class Running:
+    """A kubelet and an operator process for one test, stopped at its end."""
+
+    def __init__(self, kubeconfig: Path, root: Path, **settings: str) -> None:
+        root.mkdir(parents=True, exist_ok=True)
+        self.log = root / "operator.log"
+        self.kubelet = start_kubelet(kubeconfig, root / "kubelet")
+        try:
+            self.operator = start_operator(kubeconfig, self.log, **settings)
+        except BaseException:
+            self.kubelet.stop()
+            raise
+
+    def log_lines(self) -> list[dict[str, Any]]:
+        lines = self.log.read_text(errors="replace").splitlines() if self.log.exists() else []
+        return [json.loads(line) for line in lines if line.startswith("{")]
+
+    def stop(self) -> None:
+        self.operator.terminate()
+        try:
+            self.operator.wait(15)
+        except subprocess.TimeoutExpired:
+            self.operator.kill()
+            self.operator.wait()
+        self.kubelet.stop()
+
+
+@pytest.fixture
+def running(real_kubeconfig: Path, tmp_path: Path) -> Iterator[Any]:
+    started: list[Running] = []
+
+    def start(**settings: str) -> Running:
+        handle = Running(real_kubeconfig, tmp_path / f"run-{len(started)}", **settings)
+        started.append(handle)
+        return handle
+
+    yield start
+    for handle in started:
+        handle.stop()
+
+
+def phase(cluster: Cluster, name: str) -> str:
+    return str(
+        ((cluster.get("FederatedTraining", "default", name) or {}).get("status") or {}).get("phase", "")
+    )
+
+
+def deployment_env(lane: RealLane) -> dict[str, str]:
+    container = lane.hub_deployment()["spec"]["template"]["spec"]["containers"][0]
+    return {e["name"]: e["value"] for e in container["env"] if "value" in e}
+
+
+def test_helm_installs_upgrades_and_uninstalls_both_charts_and_the_operator_works_after_the_upgrade(
+    real_lane: RealLane, real_kubeconfig: Path, running: Any
+) -> None:
+    cluster = Cluster(real_kubeconfig)
+    install_sites(real_kubeconfig, SITES)  # helm install of fedfleet-site, one namespace each
+    assert cluster.get("FederationSite", "site-a", "site-a")["spec"]["capacity"] == 2
+    plane = real_lane.plane
+    plane.helm(
+        "upgrade", "site-a", str(SITE_CHART), "-n", "site-a", "--reuse-values", "--set", "site.capacity=3"
+    )
+    assert cluster.get("FederationSite", "site-a", "site-a")["spec"]["capacity"] == 3
+    plane.helm(
+        "upgrade", HUB_RELEASE, str(HUB_CHART), "-n", HUB_NAMESPACE, "--reuse-values",
+        "--set", f"aggregator.image={UPGRADED_IMAGE}",
+    )  # fmt: skip
+    env = deployment_env(real_lane)
+    assert env["FEDFLEET_IMAGE"] == UPGRADED_IMAGE
+
+    # the operator as the upgraded Deployment runs it: its image setting reaches a training that
+    # sets client.resources but no image (a CRD default would have won before: issue 11)
+    run = running(FEDFLEET_IMAGE=env["FEDFLEET_IMAGE"])
+    manifest = training_manifest("upgraded", free_port(), SITES, rounds=1, minClients=3)
+    manifest["spec"]["client"] = {"resources": {"requests": {"cpu": "100m"}}}
+    stored = cluster.custom.create_namespaced_custom_object(
+        "fedfleet.io", "v1alpha1", "default", "federatedtrainings", manifest
+    )
+    assert "image" not in stored["spec"]["client"], "the API server defaulted the image from the CRD"
+    wait_for(lambda: phase(cluster, "upgraded") in ("Succeeded", "Failed"), 240, "upgraded finished")
+    assert phase(cluster, "upgraded") == "Succeeded", run.log.read_text()[-3000:]
+    images = {
+        p["metadata"]["name"]: p["spec"]["containers"][0]["image"]
+        for p in cluster.items("Pod", selector="fedfleet.io/training=upgraded")
+    }
+    assert images and set(images.values()) == {UPGRADED_IMAGE}, images
+    run.stop()
+
+    # uninstall: the releases' objects go; the CRDs (Helm's crds/ folder) and the trainings stay
+    rbac = client.RbacAuthorizationV1Api(cluster.api)
+    plane.helm("uninstall", "site-a", "-n", "site-a", "--wait")
+    real_lane.sites.discard("site-a")
+    assert cluster.get("FederationSite", "site-a", "site-a") is None
+    assert "site-a-operator" not in {r.metadata.name for r in rbac.list_namespaced_role("site-a").items}
+    plane.helm("uninstall", HUB_RELEASE, "-n", HUB_NAMESPACE, "--wait")
+    try:
+        with pytest.raises(ApiException) as gone:
+            cluster.core.read_namespaced_service_account(HUB_RELEASE, HUB_NAMESPACE)
+        assert gone.value.status == 404
+        assert HUB_RELEASE not in {r.metadata.name for r in rbac.list_cluster_role().items}
+        assert cluster.get("FederatedTraining", "default", "upgraded") is not None
+    finally:
+        real_lane.install_hub()  # the session's install, for the tests after this one
+    assert deployment_env(real_lane)["FEDFLEET_IMAGE"] != UPGRADED_IMAGE
+
+
+def test_a_verb_missing_from_the_site_role_is_refused_and_the_log_says_which(
+    real_kubeconfig: Path, running: Any
+) -> None:
+    cluster = Cluster(real_kubeconfig)
+    install_sites(real_kubeconfig, SITES)
+    rbac = client.RbacAuthorizationV1Api(cluster.api)
+    role = rbac.read_namespaced_role("site-c-operator", "site-c")
+    pods_rule = next(r for r in role.rules if r.resources == ["pods"])
+    assert "create" in pods_rule.verbs
+    granted = list(pods_rule.verbs)
+    pods_rule.verbs = [v for v in granted if v != "create"]
+    rbac.replace_namespaced_role("site-c-operator", "site-c", role)
+
+    run = running()
+    cluster.apply(training_manifest("denied", free_port(), SITES, rounds=1, minClients=3))
+
+    def refusal() -> dict[str, Any] | None:
+        return next((e for e in run.log_lines() if e.get("event") == "reconcile.failed"), None)
+
+    failed = wait_for(refusal, 120, "the operator's refused call in its log")
+    shown = failed.get("exception", "")
+    assert "403" in shown and "Forbidden" in shown, failed
+    assert 'cannot create resource \\"pods\\"' in shown or 'cannot create resource "pods"' in shown, shown
+    assert "system:serviceaccount:fedfleet:fedfleet" in shown and "site-c" in shown
+    assert not cluster.items("Pod", selector="fedfleet.io/site=site-c")
+
+    # the chart's grant back: the same operator carries on and the training finishes
+    role = rbac.read_namespaced_role("site-c-operator", "site-c")
+    next(r for r in role.rules if r.resources == ["pods"]).verbs = granted
+    rbac.replace_namespaced_role("site-c-operator", "site-c", role)
+    wait_for(lambda: phase(cluster, "denied") in ("Succeeded", "Failed"), 240, "denied finished")
+    assert phase(cluster, "denied") == "Succeeded"
+
+
+def test_gpu_clients_land_on_a_node_with_a_free_gpu_or_stay_pending_with_the_schedulers_reason(
+    real_kubeconfig: Path, running: Any
+) -> None:
+    cluster = Cluster(real_kubeconfig)
+    toleration = {"key": GPU, "operator": "Exists", "effect": "NoSchedule"}
+    install_sites(real_kubeconfig, ["gpu-a", "gpu-b"], capacity=1, gpu={"count": 1}, tolerations=[toleration])
+    running(FEDFLEET_SCHEDULING_TIMEOUT="1")
+    cluster.apply(
+        training_manifest(
+            "gpus",
+            free_port(),
+            ["gpu-a", "gpu-b"],
+            rounds=1,
+            minClients=2,
+            secureAggregation={"enabled": False},
+        )
+    )
+
+    def placed() -> tuple[dict[str, Any], dict[str, Any]] | None:
+        pods = cluster.items("Pod", selector="fedfleet.io/training=gpus,app.kubernetes.io/component=client")
+        bound = [p for p in pods if p["spec"].get("nodeName")]
+        waiting = [
+            p
+            for p in pods
+            if any(
+                c["type"] == "PodScheduled" and c["status"] == "False" and c.get("reason") == "Unschedulable"
+                for c in (p.get("status") or {}).get("conditions") or []
+            )
+        ]
+        return (bound[0], waiting[0]) if len(bound) == 1 and len(waiting) == 1 else None
+
+    bound, waiting = wait_for(placed, 120, "one GPU client bound, one unschedulable")
+    assert bound["spec"]["nodeName"] == "node-gpu-0"
+    assert bound["spec"]["containers"][0]["resources"]["limits"][GPU] == "1"
+    reason = next(c["message"] for c in waiting["status"]["conditions"] if c["type"] == "PodScheduled")
+    assert f"Insufficient {GPU}" in reason
+
+    def status_message() -> str:
+        status = (cluster.get("FederatedTraining", "default", "gpus") or {}).get("status") or {}
+        return str(status.get("message", ""))
+
+    client_id = waiting["metadata"]["labels"]["fedfleet.io/client"]
+    shown = wait_for(
+        lambda: f"Insufficient {GPU}" in status_message() and status_message(), 60, "reason in status"
+    )
+    assert f"{client_id} at site" in shown and reason[:80] in shown
