@@ -20,6 +20,7 @@ import os
 import subprocess
 import sys
 import threading
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -147,21 +148,28 @@ class Kubelet:
     # -- loop ------------------------------------------------------------------------------------
     def _loop(self) -> None:
         while not self._stop.is_set():
-            with contextlib.suppress(ApiException):  # the server is going away, or a pod vanished
+            try:
                 self._sync()
+            except ApiException:
+                pass  # the server is going away, or a pod vanished
+            except Exception:  # a kubelet keeps going; the test reads what went wrong here
+                self.root.mkdir(parents=True, exist_ok=True)
+                with (self.root / "kubelet-errors.log").open("a") as out:
+                    out.write(traceback.format_exc())
             self._stop.wait(self.interval)
 
     def _sync(self) -> None:
         seen = set()
         mine = {n["metadata"]["name"] for n in self.nodes}
-        for item in self.core.list_pod_for_all_namespaces().items:
-            pod = self.api.sanitize_for_serialization(item)
+        pods = [self.api.sanitize_for_serialization(i) for i in self.core.list_pod_for_all_namespaces().items]
+        for pod in sorted(pods, key=lambda p: not p["metadata"].get("deletionTimestamp")):  # deletions first
             if mine and pod["spec"].get("nodeName") not in mine:
                 continue  # not scheduled yet, or another kubelet's
             uid = pod["metadata"]["uid"]
             seen.add(uid)
             if mine and pod["metadata"].get("deletionTimestamp"):
-                self._finish_deletion(pod, self.pods.pop(uid, None))
+                with contextlib.suppress(ApiException):  # one pod's trouble holds up no other
+                    self._finish_deletion(pod, self.pods.pop(uid, None))
                 continue
             running = self.pods.get(uid)
             if running is None:

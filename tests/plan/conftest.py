@@ -1,1 +1,1 @@
-from tests.kube.fixtures import kube_api, kubeconfig  # noqa: F401  (fixtures)
+from tests.kube.fixtures import kube_api, kubeconfig, real_lane  # noqa: F401  (fixtures)
