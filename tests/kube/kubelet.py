@@ -240,8 +240,8 @@ class Kubelet:
             self.core.delete_namespaced_pod(
                 meta["name"],
                 meta["namespace"],
-                grace_period_seconds=0,
-                body={"preconditions": {"uid": meta["uid"]}},
+                # in the body: kube-apiserver reads DeleteOptions from a body, not the query, when given one
+                body={"gracePeriodSeconds": 0, "preconditions": {"uid": meta["uid"]}},
             )
         except ApiException as err:
             if err.status not in (404, 409):
