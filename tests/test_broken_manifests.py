@@ -12,8 +12,6 @@ from fedfleet.api.site import FederationSiteSpec
 from fedfleet.cli import main
 from pydantic import ValidationError
 
-from tests.cli_logging import restore_structlog  # noqa: F401  (autouse fixture)
-
 BASE: dict[str, Any] = {
     "task": {"name": "digits-mlp"},
     "rounds": 3,

@@ -16,7 +16,6 @@ from fedfleet.models import initial_weights
 from fedfleet.plan.checks import preflight
 from fedfleet.privacy.noise import effective_noise_multiplier
 
-from tests.cli_logging import restore_structlog  # noqa: F401  (autouse fixture)
 from tests.privacy.library import library_epsilon
 
 PARAMETERS = 64 * 64 + 64 + 10 * 64 + 10  # digits-mlp with hidden 64

@@ -9,7 +9,6 @@ import pytest
 import yaml
 from fedfleet.cli import main
 
-from tests.cli_logging import restore_structlog  # noqa: F401  (autouse fixture)
 from tests.controller.cluster import Cluster, site, training_manifest
 
 DIGEST = "sha256:" + "ab" * 32

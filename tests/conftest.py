@@ -1,4 +1,4 @@
-"""For tests that call `fedfleet.cli.main` in-process: main configures structlog to print to the
+"""Every test: a test calling `fedfleet.cli.main` in-process has it configure structlog to print to the
 stream pytest captures for that one test; put the previous set-up back so that later tests do
 not log into a closed file."""
 
