@@ -197,8 +197,13 @@ def test_a_training_runs_to_success_with_a_client_retried_and_kubectl_shows_it(
         wait_for(
             lambda k=kind, n=namespace, s=selector: not fleet.cluster.items(k, n, s), 30, f"{kind} deleted"
         )
+
     # the lineage key outlives the training: it verifies the models already released
-    left = fleet.cluster.items("Secret", selector="fedfleet.io/training=digits")
+    def only_the_lineage_key() -> list[dict[str, Any]] | None:  # the rest is garbage-collected
+        found = fleet.cluster.items("Secret", selector="fedfleet.io/training=digits")
+        return found if [s["metadata"]["name"] for s in found] == ["digits-lineage-key"] else None
+
+    left = wait_for(only_the_lineage_key, 30, "only the lineage key left")
     assert [s["metadata"]["name"] for s in left] == ["digits-lineage-key"]
     kept = load_public_key(base64.b64decode(left[0]["data"][LINEAGE_KEY_FILE]).decode())
     assert fingerprint(kept) == status["lineageKeyFingerprint"]
