@@ -503,7 +503,7 @@ class RoundEngine:
                 """One tensor of the new model: the strategy's step from the base, tensor by tensor."""
                 tensor = {slot.name: base.tensor(slot.name)}
                 self.strategy.apply(tensor, {slot.name: mean[slot.name]})
-                if tensor[slot.name].dtype.kind == "f" and not np.isfinite(tensor[slot.name]).all():
+                if tensor[slot.name].dtype.kind == "f" and not admission.all_finite(tensor[slot.name]):
                     raise NonFiniteModel("the new global model is not finite")
                 return tensor[slot.name]
 
@@ -549,7 +549,7 @@ class RoundEngine:
             if weight <= 0:
                 raise SecAggAbort("the unmasked total weight is not positive")
         mean = await self.mean.release(round_, total, weight)
-        if not np.isfinite(mean).all():
+        if not admission.all_finite(mean):
             raise NonFiniteModel(
                 "the weighted mean update is not finite (an update or weight beyond float32 range)"
             )
