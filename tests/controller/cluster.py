@@ -93,12 +93,17 @@ class Cluster:
         self.custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURALS[kind], name)
 
     def events(self, name: str) -> list[tuple[str, str]]:
-        """(reason, message) of Events about objects named `name` or starting with it."""
-        return [
-            (e["reason"], e.get("message", ""))
-            for e in self.items("Event")
-            if (e.get("involvedObject") or {}).get("name", "").startswith(name)
+        """(reason, message) of Events about objects named `name` or starting with it, oldest
+        first (a real API server lists them by name, not by when they happened)."""
+        found = [
+            e for e in self.items("Event") if (e.get("involvedObject") or {}).get("name", "").startswith(name)
         ]
+        found.sort(
+            key=lambda e: str(
+                e.get("eventTime") or e.get("firstTimestamp") or e["metadata"].get("creationTimestamp") or ""
+            )
+        )
+        return [(e["reason"], e.get("message", "")) for e in found]
 
 
 def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:

@@ -129,36 +129,66 @@ def test_helm_installs_upgrades_and_uninstalls_both_charts_and_the_operator_work
     assert deployment_env(real_lane)["FEDFLEET_IMAGE"] != UPGRADED_IMAGE
 
 
-def test_a_verb_missing_from_the_site_role_is_refused_and_the_log_says_which(
+def test_a_verb_missing_from_the_charts_role_is_refused_and_the_log_says_which(
     real_kubeconfig: Path, running: Any
 ) -> None:
     cluster = Cluster(real_kubeconfig)
     install_sites(real_kubeconfig, SITES)
     rbac = client.RbacAuthorizationV1Api(cluster.api)
+    # the hub chart's ClusterRole and each site chart's Role both grant pod creation in a site's
+    # namespace (whole-cluster install): take it from both, for site-c
     role = rbac.read_namespaced_role("site-c-operator", "site-c")
-    pods_rule = next(r for r in role.rules if r.resources == ["pods"])
-    assert "create" in pods_rule.verbs
-    granted = list(pods_rule.verbs)
-    pods_rule.verbs = [v for v in granted if v != "create"]
+    site_rule = next(r for r in role.rules if r.resources == ["pods"])
+    cluster_role = rbac.read_cluster_role(HUB_RELEASE)
+    hub_rule = next(r for r in cluster_role.rules if r.resources == ["pods"])
+    assert "create" in site_rule.verbs and "create" in hub_rule.verbs
+    site_granted, hub_granted = list(site_rule.verbs), list(hub_rule.verbs)
+    site_rule.verbs = [v for v in site_granted if v != "create"]
     rbac.replace_namespaced_role("site-c-operator", "site-c", role)
+    hub_rule.verbs = [v for v in hub_granted if v != "create"]
+    # the other namespaces keep theirs through a Role of their own
+    for namespace in ("default", "site-a", "site-b"):
+        rbac.create_namespaced_role(
+            namespace,
+            {
+                "metadata": {"name": "pods-create"},
+                "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["create"]}],
+            },
+        )
+        rbac.create_namespaced_role_binding(
+            namespace,
+            {
+                "metadata": {"name": "pods-create"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "pods-create"},
+                "subjects": [{"kind": "ServiceAccount", "name": HUB_RELEASE, "namespace": HUB_NAMESPACE}],
+            },
+        )
+    rbac.replace_cluster_role(HUB_RELEASE, cluster_role)
 
     run = running()
-    cluster.apply(training_manifest("denied", free_port(), SITES, rounds=1, minClients=3))
+    try:
+        cluster.apply(training_manifest("denied", free_port(), SITES, rounds=1, minClients=3))
 
-    def refusal() -> dict[str, Any] | None:
-        return next((e for e in run.log_lines() if e.get("event") == "reconcile.failed"), None)
+        def refusal() -> dict[str, Any] | None:
+            return next((e for e in run.log_lines() if e.get("event") == "reconcile.failed"), None)
 
-    failed = wait_for(refusal, 120, "the operator's refused call in its log")
-    shown = failed.get("exception", "")
-    assert "403" in shown and "Forbidden" in shown, failed
-    assert 'cannot create resource \\"pods\\"' in shown or 'cannot create resource "pods"' in shown, shown
-    assert "system:serviceaccount:fedfleet:fedfleet" in shown and "site-c" in shown
-    assert not cluster.items("Pod", selector="fedfleet.io/site=site-c")
-
-    # the chart's grant back: the same operator carries on and the training finishes
-    role = rbac.read_namespaced_role("site-c-operator", "site-c")
-    next(r for r in role.rules if r.resources == ["pods"]).verbs = granted
-    rbac.replace_namespaced_role("site-c-operator", "site-c", role)
+        failed = wait_for(refusal, 120, "the operator's refused call in its log")
+        shown = failed.get("exception", "")
+        assert "403" in shown and "Forbidden" in shown, failed
+        assert 'cannot create resource \\"pods\\"' in shown or 'cannot create resource "pods"' in shown, shown
+        assert "system:serviceaccount:fedfleet:fedfleet" in shown and "site-c" in shown
+        assert not cluster.items("Pod", selector="fedfleet.io/site=site-c")
+    finally:
+        # the charts' grants back: the same operator carries on and the training finishes
+        role = rbac.read_namespaced_role("site-c-operator", "site-c")
+        next(r for r in role.rules if r.resources == ["pods"]).verbs = site_granted
+        rbac.replace_namespaced_role("site-c-operator", "site-c", role)
+        cluster_role = rbac.read_cluster_role(HUB_RELEASE)
+        next(r for r in cluster_role.rules if r.resources == ["pods"]).verbs = hub_granted
+        rbac.replace_cluster_role(HUB_RELEASE, cluster_role)
+        for namespace in ("default", "site-a", "site-b"):
+            rbac.delete_namespaced_role_binding("pods-create", namespace)
+            rbac.delete_namespaced_role("pods-create", namespace)
     wait_for(lambda: phase(cluster, "denied") in ("Succeeded", "Failed"), 240, "denied finished")
     assert phase(cluster, "denied") == "Succeeded"
 

@@ -54,9 +54,11 @@ class RealLane:
     # -- install -----------------------------------------------------------------------------
     def install_hub(self, *extra: str) -> None:
         self.wait_service_account(TRAININGS_NAMESPACE, "default")
+        # the chart's default, whole-cluster mode: a namespaced install sees FederationSites and
+        # client pods only in the namespaces it watches (docs/install.md), and the sites here
+        # live in namespaces of their own
         self.plane.helm(
-            "install", HUB_RELEASE, str(HUB_CHART), "-n", HUB_NAMESPACE, "--create-namespace",
-            "--set", f"namespaces={{{TRAININGS_NAMESPACE}}}", *extra,
+            "install", HUB_RELEASE, str(HUB_CHART), "-n", HUB_NAMESPACE, "--create-namespace", *extra
         )  # fmt: skip
         self.write_operator_identity()
 

@@ -23,6 +23,9 @@ class Observed(Protocol):
     def sites(self) -> list[Object]: ...
 
 
+MESSAGE_LIMIT = 300  # characters of a condition kept in the index
+
+
 def pod_summary(body: Mapping[str, Any]) -> Object:
     """The parts of a pod a pass reads: kept in the index instead of the whole object."""
     meta = body.get("metadata") or {}
@@ -41,6 +44,12 @@ def pod_summary(body: Mapping[str, Any]) -> Object:
         "status": {
             "phase": status.get("phase", "Pending"),
             "containerStatuses": [dict(c) for c in status.get("containerStatuses") or []],
+            # the scheduler's verdict, for a Pending client's reason in the training's status
+            "conditions": [
+                {k: str(c.get(k) or "")[:MESSAGE_LIMIT] for k in ("type", "status", "reason", "message")}
+                for c in status.get("conditions") or []
+                if c.get("type") == "PodScheduled"
+            ],
         },
     }
 
