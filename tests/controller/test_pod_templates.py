@@ -4,10 +4,12 @@ needs stays the operator's."""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
 from kubernetes import client
+from kubernetes.client.exceptions import ApiException
 
 from tests.controller.cluster import Cluster, site, start_operator, training_manifest, wait_for
 from tests.kube.fixtures import start_kubelet
@@ -22,7 +24,13 @@ def test_a_pod_template_reaches_the_pods_and_the_operator_keeps_what_it_owns(
     kubeconfig: Path, tmp_path: Path
 ) -> None:
     cluster = Cluster(kubeconfig)
-    cluster.apply(site("site-a", gpu={"count": 1}))  # an integer GPU quantity, as users write it
+    priorities = client.SchedulingV1Api(cluster.api)
+    for name in ("fl-batch", "fl-critical"):  # a real API server admits no pod naming a missing one
+        with contextlib.suppress(ApiException):  # created by an earlier run of the lane, or no such API
+            priorities.create_priority_class({"metadata": {"name": name}, "value": 1000})
+    gpu_toleration = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+    # an integer GPU quantity, as users write it; the real lane's GPU node is tainted
+    cluster.apply(site("site-a", gpu={"count": 1}, tolerations=[gpu_toleration]))
     cluster.apply(site("site-b"))
     manifest = training_manifest("tpl", 5600, ["site-a", "site-b"], secureAggregation={"enabled": False})
     manifest["spec"]["client"] = {
@@ -80,10 +88,9 @@ def test_a_pod_template_reaches_the_pods_and_the_operator_keeps_what_it_owns(
         assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
     aggregator = running["tpl-aggregator"]
     assert aggregator["spec"]["priorityClassName"] == "fl-critical"
-    assert aggregator["spec"]["containers"][0]["livenessProbe"]["httpGet"] == {
-        "path": "/metrics",
-        "port": "metrics",
-    }
+    probe = aggregator["spec"]["containers"][0]["livenessProbe"]["httpGet"]
+    probe.pop("scheme", None)  # a real API server defaults it to HTTP
+    assert probe == {"path": "/metrics", "port": "metrics"}
     gpu_client = running["tpl-site-a-0"]
     assert gpu_client["spec"]["priorityClassName"] == "fl-batch"
     assert gpu_client["spec"]["containers"][0]["resources"]["limits"] == {"nvidia.com/gpu": "1"}

@@ -212,6 +212,7 @@ class Kubelet:
         if process is None or process.poll() is None:
             return
         code = process.returncode
+        message = _termination_message(running.env)
         policy = pod["spec"].get("restartPolicy", "Always")
         if policy == "Always" or (policy == "OnFailure" and code != 0):
             running.restarts += 1
@@ -227,6 +228,7 @@ class Kubelet:
                     "exitCode": code,
                     "reason": "Completed" if code == 0 else "Error",
                     "finishedAt": _now(),
+                    **({"message": message} if message else {}),
                 }
             },
         )
@@ -317,9 +319,27 @@ class Kubelet:
         if argv[:1] == ["fedfleet"]:
             argv = [sys.executable, "-m", "fedfleet", *argv[1:]]
         env = dict(os.environ)
+        # the container's terminationMessagePath, as a kubelet mounts it (read back on exit)
+        termination = (
+            self.root / "pods" / pod["metadata"]["namespace"] / pod["metadata"]["name"] / "termination-log"
+        )
+        termination.parent.mkdir(parents=True, exist_ok=True)
+        termination.unlink(missing_ok=True)
+        env[TERMINATION_ENV] = str(termination)
         for var in container.get("env") or []:
             if "value" in var:
                 env[var["name"]] = local(str(var["value"]))
             elif ref := (var.get("valueFrom") or {}).get("fieldRef"):
                 env[var["name"]] = str(pod["metadata"].get(ref["fieldPath"].split(".")[-1], ""))
         return argv, env
+
+
+TERMINATION_ENV = "FEDFLEET_TERMINATION_LOG"  # where fedfleet writes its termination message
+TERMINATION_LIMIT = 4096  # bytes a kubelet copies from the file into the pod's status
+
+
+def _termination_message(env: dict[str, str] | None) -> str:
+    path = Path((env or {}).get(TERMINATION_ENV, ""))
+    if not path.name or not path.is_file():
+        return ""
+    return path.read_bytes()[:TERMINATION_LIMIT].decode(errors="replace").strip()

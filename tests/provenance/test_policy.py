@@ -136,7 +136,9 @@ def test_the_operator_records_a_site_refusal_and_publishes_the_lineage(
         final = status()
         assert final["phase"] == "Succeeded", (final, (tmp_path / "operator.log").read_text()[-3000:])
         assert list(final["refusedClients"]) == ["site-c-0"]
-        assert "FederationSite site-c: policy.allowedBaseDigests" in final["refusedClients"]["site-c-0"]
+        # the client's own reason, from its termination message (what a kubelet copies to status)
+        reason = final["refusedClients"]["site-c-0"]
+        assert reason.startswith("site policy allowedBaseDigests: the training pins no base model"), reason
         assert final["clientStarts"]["site-c-0"] == 1, "a refusal is not retried"
         assert any(reason == "ClientRefused" for reason, _ in cluster.events("gov"))
         state = tmp_path / "kubelet" / "pods" / "default" / "gov-aggregator" / "volumes" / "state"
