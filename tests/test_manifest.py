@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from pathlib import Path
@@ -181,3 +182,20 @@ def test_a_huge_value_is_never_echoed_whole(tmp_path: Path) -> None:
     (tmp_path / "big.yaml").write_bytes(b"#" * (2 << 20))
     with pytest.raises(ManifestError, match="larger than 1048576 bytes"):
         load_training(tmp_path / "big.yaml")
+
+
+def test_concurrent_task_checks_each_get_their_own_answer() -> None:
+    """A hundred trainings admitted at once share a few check processes; each still gets the
+    answer for its own config (the refusal naming the field, or none)."""
+    from fedfleet.controller.task_check import task_config_error
+
+    bad = parse_training(manifest(task={"name": "digits-mlp", "config": {"localEpochs": 0}})).spec.task
+    good = parse_training(manifest()).spec.task
+
+    async def ask() -> list[str | None]:
+        return list(await asyncio.gather(*(task_config_error(t) for t in [bad, good] * 6)))
+
+    answers = asyncio.run(ask())
+    assert answers[1::2] == [None] * 6
+    assert all(a is not None and "spec.task.config.localEpochs" in a for a in answers[::2])
+    assert asyncio.run(task_config_error(bad)) == answers[0]  # asked again in another loop
