@@ -12,7 +12,10 @@ from typing import Any
 from fedfleet import vocabulary as vocab
 from fedfleet.controller import core
 from fedfleet.privacy.release import RoundPrivacy
+from fedfleet.rounds.ports import AggregatorView, ClientState, RoundSnapshot
 from fedfleet.v1 import aggregator_pb2 as pb
+
+RECENT_ROUNDS = 2  # completed rounds in the driver's view: a round's evaluation arrives one round late
 
 _PHASES: dict[int, vocab.RoundPhase] = {
     pb.ROUND_PHASE_PENDING: "Pending",
@@ -41,8 +44,43 @@ def round_view(state: pb.RoundState) -> core.RoundView:
     return core.RoundView(state.round, round_kind(state.kind), round_phase(state.phase), state.reason)
 
 
-def is_final(state: pb.RoundState) -> bool:
-    return round_phase(state.phase) in vocab.FINAL_PHASES
+def round_snapshot(state: pb.RoundState) -> RoundSnapshot:
+    return RoundSnapshot(
+        number=state.round,
+        kind=round_kind(state.kind),
+        phase=round_phase(state.phase),
+        reason=state.reason,
+        participants=tuple(state.participants),
+        reported=tuple(state.reported),
+        dropped=tuple(state.dropped),
+        clients=tuple(ClientState(c.client_id, c.state, c.reason) for c in state.clients),
+        metrics=dict(state.metrics),
+        model_digest=state.model_digest,
+        model_version=state.model_version,
+        min_clients=state.min_clients,
+        started_unix=state.started_unix,
+        finished_unix=state.finished_unix,
+        deadline_unix=state.deadline_unix,
+        bytes_received=int(state.bytes_received),
+        privacy=round_privacy(state),
+    )
+
+
+def aggregator_view(status: pb.AggregatorStatus) -> AggregatorView:
+    """The driver's bounded view of `GetStatus`."""
+    history = sorted(status.history, key=lambda s: int(s.round))
+    return AggregatorView(
+        model_version=status.model_version,
+        model_digest=status.model_digest,
+        ready_clients=tuple(status.ready_clients),
+        current=round_snapshot(status.current) if status.HasField("current") else None,
+        recent=tuple(round_snapshot(s) for s in history[-RECENT_ROUNDS:]),
+        released=tuple((int(s.round), p) for s in history if (p := round_privacy(s)) is not None),
+        finished=status.finished,
+        lineage_head=status.lineage_head,
+        lineage_public_key=status.lineage_public_key,
+        lineage_key_fingerprint=status.lineage_key_fingerprint,
+    )
 
 
 def start_round_request(action: core.StartRound) -> pb.StartRoundRequest:
@@ -78,12 +116,12 @@ def released_privacy(history: Iterable[pb.RoundState]) -> tuple[RoundPrivacy, ..
     return tuple(r for r in records if r is not None)
 
 
-def round_record(state: pb.RoundState) -> dict[str, Any]:
+def round_record(state: RoundSnapshot) -> dict[str, Any]:
     """A round as `fedfleet local run` reports it (metrics.json)."""
     return {
-        "round": state.round,
-        "kind": round_kind(state.kind),
-        "phase": round_phase(state.phase),
+        "round": state.number,
+        "kind": state.kind,
+        "phase": state.phase,
         "participants": list(state.participants),
         "reported": list(state.reported),
         "dropped": list(state.dropped),

@@ -1,6 +1,7 @@
-"""Client-pod logic (controller/client_pods.py) against an in-memory store and index: which
-pods are created, adopted, restarted, given up on, refused or named unschedulable, and that a
-pass with nothing to do makes no request. No processes, no sockets: milliseconds."""
+"""Client-pod logic (controller/client_pods.py) against an in-memory pod writer and index:
+which pods are created, adopted, restarted, given up on, refused or named unschedulable, which
+clients the round driver sees as live or down, and that a pass with nothing to do writes
+nothing. No processes, no sockets: milliseconds."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from fedfleet.controller.client_pods import ClientPods
 from fedfleet.controller.settings import OperatorSettings
 from fedfleet.controller.status_writer import Pass
 
-from tests.controller.memory import MemoryKube, stamp
+from tests.controller.fake_pods import MemoryPods
+from tests.controller.memory import stamp
 
 pytestmark = pytest.mark.unit
 
@@ -38,30 +40,28 @@ TRAINING = parse_training(
 
 
 class Fleet:
-    def __init__(self, settings: OperatorSettings | None = None) -> None:
-        self.kube = MemoryKube()
+    def __init__(self, settings: OperatorSettings | None = None, store: MemoryPods | None = None) -> None:
+        self.store = store or MemoryPods()
         self.events: list[tuple[str, str]] = []
-        self.dropped: list[tuple[int, str, str]] = []
-        self.pods = ClientPods(self.kube, self._event, settings or OperatorSettings())
+        self.pods = ClientPods(self.store, self._event, settings or OperatorSettings())
         self.status: dict[str, Any] = {}
+        self.down: dict[str, str] = {}
 
     def _event(self, obj: Any, type_: str, reason: str, message: str) -> None:
         self.events.append((reason, message))
-
-    async def _drop(self, number: int, client: str, reason: str) -> None:
-        self.dropped.append((number, client, reason))
 
     async def run(self, index: list[dict[str, Any]] | None = None) -> set[str]:
         """One pass; `index` is what the watch has shown (default: the store as it is)."""
         body = {"metadata": {"name": "t", "namespace": "default", "generation": 1}, "status": self.status}
         step = Pass(body)
-        seen = list(self.kube.pods().values()) if index is None else index
-        live = await self.pods.ensure(REF, TRAINING, SITES, seen, "agg:1", step, self._drop)
+        seen = list(self.store.pods.values()) if index is None else index
+        state = await self.pods.ensure(REF, TRAINING, SITES, seen, "agg:1", step)
         self.status = self.status | step.status
-        return live
+        self.down = dict(state.down)
+        return set(state.live)
 
     def pod(self, client: str) -> dict[str, Any]:
-        return self.kube.pods()[("default", f"t-{client}")]
+        return self.store.pods[("default", f"t-{client}")]
 
     def end(self, client: str, code: int, seconds_ago: float = 60, message: str = "") -> None:
         terminated = {"exitCode": code, "finishedAt": stamp(seconds_ago), "message": message}
@@ -74,12 +74,12 @@ class Fleet:
 async def test_missing_pods_are_created_once_and_a_pass_with_nothing_to_do_makes_no_request() -> None:
     fleet = Fleet()
     assert await fleet.run() == {"a-0", "b-0"}
-    assert fleet.kube.verbs() == ["POST", "POST"]
+    assert fleet.store.calls == [("create", "t-a-0"), ("create", "t-b-0")]
     assert fleet.status["clientStarts"] == {"a-0": 1, "b-0": 1}
     assert fleet.pod("a-0")["metadata"]["annotations"]["fedfleet.io/attempt"] == "1"
     await fleet.run(index=[])  # the watch has not shown the new pods yet: nothing created twice
     await fleet.run()
-    assert fleet.kube.verbs() == ["POST", "POST"]
+    assert fleet.store.verbs() == ["create", "create"]
     assert fleet.status["clientStarts"] == {"a-0": 1, "b-0": 1}
 
 
@@ -87,29 +87,26 @@ async def test_a_restarted_operator_adopts_pods_and_their_attempts() -> None:
     fleet = Fleet()
     await fleet.run()
     fleet.pod("b-0")["metadata"]["annotations"]["fedfleet.io/attempt"] = "2"
-    restarted = Fleet()
-    restarted.kube = fleet.kube
-    restarted.pods.kube = fleet.kube
-    fleet.kube.requests.clear()
+    fleet.store.calls.clear()
+    restarted = Fleet(store=fleet.store)  # a new operator: nothing remembered but the cluster
     assert await restarted.run() == {"a-0", "b-0"}
     assert restarted.status["clientStarts"] == {"a-0": 1, "b-0": 2}
-    assert fleet.kube.verbs() == []
+    assert fleet.store.calls == []
 
 
-async def test_a_failed_client_is_dropped_deleted_after_backoff_and_started_again() -> None:
+async def test_a_failed_client_is_down_deleted_after_backoff_and_started_again() -> None:
     fleet = Fleet()
     await fleet.run()
-    fleet.status["currentRound"] = 4
     fleet.end("a-0", code=3, seconds_ago=0)
-    assert "a-0" in await fleet.run()  # within its backoff: dropped from the round, kept
-    assert fleet.dropped == [(4, "a-0", "client pod failed with exit code 3")]
-    assert ("default", "t-a-0") in fleet.kube.pods()
+    assert "a-0" in await fleet.run()  # within its backoff: live (it will run again), down now
+    assert fleet.down == {"a-0": "client pod failed with exit code 3"}  # the driver drops it
+    assert ("default", "t-a-0") in fleet.store.pods
     fleet.end("a-0", code=3, seconds_ago=60)
     failed = dict(fleet.pod("a-0"))
     await fleet.run()
-    assert ("default", "t-a-0") not in fleet.kube.pods()
+    assert ("default", "t-a-0") not in fleet.store.pods
     await fleet.run(index=[failed, fleet.pod("b-0")])  # the watch still shows the deleted pod
-    assert ("default", "t-a-0") not in fleet.kube.pods()
+    assert ("default", "t-a-0") not in fleet.store.pods and fleet.down == {}
     await fleet.run()
     assert fleet.pod("a-0")["metadata"]["annotations"]["fedfleet.io/attempt"] == "2"
     assert fleet.status["clientStarts"] == {"a-0": 2, "b-0": 1}
@@ -123,9 +120,9 @@ async def test_a_client_out_of_attempts_is_given_up_once_and_not_waited_for() ->
     fleet.end("b-0", code=1)
     assert await fleet.run() == {"a-0"}
     assert fleet.pod("b-0")["metadata"]["annotations"]["fedfleet.io/given-up"] == "true"
-    patches = fleet.kube.verbs().count("PATCH")
+    assert fleet.down == {"b-0": "client pod failed with exit code 1"}
     assert await fleet.run() == {"a-0"}
-    assert fleet.kube.verbs().count("PATCH") == patches == 1
+    assert fleet.store.verbs().count("given up") == 1
     assert [r for r, _ in fleet.events] == ["ClientGivenUp"]
 
 
@@ -138,7 +135,7 @@ async def test_a_refusing_client_keeps_its_own_reason_and_is_never_restarted() -
         "a-0": "spec.task.config.localEpochs: 500 is above the task's limit 100"
     }
     await fleet.run()
-    assert ("default", "t-a-0") in fleet.kube.pods() and fleet.kube.verbs().count("DELETE") == 0
+    assert ("default", "t-a-0") in fleet.store.pods and "delete" not in fleet.store.verbs()
     assert fleet.events == [
         ("ClientRefused", "client a-0: spec.task.config.localEpochs: 500 is above the task's limit 100")
     ]

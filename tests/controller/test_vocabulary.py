@@ -33,7 +33,7 @@ def test_an_unset_round_phase_and_kind_read_as_pending_and_train_everywhere() ->
     state = pb.RoundState(round=3, kind=pb.ROUND_KIND_EVALUATE, phase=pb.ROUND_PHASE_AGGREGATING)
     view = convert.round_view(state)
     assert (view.number, view.kind, view.phase) == (3, "evaluate", "Aggregating")
-    assert convert.round_record(state)["phase"] == "Aggregating"
+    assert convert.round_record(convert.round_snapshot(state))["phase"] == "Aggregating"
     assert [convert.round_phase(v) for v in pb.RoundPhase.values()] == [
         "Pending",
         "Pending",

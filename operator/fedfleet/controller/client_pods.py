@@ -1,18 +1,21 @@
 """A training's client pods: create what is missing, adopt what exists, and decide each failed
 pod's fate (refused: never restarted; failed: restarted after backoff; out of attempts: given
-up; Pending too long: named as unschedulable).
+up; Pending too long: named as unschedulable). What it returns is the round driver's view of
+the fleet (`rounds.ports.FleetState`: live clients, and those down now, which the driver drops
+from the round in flight).
 
 The pods come from the watch-fed index (`Observed`), so a pass lists nothing; a pod this
 operator just created or deleted is remembered until the index catches up, so a lagging index
-never makes it create a pod twice or count a start twice.
+never makes it create a pod twice or count a start twice. Its writes go through `PodWriter`
+(three calls), so its logic is unit-tested against an in-memory writer.
 """
 
 from __future__ import annotations
 
 import datetime
 import time
-from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, Protocol
 
 from fedfleet import vocabulary as vocab
 from fedfleet.api.training import FederatedTraining
@@ -23,16 +26,49 @@ from fedfleet.controller.settings import OperatorSettings
 from fedfleet.controller.status_writer import EmitEvent, Pass
 from fedfleet.logs import get_logger
 from fedfleet.provenance.policy import REFUSED_EXIT_CODE
+from fedfleet.rounds.ports import FleetState
 
 Object = dict[str, Any]
-DropClient = Callable[[int, str, str], Awaitable[None]]  # round, client id, reason
 INDEX_LAG_SECONDS = 30.0  # our own create/delete stands in for the index at most this long
 log = get_logger(component="operator")
 
 
-class ClientPods:
-    def __init__(self, kube: Kube, emit: EmitEvent, settings: OperatorSettings) -> None:
+class PodWriter(Protocol):
+    """What the client-pod logic writes to the cluster."""
+
+    async def create(self, pod: Object) -> None:
+        """Create the pod; one that already exists is no error."""
+        ...
+
+    async def mark_given_up(self, namespace: str, name: str) -> None: ...
+
+    async def delete(self, namespace: str, name: str) -> None: ...
+
+
+class KubePods:
+    """`PodWriter` on the Kubernetes API."""
+
+    def __init__(self, kube: Kube) -> None:
         self.kube = kube
+
+    async def create(self, pod: Object) -> None:
+        await self.kube.ensure(pod)
+
+    async def mark_given_up(self, namespace: str, name: str) -> None:
+        await self.kube.request(
+            "PATCH",
+            f"/api/v1/namespaces/{namespace}/pods/{name}",
+            {"metadata": {"annotations": {vocab.ANNOTATION_GIVEN_UP: "true"}}},
+            content_type="application/merge-patch+json",
+        )
+
+    async def delete(self, namespace: str, name: str) -> None:
+        await self.kube.delete("Pod", namespace, name)
+
+
+class ClientPods:
+    def __init__(self, pods: PodWriter, emit: EmitEvent, settings: OperatorSettings) -> None:
+        self.writer = pods
         self._emit = emit
         self.settings = settings
         self._created: dict[tuple[str, str, str], float] = {}  # (training uid, namespace, name) -> when
@@ -51,9 +87,9 @@ class ClientPods:
         pods: list[Object],
         address: str,
         step: Pass,
-        drop: DropClient,
-    ) -> set[str]:
-        """Create missing client pods, restart failed ones with backoff; returns the live client ids."""
+    ) -> FleetState:
+        """Create missing client pods, restart failed ones with backoff; returns the live client
+        ids and the failed ones (down: not running now) with why."""
         spec = training.spec
         status = step.current
         starts: dict[str, int] = {k: int(v) for k, v in (status.get("clientStarts") or {}).items()}
@@ -65,6 +101,7 @@ class ClientPods:
         }
         self._settle(ref.uid, by_client.values())
         live: set[str] = set()
+        down: dict[str, str] = {}
         unschedulable: list[str] = []
         for site_index, site in enumerate(sites):
             for index in range(spec.clients_per_site):
@@ -77,11 +114,13 @@ class ClientPods:
                     attempt = int(pod["metadata"].get("annotations", {}).get(vocab.ANNOTATION_ATTEMPT, "1"))
                     starts[cid] = max(starts.get(cid, 0), attempt)
                     phase = (pod.get("status") or {}).get("phase", "Pending")
+                    if phase == "Failed":
+                        down[cid] = f"client pod failed with exit code {exit_code(pod)}"
                     if phase == "Failed" and exit_code(pod) == REFUSED_EXIT_CODE:
                         await self._refused(step, site.name, pod, cid, refused)
                         continue  # the site's policy said no: not restarted, not waited for
                     if phase == "Failed":
-                        await self._failed(ref, training, pod, cid, starts, step, drop)
+                        await self._failed(ref, training, pod, cid, starts, step)
                     elif phase == "Pending" and age(pod) > self.settings.scheduling_timeout_seconds:
                         unschedulable.append(f"{cid} at site {site.name}{_scheduler_says(pod)}")
                     if phase != "Failed" or spec.retry.max_attempts > starts[cid]:
@@ -96,7 +135,7 @@ class ClientPods:
                 partition = site_index * spec.clients_per_site + index
                 starts[cid] = starts.get(cid, 0) + 1
                 step.status["clientStarts"] = starts  # recorded even if the create below is interrupted
-                await self.kube.ensure(
+                await self.writer.create(
                     res.client_pod(ref, spec, site, index, partition, address, starts[cid])
                 )
                 self._created[(ref.uid, site.namespace, name)] = time.monotonic()
@@ -115,7 +154,7 @@ class ClientPods:
         if unschedulable:
             timeout = self.settings.scheduling_timeout_seconds
             step.status["message"] = f"cannot schedule for {timeout:.0f}s: " + ", ".join(unschedulable)
-        return live
+        return FleetState(frozenset(live), down)
 
     def _recently(self, marks: dict[tuple[str, str, str], float], uid: str, pod: Object) -> bool:
         key = (uid, pod["metadata"]["namespace"], pod["metadata"]["name"])
@@ -157,23 +196,14 @@ class ClientPods:
         cid: str,
         starts: dict[str, int],
         step: Pass,
-        drop: DropClient,
     ) -> None:
         retry = training.spec.retry
         delay = core.restart_delay(retry, starts[cid])
         code = exit_code(pod)
-        current_round = int(step.current.get("currentRound", 0))
         annotations = pod["metadata"].get("annotations", {})
-        if current_round:
-            await drop(current_round, cid, f"client pod failed with exit code {code}")
         if delay is None:
             if not annotations.get(vocab.ANNOTATION_GIVEN_UP):
-                await self.kube.request(
-                    "PATCH",
-                    pod_path(pod),
-                    {"metadata": {"annotations": {vocab.ANNOTATION_GIVEN_UP: "true"}}},
-                    content_type="application/merge-patch+json",
-                )
+                await self.writer.mark_given_up(pod["metadata"]["namespace"], pod["metadata"]["name"])
                 annotations[vocab.ANNOTATION_GIVEN_UP] = "true"  # until the index shows it
                 await self.emit(
                     step.body,
@@ -184,12 +214,8 @@ class ClientPods:
             return
         if age(pod, finished=True) >= delay:
             meta = pod["metadata"]
-            await self.kube.delete("Pod", meta["namespace"], meta["name"])
+            await self.writer.delete(meta["namespace"], meta["name"])
             self._deleted[(ref.uid, meta["namespace"], meta["name"])] = time.monotonic()
-
-
-def pod_path(pod: Object) -> str:
-    return f"/api/v1/namespaces/{pod['metadata']['namespace']}/pods/{pod['metadata']['name']}"
 
 
 def exit_code(pod: Object) -> int | None:

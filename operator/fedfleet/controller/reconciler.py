@@ -17,7 +17,7 @@ from fedfleet.api.training import FederatedTraining
 from fedfleet.controller import resources as res
 from fedfleet.controller.aggregator_link import AggregatorLink
 from fedfleet.controller.certificates import CertificateError, Certificates
-from fedfleet.controller.client_pods import ClientPods
+from fedfleet.controller.client_pods import ClientPods, KubePods
 from fedfleet.controller.kube import Kube
 from fedfleet.controller.observed import Observed
 from fedfleet.controller.rounds import Rounds
@@ -42,8 +42,8 @@ class TrainingReconciler:
         self.certificates = Certificates(kube, self.settings.certificate_check_seconds)
         self.link = AggregatorLink(self.certificates)
         self.writer = StatusWriter(kube)
-        self.clients = ClientPods(kube, emit, self.settings)
-        self.rounds = Rounds(kube, self.link, self.writer, emit)
+        self.clients = ClientPods(KubePods(kube), emit, self.settings)
+        self.rounds = Rounds(kube, self.writer, emit)
         self._made: set[tuple[str, str, str, str]] = set()  # (training uid, kind, namespace, name)
         self._task_checked: dict[str, tuple[int, str | None]] = {}  # uid -> (generation, error)
 
@@ -85,13 +85,8 @@ class TrainingReconciler:
             pods = observed.pods(ref.name)
             await self._ensure_aggregator(ref, training, sites, pods)
             address = self.address(ref, training.spec.aggregator.port)
-            control = self.link.control(ref, address)
-
-            async def drop(number: int, client: str, reason: str) -> None:
-                await self.link.drop(control, number, client, reason)
-
-            live = await self.clients.ensure(ref, training, sites, pods, address, step, drop)
-            await self.rounds.drive(ref, training, control, live, step)
+            fleet = await self.clients.ensure(ref, training, sites, pods, address, step)
+            await self.rounds.drive(ref, training, self.link.aggregator(ref, address), fleet, step)
         except InvalidSpec as err:
             await self._invalid(step, str(err))
         await self.writer.training(ref, step)

@@ -6,8 +6,7 @@ import datetime
 import math
 from typing import Any
 
-from fedfleet import convert
-from fedfleet.v1 import aggregator_pb2 as pb
+from fedfleet.rounds.ports import RoundSnapshot
 
 Object = dict[str, Any]
 
@@ -46,12 +45,11 @@ def duration(seconds: float) -> str:
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
-def round_status(state: pb.RoundState, retries: int, epsilon: float | None = None) -> Object:
-    """FederatedRound status from an aggregator RoundState message; `epsilon`: the training's
-    epsilon once this round is released."""
-    phase = convert.round_phase(state.phase)
+def round_status(state: RoundSnapshot, retries: int, epsilon: float | None = None) -> Object:
+    """FederatedRound status from the aggregator's round; `epsilon`: the training's epsilon
+    once this round is released."""
     status: Object = {
-        "phase": phase,
+        "phase": state.phase,
         "expected": len(state.participants),
         "reported": len(state.reported),
         "reportedClients": list(state.reported),
@@ -65,8 +63,8 @@ def round_status(state: pb.RoundState, retries: int, epsilon: float | None = Non
         "bytesReceived": int(state.bytes_received),
         "startTime": rfc3339(state.started_unix),
     }
-    if (privacy := convert.round_privacy(state)) is not None:
-        status["privacy"] = privacy.to_record()
+    if state.privacy is not None:
+        status["privacy"] = state.privacy.to_record()
     if epsilon is not None and math.isfinite(epsilon):  # noiseMultiplier 0: infinite, not JSON
         status["epsilon"] = epsilon
     if state.finished_unix:

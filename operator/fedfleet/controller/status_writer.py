@@ -105,6 +105,11 @@ class StatusWriter:
         self._rounds[key] = {}
         self._round_refs[key] = object_ref(round_obj)
 
+    def round_gone(self, namespace: str, name: str) -> None:
+        """A FederatedRound that no longer exists: read it again next time."""
+        self._rounds.pop((namespace, name), None)
+        self._round_refs.pop((namespace, name), None)
+
     def forget(self, ref: res.TrainingRef) -> None:
         self._sent.pop(ref.uid, None)
         prefix = f"{ref.name}-"

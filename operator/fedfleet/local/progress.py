@@ -7,14 +7,14 @@ from types import TracebackType
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-from fedfleet.convert import round_phase
-from fedfleet.v1 import aggregator_pb2 as pb
+from fedfleet import vocabulary as vocab
+from fedfleet.rounds.ports import RoundSnapshot
 
 
 class RoundProgress:
     def __init__(self, enabled: bool = True) -> None:
         self.enabled = enabled
-        self._bars: dict[tuple[int, int], TaskID] = {}
+        self._bars: dict[tuple[int, str], TaskID] = {}
         self._progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -34,12 +34,10 @@ class RoundProgress:
     ) -> None:
         self._progress.__exit__(exc_type, exc, tb)
 
-    def update(self, state: pb.RoundState, total_rounds: int) -> None:
-        key = (state.round, state.kind)
-        label = (
-            f"round {state.round}/{total_rounds}" if state.kind == pb.ROUND_KIND_TRAIN else "final evaluation"
-        )
-        phase = round_phase(state.phase).lower() + (f": {state.reason}" if state.reason else "")
+    def update(self, state: RoundSnapshot, total_rounds: int) -> None:
+        key = (state.number, state.kind)
+        label = f"round {state.number}/{total_rounds}" if state.kind == vocab.TRAIN else "final evaluation"
+        phase = state.phase.lower() + (f": {state.reason}" if state.reason else "")
         if key not in self._bars:
             self._bars[key] = self._progress.add_task(label, total=len(state.participants), phase=phase)
         self._progress.update(self._bars[key], completed=len(state.reported), phase=phase)

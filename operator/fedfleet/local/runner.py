@@ -1,5 +1,6 @@
 """`fedfleet local run`: the aggregator and one process per site client on loopback, rounds driven
-through the aggregator's Control service by the same decision core the operator uses."""
+through the aggregator's Control service by the same round driver the operator uses
+(`fedfleet.rounds`), with the processes as its fleet and an in-memory recorder (`local/ports.py`)."""
 
 from __future__ import annotations
 
@@ -17,21 +18,27 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from fedfleet.api.training import FederatedTraining, RetrySpec
 from fedfleet.controller import core
-from fedfleet.convert import released_privacy, round_privacy, round_record, round_view, start_round_request
+from fedfleet.convert import released_privacy, round_privacy, round_record, round_snapshot
 from fedfleet.identity.credentials import channel_credentials, channel_options
 from fedfleet.identity.files import TlsFiles
 from fedfleet.identity.local import issue_local
 from fedfleet.identity.names import server_name
+from fedfleet.local.ports import MemoryRecorder, ProcessFleet
 from fedfleet.local.processes import Supervised
 from fedfleet.local.progress import RoundProgress
 from fedfleet.logs import get_logger
 from fedfleet.provenance.signing import generate_signing_key
+from fedfleet.rounds.control import ControlAggregator
+from fedfleet.rounds.driver import Bookkeeping, RoundDriver, Unreachable
+from fedfleet.rounds.ports import AggregatorError, AggregatorRefused, AggregatorUnavailable
 from fedfleet.v1 import aggregator_pb2 as pb
 from fedfleet.v1 import aggregator_pb2_grpc as pb_grpc
 
 log = get_logger(component="local")
 AGGREGATOR_RETRY = RetrySpec(max_attempts=10, backoff_seconds=0.5, max_round_attempts=1)
 LINEAGE_KEY_FILE = "lineage-key.pem"  # signs the run's lineage records; private, mode 0600
+WAIT_SECONDS = 0.3  # between steps while the next round waits for clients
+WATCH_FALLBACK_SECONDS = 2.0  # between steps while a round runs and its watch says nothing
 
 
 class LocalRunError(RuntimeError):
@@ -70,12 +77,6 @@ class LocalRunner:
             raise LocalRunError("; ".join(errors))
         self.port = self.port or _free_port()
         self.address = f"127.0.0.1:{self.port}"
-        self.failures: dict[int, int] = {}
-        self.last_failure = ""
-        self.evaluation: dict[str, Any] | None = None
-        self.evaluated = False
-        self.current_round = 0
-        self.finish = core.Finish()
         self.lineage_key = self.out_dir / LINEAGE_KEY_FILE
         self.tls: dict[str, TlsFiles] = {}  # by process name; empty: plaintext on loopback
 
@@ -171,29 +172,20 @@ class LocalRunner:
         table = {"address": self.address, "pids": pids, "tls": tls, "serverName": self._server_name}
         (self.out_dir / "processes.json").write_text(json.dumps(table))
 
-    async def _supervise(self, control: pb_grpc.ControlStub) -> None:
-        """Report dead clients to the aggregator and restart whatever may be restarted."""
+    async def _supervise(self) -> None:
+        """Restart whatever may be restarted; any change wakes the driver (a failed client is
+        dropped from the round in flight by the driver's next step)."""
         while True:
             changed = False
             for proc in self.processes.values():
                 code = proc.poll_failure()
-                if code is not None and proc.name != "aggregator" and self.current_round:
-                    # not a participant any more, or the round is over: nothing to drop
-                    with contextlib.suppress(grpc.aio.AioRpcError):
-                        await control.DropClient(
-                            pb.DropRequest(
-                                round=self.current_round,
-                                client_id=proc.name,
-                                reason=f"client process exited with code {code}",
-                            ),
-                            timeout=5,
-                        )
                 if proc.due_for_restart():
                     proc.start()
                     changed = True
                 changed |= code is not None
             if changed:
                 self._write_pids()
+                self._changed.set()
             await asyncio.sleep(0.2)
 
     async def _wait_healthy(self, channel: grpc.aio.Channel, timeout: float = 120.0) -> None:
@@ -213,74 +205,52 @@ class LocalRunner:
         raise LocalRunError(f"the aggregator did not become healthy in {timeout:.0f}s")
 
     # -- rounds ------------------------------------------------------------------------------
-    def _observe(self, status: pb.AggregatorStatus, waiting_since: float) -> core.Observation:
-        current = round_view(status.current) if status.HasField("current") else None
-        return core.Observation(
-            model_version=status.model_version,
-            ready_clients=tuple(status.ready_clients),
-            live_clients=sum(not p.given_up for p in self.clients),
-            current=current,
-            evaluated=self.evaluated,
-            round_failures=self.failures,
-            last_failure=self.last_failure,
-            waiting_seconds=time.monotonic() - waiting_since,
-            released=released_privacy(status.history),
-        )
-
     async def _drive(
-        self, control: pb_grpc.ControlStub, channel: grpc.aio.Channel, progress: RoundProgress
+        self, driver: RoundDriver, aggregator: ControlAggregator, channel: grpc.aio.Channel
     ) -> None:
-        waiting_since = time.monotonic()
-        while True:
-            try:
-                status = await control.GetStatus(pb.StatusRequest(), timeout=10)
-                action = core.decide(
-                    self.spec, self._observe(status, waiting_since), self.spec.expected_clients()
-                )
+        """Driver steps until the training finishes; between steps it sleeps until the round
+        it follows changes (WatchRound), a process changes, or a short wait passes."""
+        book = Bookkeeping()
+        watch: tuple[int, asyncio.Task[None]] | None = None
+        try:
+            while True:
+                try:
+                    result = await driver.step(book)
+                    if isinstance(result, Unreachable):
+                        raise result.error
+                except AggregatorRefused as err:
+                    raise LocalRunError(f"aggregator refused: {err}") from None
+                except AggregatorUnavailable as err:
+                    log.warning("aggregator.unreachable", reason=str(err))
+                    await self._wait_healthy(channel)  # restarted by the supervisor, from checkpoints
+                    continue
+                action = result.action
                 if isinstance(action, core.Finish):
-                    self.finish = action
-                    if action.reason:
-                        log.info("training.stopped", reason=action.reason, message=action.message)
                     return
                 if isinstance(action, core.FailTraining):
                     raise LocalRunError(action.reason)
-                if isinstance(action, core.WaitForClients):
-                    await asyncio.sleep(0.3)
-                    continue
-                if isinstance(action, core.StartRound):
-                    await control.StartRound(start_round_request(action), timeout=10)
-                    number = action.number
-                else:
-                    number = action.number
-                await self._watch(control, number, progress)
-                waiting_since = time.monotonic()
-            except grpc.aio.AioRpcError as err:
-                if err.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-                    raise LocalRunError(f"aggregator refused: {err.code().name}: {err.details()}") from None
-                log.warning("aggregator.unreachable", code=err.code().name)
-                await self._wait_healthy(channel)  # the supervisor restarts it; it resumes from checkpoints
-
-    async def _watch(self, control: pb_grpc.ControlStub, number: int, progress: RoundProgress) -> None:
-        self.current_round = number
-        state: pb.RoundState | None = None
-        try:
-            async for state in control.WatchRound(pb.WatchRequest(round=number)):
-                progress.update(state, self.spec.rounds)
+                timeout = WAIT_SECONDS
+                if isinstance(action, core.StartRound | core.WatchRound):
+                    if watch is None or watch[0] != action.number or watch[1].done():
+                        if watch is not None:
+                            watch[1].cancel()
+                        watch = (action.number, asyncio.create_task(self._follow(aggregator, action.number)))
+                    timeout = WATCH_FALLBACK_SECONDS
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), timeout)
+                self._changed.clear()
         finally:
-            self.current_round = 0
-        if state is None:
-            return
-        if state.kind == pb.ROUND_KIND_EVALUATE and state.phase in (
-            pb.ROUND_PHASE_SUCCEEDED,
-            pb.ROUND_PHASE_FAILED,
-        ):
-            self.evaluated = state.phase == pb.ROUND_PHASE_SUCCEEDED or self.evaluated
-            if state.phase == pb.ROUND_PHASE_SUCCEEDED:
-                self.evaluation = round_record(state)
-        if state.phase == pb.ROUND_PHASE_FAILED:
-            self.failures[number] = self.failures.get(number, 0) + 1
-            self.last_failure = state.reason
-            log.warning("round.failed", round=number, reason=state.reason, attempt=self.failures[number])
+            if watch is not None:
+                watch[1].cancel()
+
+    async def _follow(self, aggregator: ControlAggregator, number: int) -> None:
+        """Wake the driver on each state of the round, and once it has ended."""
+        try:
+            async for _ in aggregator.watch(number):
+                self._changed.set()
+        except AggregatorError:
+            await asyncio.sleep(WAIT_SECONDS)  # the aggregator went away: the next step finds out
+        self._changed.set()
 
     async def run(self) -> RunResult:
         started = time.monotonic()
@@ -292,31 +262,37 @@ class LocalRunner:
         for proc in self.processes.values():
             proc.start()
         self._write_pids()
+        self._changed = asyncio.Event()
         channel = self._channel()
         control = pb_grpc.ControlStub(channel)
-        supervisor = asyncio.create_task(self._supervise(control))
+        aggregator = ControlAggregator(control, status_timeout=10)
+        supervisor = asyncio.create_task(self._supervise())
         try:
             with RoundProgress(enabled=self.show_progress) as progress:
+                recorder = MemoryRecorder(progress, self.spec.rounds)
+                driver = RoundDriver(self.spec, aggregator, ProcessFleet(self.clients), recorder)
                 await self._wait_healthy(channel)
-                await self._drive(control, channel, progress)
-            status = await control.FinishTraining(pb.FinishRequest(), timeout=10)
+                await self._drive(driver, aggregator, channel)
+            status = await control.GetStatus(pb.StatusRequest(), timeout=10)
             await self._wait_clients_exit(timeout=30)
         finally:
             supervisor.cancel()
             for proc in self.processes.values():
                 proc.stop()
             await channel.close(grace=None)
-        rounds = [round_record(r) for r in sorted(status.history, key=lambda r: r.round)]
-        self._add_epsilon(rounds, status.history)
+        history = sorted(status.history, key=lambda r: r.round)
+        rounds = [round_record(round_snapshot(r)) for r in history]
+        self._add_epsilon(rounds, history)
+        finish = recorder.finish or core.Finish()
         return RunResult(
             training=self.training.metadata.name,
             model_version=status.model_version,
             model_digest=status.model_digest,
             rounds=rounds,
-            final_evaluation=self.evaluation,
+            final_evaluation=recorder.evaluation,
             seconds=time.monotonic() - started,
-            stop_reason=self.finish.reason,
-            stop_message=self.finish.message,
+            stop_reason=finish.reason,
+            stop_message=finish.message,
             lineage_head=status.lineage_head,
             lineage_public_key=status.lineage_public_key,
             lineage_key_fingerprint=status.lineage_key_fingerprint,
