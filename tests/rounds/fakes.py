@@ -66,11 +66,18 @@ class FakeAggregator:
 
     async def start_round(self, start: core.StartRound) -> RoundSnapshot:
         self._check()
+        if self.finished:
+            raise AggregatorRefused("FAILED_PRECONDITION: the training is finished")
+        current = self.current
+        if current is not None and current.active:
+            if (current.number, current.kind) == (start.number, start.kind):
+                return current  # a controller retrying its own request
+            raise AggregatorRefused(f"FAILED_PRECONDITION: round {current.number} is still {current.phase}")
         if start.kind == vocab.TRAIN and 0 < start.number <= self.model_version:
             return self.history[start.number - 1]
         expected = self.model_version + 1 if start.kind == vocab.TRAIN else self.model_version
-        if start.number != expected or (self.current is not None and self.current.active):
-            raise AggregatorRefused(f"FAILED_PRECONDITION: round {start.number} cannot start now")
+        if start.number != expected:
+            raise AggregatorRefused(f"FAILED_PRECONDITION: the next {start.kind} round is {expected}")
         self.starts.append(start)
         now = self.clock()
         self.current = RoundSnapshot(
@@ -86,12 +93,18 @@ class FakeAggregator:
         return self.current
 
     async def drop(self, number: int, client: str, reason: str) -> None:
+        """As the aggregator: a round whose participants all reported or dropped closes."""
         self.drops.append((number, client, reason))
         round_ = self.current
         if round_ is None or round_.number != number or not round_.active:
             return
         if client in round_.participants and client not in round_.reported + round_.dropped:
-            self.current = dataclasses.replace(round_, dropped=(*round_.dropped, client))
+            self.current = round_ = dataclasses.replace(round_, dropped=(*round_.dropped, client))
+        if len(round_.reported) + len(round_.dropped) == len(round_.participants):
+            if len(round_.reported) < round_.min_clients:
+                self.fail(f"all participants accounted for with {len(round_.reported)} reported")
+            else:
+                self.succeed()
 
     async def finish(self) -> None:
         self._check()
