@@ -38,7 +38,9 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     settings.posting.level = 20  # INFO: kopf's own handler messages become Events too
     memo.settings = OperatorSettings.from_env(os.environ)
     memo.kube = Kube()
-    memo.reconciler = TrainingReconciler(memo.kube, _post_event, memo.settings)
+    memo.reconciler = TrainingReconciler(
+        memo.kube, _post_event, memo.settings, wake=lambda training: _wake(memo, training)
+    )
     memo.wake = {}  # training name -> asyncio.Event its daemon sleeps on
 
 
@@ -81,7 +83,7 @@ async def run_training(
     observed = IndexedObserved(kwargs["training_pods"], kwargs["federation_sites"])
     reconciler: TrainingReconciler = memo.reconciler
     wake = memo.wake.setdefault(name, asyncio.Event())
-    interval = memo.settings.reconcile_interval_seconds
+    uid = str((body.get("metadata") or {}).get("uid", ""))
     try:
         while not stopped:
             current = dict(body)  # kopf keeps the daemon's body current from its watch
@@ -95,7 +97,7 @@ async def run_training(
             except Exception:
                 metrics.RECONCILE_ERRORS.labels(training=name).inc()
                 bound.exception("reconcile.failed")
-            await _sleep(wake, stopped, interval)
+            await _sleep(wake, stopped, reconciler.interval(uid))
     finally:
         memo.wake.pop(name, None)
         spec = dict(body.get("spec") or {})
@@ -105,7 +107,8 @@ async def run_training(
 
 
 async def _sleep(wake: asyncio.Event, stopped: kopf.DaemonStopped, seconds: float) -> None:
-    """Until a pod of the training changes, the daemon stops, or `seconds` pass."""
+    """Until a pod of the training or its running round changes, the daemon stops, or
+    `seconds` pass."""
     waiters = [asyncio.ensure_future(wake.wait()), asyncio.ensure_future(stopped.wait(seconds))]
     try:
         await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)

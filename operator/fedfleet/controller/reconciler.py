@@ -10,6 +10,7 @@ changed, so a training that is idle mid-round costs no API request.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from fedfleet import vocabulary as vocab
@@ -35,7 +36,13 @@ __all__ = ["InvalidSpec", "Pass", "TrainingReconciler"]
 
 
 class TrainingReconciler:
-    def __init__(self, kube: Kube, emit: EmitEvent, settings: OperatorSettings | None = None) -> None:
+    def __init__(
+        self,
+        kube: Kube,
+        emit: EmitEvent,
+        settings: OperatorSettings | None = None,
+        wake: Callable[[str], None] | None = None,
+    ) -> None:
         self.kube = kube
         self.settings = settings or OperatorSettings()
         self._emit = emit
@@ -43,7 +50,7 @@ class TrainingReconciler:
         self.link = AggregatorLink(self.certificates)
         self.writer = StatusWriter(kube)
         self.clients = ClientPods(KubePods(kube), emit, self.settings)
-        self.rounds = Rounds(kube, self.writer, emit)
+        self.rounds = Rounds(kube, self.writer, emit, wake)
         self._made: set[tuple[str, str, str, str]] = set()  # (training uid, kind, namespace, name)
         self._task_checked: dict[str, tuple[int, str | None]] = {}  # uid -> (generation, error)
 
@@ -55,13 +62,21 @@ class TrainingReconciler:
     def address(self, ref: res.TrainingRef, port: int) -> str:
         return self.settings.address(res.aggregator_name(ref.name), ref.namespace, port)
 
+    def interval(self, uid: str) -> float:
+        """How long the training's daemon sleeps when nothing wakes it (longer while the
+        running round's events wake it)."""
+        base = self.settings.reconcile_interval_seconds
+        return self.rounds.interval(uid, base, max(base, self.settings.round_watch_interval_seconds))
+
     async def close(self) -> None:
+        await self.rounds.events.close()
         await self.link.close()
 
     async def forget(self, ref: res.TrainingRef, port: int) -> None:
         """Drop what this operator remembers of a training that ended or went away."""
         await self.link.forget(self.address(ref, port))
         self.writer.forget(ref)
+        self.rounds.forget(ref.uid)
         self._made = {m for m in self._made if m[0] != ref.uid}
         self._task_checked.pop(ref.uid, None)
 

@@ -3,13 +3,14 @@
 `KubeRecorder` records rounds as FederatedRound objects (created when a round starts, replaced
 when it is retried, status copied from the aggregator only when it changed), Events and
 Prometheus metrics, and the training's progress in the pass's status fragment. `Rounds.drive`
-runs one driver step per reconcile pass with the bookkeeping the training's status keeps.
+runs one driver step per reconcile pass with the bookkeeping the training's status keeps, and
+follows a running round's events (`round_events.py`) so the daemon need not poll meanwhile.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,11 +21,12 @@ from fedfleet.api.training import FederatedTraining, FederatedTrainingSpec
 from fedfleet.controller import core, metrics
 from fedfleet.controller import resources as res
 from fedfleet.controller.kube import Kube
+from fedfleet.controller.round_events import RoundEvents
 from fedfleet.controller.status import round_status, set_condition
 from fedfleet.controller.status_writer import EmitEvent, Pass, StatusWriter
 from fedfleet.logs import get_logger
 from fedfleet.rounds.driver import Bookkeeping, RoundDriver, Unreachable
-from fedfleet.rounds.ports import AggregatorPort, AggregatorView, FleetState, RoundSnapshot
+from fedfleet.rounds.ports import AggregatorView, FleetState, RoundSnapshot, WatchableAggregator
 
 Object = dict[str, Any]
 log = get_logger(component="operator")
@@ -213,16 +215,33 @@ class KubeRecorder:
 
 
 class Rounds:
-    def __init__(self, kube: Kube, writer: StatusWriter, emit: EmitEvent) -> None:
+    def __init__(
+        self,
+        kube: Kube,
+        writer: StatusWriter,
+        emit: EmitEvent,
+        wake: Callable[[str], None] | None = None,
+    ) -> None:
         self.kube = kube
         self.writer = writer
         self._emit = emit
+        self._wake = wake  # training name -> wake its daemon; None: passes poll
+        self.events = RoundEvents()
+        self._quiet: set[str] = set()  # training uids whose running round is followed, nothing pending
+
+    def interval(self, uid: str, base: float, followed: float) -> float:
+        """How long the training's daemon may sleep when nothing wakes it."""
+        return followed if uid in self._quiet and self.events.following(uid) else base
+
+    def forget(self, uid: str) -> None:
+        self.events.stop(uid)
+        self._quiet.discard(uid)
 
     async def drive(
         self,
         ref: res.TrainingRef,
         training: FederatedTraining,
-        aggregator: AggregatorPort,
+        aggregator: WatchableAggregator,
         fleet: FleetState,
         step: Pass,
     ) -> None:
@@ -231,6 +250,7 @@ class Rounds:
         recorder = KubeRecorder(self.kube, self.writer, self._emit, ref, spec, step)
         driver = RoundDriver(spec, aggregator, KnownFleet(fleet), recorder)
         book = Bookkeeping.from_status(step.current)
+        self._quiet.discard(ref.uid)
         result = await driver.step(book)
         if isinstance(result, Unreachable):
             self._waiting(step, training, str(result.error))
@@ -241,6 +261,13 @@ class Rounds:
             step.progressing("WaitingForClients", action.reason)
         elif isinstance(action, core.WatchRound):
             step.progressing("RoundRunning", f"round {action.number} is running")
+        if isinstance(action, core.StartRound | core.WatchRound) and self._wake is not None:
+            name, wake = ref.name, self._wake
+            self.events.follow(ref.uid, aggregator, action.number, lambda: wake(name))
+            if not fleet.down:  # a failed client's restart is due after a backoff: keep polling
+                self._quiet.add(ref.uid)
+        elif step.done:
+            self.forget(ref.uid)
 
     @staticmethod
     def _waiting(step: Pass, training: FederatedTraining, why: str) -> None:

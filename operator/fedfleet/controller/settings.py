@@ -22,6 +22,8 @@ class OperatorSettings:
     scheduling_timeout_seconds: float = 300.0
     # the longest a training waits between two passes when nothing wakes it earlier
     reconcile_interval_seconds: float = 1.0
+    # between two passes while the training's running round is followed (WatchRound wakes it)
+    round_watch_interval_seconds: float = 15.0
     # how long a complete certificate check is trusted before the Secrets are listed again
     certificate_check_seconds: float = 60.0
 

@@ -116,6 +116,10 @@ class RoundWatch(Protocol):
         ...
 
 
+class WatchableAggregator(AggregatorPort, RoundWatch, Protocol):
+    """An aggregator port whose rounds can also be followed as they change."""
+
+
 @dataclass(frozen=True)
 class FleetState:
     """The clients as the fleet sees them now."""
