@@ -65,9 +65,13 @@ class TimedRounds(pb_grpc.ControlServicer):
         return self.current
 
     async def WatchRound(self, request: pb.WatchRequest, context: object):  # type: ignore[no-untyped-def]
+        """As the aggregator's: a state when the round changed, not a heartbeat (the operator
+        wakes on each one)."""
+        last = None
         while True:
             self._advance()
-            if self.current is not None:
+            if self.current is not None and (self.current.phase, len(self.current.reported)) != last:
+                last = (self.current.phase, len(self.current.reported))
                 yield self.current
                 if self.current.phase in (pb.ROUND_PHASE_SUCCEEDED, pb.ROUND_PHASE_FAILED):
                     return
