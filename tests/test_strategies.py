@@ -23,10 +23,8 @@ def test_fedavg_steps_by_the_mean_delta_times_server_lr() -> None:
 
 
 def test_fedprox_tells_clients_mu() -> None:
-    assert make_strategy(StrategySpec(name="FedProx", proximal_mu=0.3)).client_config() == {
-        "proximal_mu": 0.3
-    }
-    assert make_strategy(StrategySpec(name="FedAvg")).client_config() == {}
+    assert make_strategy(StrategySpec(name="FedProx", proximal_mu=0.3)).client_terms().proximal_mu == 0.3
+    assert make_strategy(StrategySpec(name="FedAvg")).client_terms().proximal_mu == 0.0
 
 
 def test_fedadam_matches_the_adam_update_and_its_state_round_trips() -> None:

@@ -6,16 +6,17 @@ Pending, an unset kind as train.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 from fedfleet import vocabulary as vocab
 from fedfleet.controller import core
-from fedfleet.privacy.release import RoundPrivacy
+from fedfleet.privacy.release import ReleasedRounds, RoundPrivacy
+from fedfleet.round_config import RoundConfig, SecAggSettings
 from fedfleet.rounds.ports import AggregatorView, ClientState, RoundSnapshot
+from fedfleet.strategies import StrategyTerms
 from fedfleet.v1 import aggregator_pb2 as pb
 
-RECENT_ROUNDS = 2  # completed rounds in the driver's view: a round's evaluation arrives one round late
+AnyRound = pb.RoundState | pb.RoundSummary  # GetStatus summarises; StartRound, WatchRound, GetRound are full
 
 _PHASES: dict[int, vocab.RoundPhase] = {
     pb.ROUND_PHASE_PENDING: "Pending",
@@ -40,8 +41,12 @@ def kind_to_pb(kind: str) -> int:
     return _KIND_TO_PB.get(kind, int(pb.ROUND_KIND_TRAIN))
 
 
-def round_view(state: pb.RoundState) -> core.RoundView:
+def round_view(state: AnyRound) -> core.RoundView:
     return core.RoundView(state.round, round_kind(state.kind), round_phase(state.phase), state.reason)
+
+
+def is_final(state: AnyRound) -> bool:
+    return round_phase(state.phase) in vocab.FINAL_PHASES
 
 
 def round_snapshot(state: pb.RoundState) -> RoundSnapshot:
@@ -66,16 +71,40 @@ def round_snapshot(state: pb.RoundState) -> RoundSnapshot:
     )
 
 
-def aggregator_view(status: pb.AggregatorStatus) -> AggregatorView:
-    """The driver's bounded view of `GetStatus`."""
-    history = sorted(status.history, key=lambda s: int(s.round))
+def summary_snapshot(summary: pb.RoundSummary) -> RoundSnapshot:
+    """A round from its summary: everything but the client lists."""
+    return RoundSnapshot(
+        number=summary.round,
+        kind=round_kind(summary.kind),
+        phase=round_phase(summary.phase),
+        reason=summary.reason,
+        metrics=dict(summary.metrics),
+        model_digest=summary.model_digest,
+        model_version=summary.model_version,
+        min_clients=summary.min_clients,
+        started_unix=summary.started_unix,
+        finished_unix=summary.finished_unix,
+        deadline_unix=summary.deadline_unix,
+        bytes_received=int(summary.bytes_received),
+        privacy=round_privacy(summary),
+    )
+
+
+def aggregator_view(status: pb.AggregatorStatus, current: pb.RoundState | None = None) -> AggregatorView:
+    """The driver's bounded view of `GetStatus`; `current`: its current round in full (GetRound),
+    else the summary stands in for it. `ready_clients` is taken as complete (paged by the port)."""
+    recent = sorted(status.recent, key=lambda s: int(s.round))
+    if current is not None:
+        now: RoundSnapshot | None = round_snapshot(current)
+    else:
+        now = summary_snapshot(status.current) if status.HasField("current") else None
     return AggregatorView(
         model_version=status.model_version,
         model_digest=status.model_digest,
         ready_clients=tuple(status.ready_clients),
-        current=round_snapshot(status.current) if status.HasField("current") else None,
-        recent=tuple(round_snapshot(s) for s in history[-RECENT_ROUNDS:]),
-        released=tuple((int(s.round), p) for s in history if (p := round_privacy(s)) is not None),
+        current=now,
+        recent=tuple(summary_snapshot(s) for s in recent),
+        released=released_groups(status),
         finished=status.finished,
         lineage_head=status.lineage_head,
         lineage_public_key=status.lineage_public_key,
@@ -83,21 +112,27 @@ def aggregator_view(status: pb.AggregatorStatus) -> AggregatorView:
     )
 
 
-def start_round_request(action: core.StartRound) -> pb.StartRoundRequest:
+def start_round_request(action: core.StartRound, population: int = 0) -> pb.StartRoundRequest:
+    """`population`: the clients cohorts are drawn from (the accountant's denominator): with it
+    the aggregator writes the training's epsilon into each DP round's lineage record."""
     return pb.StartRoundRequest(
         round=action.number,
         kind=kind_to_pb(action.kind),  # type: ignore[arg-type]
         participants=list(action.participants),
         timeout_seconds=action.timeout_seconds,
         min_clients=action.min_clients,
+        accounting=pb.PrivacyAccounting(population=max(0, population)),
     )
 
 
-def round_privacy(state: pb.RoundState) -> RoundPrivacy | None:
-    """The DP record of a released round (RoundState.privacy), None when privacy was off."""
+def round_privacy(state: AnyRound) -> RoundPrivacy | None:
+    """The DP record of a released round (its `privacy`), None when privacy was off."""
     if not state.HasField("privacy"):
         return None
-    p = state.privacy
+    return privacy_from_pb(state.privacy)
+
+
+def privacy_from_pb(p: pb.RoundPrivacy) -> RoundPrivacy:
     return RoundPrivacy.from_record(
         {
             "mode": p.mode,
@@ -110,10 +145,39 @@ def round_privacy(state: pb.RoundState) -> RoundPrivacy | None:
     )
 
 
-def released_privacy(history: Iterable[pb.RoundState]) -> tuple[RoundPrivacy, ...]:
-    """The DP records of the completed training rounds, in round order: what has been charged."""
-    records = (round_privacy(s) for s in sorted(history, key=lambda s: int(s.round)))
-    return tuple(r for r in records if r is not None)
+def released_groups(status: pb.AggregatorStatus) -> tuple[ReleasedRounds, ...]:
+    """What has been charged: the completed rounds' DP records, grouped with their counts
+    (AggregatorStatus.released). ValueError for a record the accountant cannot take."""
+    return tuple(ReleasedRounds(privacy_from_pb(g.privacy), int(g.rounds)) for g in status.released)
+
+
+def round_config_to_pb(config: RoundConfig) -> pb.RoundConfig:
+    terms = pb.StrategyTerms(proximal_mu=config.strategy.proximal_mu)
+    message = pb.RoundConfig(seed=config.seed, strategy=terms)
+    if (s := config.secure_aggregation) is not None:
+        message.secure_aggregation.CopyFrom(
+            pb.SecAggParameters(
+                participants=s.participants,
+                neighbours=s.neighbours,
+                threshold=s.threshold,
+                clip=s.clip,
+                max_weight=s.max_weight,
+                lane_bits=s.lane_bits,
+                attempt=s.attempt,
+            )
+        )
+    return message
+
+
+def round_config_from_pb(message: pb.RoundConfig) -> RoundConfig:
+    """The round's settings a client acts on; InvalidRoundConfig names what is wrong."""
+    secure = None
+    if message.HasField("secure_aggregation"):
+        s = message.secure_aggregation
+        secure = SecAggSettings(
+            s.participants, s.neighbours, s.threshold, s.clip, s.max_weight, s.lane_bits, s.attempt
+        )
+    return RoundConfig(message.seed, StrategyTerms(message.strategy.proximal_mu), secure)
 
 
 def round_record(state: RoundSnapshot) -> dict[str, Any]:

@@ -7,7 +7,8 @@ Pure numpy, so they test in milliseconds. Adding a strategy is one class in this
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any, ClassVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
@@ -17,6 +18,13 @@ if TYPE_CHECKING:
 Weights = dict[str, np.ndarray]
 
 _REGISTRY: dict[str, type[Strategy]] = {}
+
+
+@dataclass(frozen=True)
+class StrategyTerms:
+    """The strategy's part of a client's local training (sent with every round)."""
+
+    proximal_mu: float = 0.0  # FedProx: (mu/2)||w - w_global||^2 joins the local loss
 
 
 def register(cls: type[Strategy]) -> type[Strategy]:
@@ -32,9 +40,9 @@ class Strategy(ABC):
     def __init__(self, spec: StrategySpec) -> None:
         self.spec = spec
 
-    def client_config(self) -> dict[str, Any]:
+    def client_terms(self) -> StrategyTerms:
         """Settings every client needs for its local training in this round."""
-        return {}
+        return StrategyTerms()
 
     @abstractmethod
     def apply(self, global_weights: Weights, mean_delta: Weights) -> None:
@@ -66,8 +74,8 @@ class FedProx(FedAvg):
 
     name = "FedProx"
 
-    def client_config(self) -> dict[str, Any]:
-        return {"proximal_mu": self.spec.proximal_mu}
+    def client_terms(self) -> StrategyTerms:
+        return StrategyTerms(proximal_mu=self.spec.proximal_mu)
 
 
 @register

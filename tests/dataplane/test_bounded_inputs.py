@@ -191,7 +191,7 @@ def test_6_mib_reports_and_names_get_a_short_refusal_and_the_log_stays_small(tmp
         report({"loss": 0.5, "accuracy": 0.9})  # a normal report still goes through
         agg.upload(A, 1, chunks_of({k: np.zeros_like(v) for k, v in model.items()}, 1 << 16))
         final = list(agg.control.WatchRound(pb.WatchRequest(round=1)))[-1]
-        assert final.phase == pb.ROUND_PHASE_SUCCEEDED and agg.status().history  # GetStatus still fits
+        assert final.phase == pb.ROUND_PHASE_SUCCEEDED and agg.status().recent  # GetStatus still fits
 
 
 def rss_mb(pid: int) -> float:

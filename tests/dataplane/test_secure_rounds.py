@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -28,14 +27,14 @@ def exchange(agg: Aggregator, client: str, stage: int, payload: bytes, session: 
 
 
 def params_from(reply: pb.JoinReply) -> SecAggParams:
-    s = json.loads(reply.config_json)["secagg"]
-    return SecAggParams(s["participants"], s["neighbours"], s["threshold"], s["clip"], s["maxWeight"])
+    s = reply.config.secure_aggregation
+    return SecAggParams(s.participants, s.neighbours, s.threshold, s.clip, s.max_weight)
 
 
 def keys_and_shares(agg: Aggregator, client: str) -> SecAggClient:
     reply = agg.join(client)
     assert reply.action == pb.JoinReply.ACTION_TRAIN
-    attempt = json.loads(reply.config_json)["secagg"]["attempt"]
+    attempt = reply.config.secure_aggregation.attempt
     secure = SecAggClient("tiny", 1, client, params_from(reply), attempt=attempt)
     neighbours = exchange(agg, client, Stage.STAGE_ADVERTISE_KEYS, secure.advertise())
     shares = exchange(agg, client, Stage.STAGE_SHARE_KEYS, secure.share_keys(neighbours.payload))
@@ -97,7 +96,7 @@ def test_secure_stage_messages_are_refused_out_of_order_or_from_strangers(tmp_pa
     with running_aggregator(tmp_path, rounds=2, secureAggregation={"stageTimeoutSeconds": 2}) as agg:
         agg.start_round(1, IDS, min_clients=2)
         reply = agg.join(IDS[0])
-        attempt = json.loads(reply.config_json)["secagg"]["attempt"]
+        attempt = reply.config.secure_aggregation.attempt
         secure = SecAggClient("tiny", 1, IDS[0], params_from(reply), attempt=attempt)
         advert = secure.advertise()
 

@@ -4,6 +4,7 @@ and finish with PrivacyBudgetExhausted, from the released rounds' records alone.
 from __future__ import annotations
 
 import dp_accounting
+import pytest
 from dp_accounting.rdp import RdpAccountant
 from fedfleet.api import FederatedTrainingSpec, parse_training
 from fedfleet.controller.core import BUDGET_EXHAUSTED, Finish, Observation, StartRound, decide
@@ -73,3 +74,25 @@ def test_distributed_rounds_are_checked_at_min_clients_survivors_and_charged_as_
     assert one_lossy < two
     assert decide(s_fits, obs, 4) == StartRound(2, "train", ALL, 600, 3)
     assert decide(s_stops, obs, 4) == StartRound(1, "evaluate", ALL, 600, 3)
+
+
+def test_grouped_released_rounds_charge_exactly_what_the_rounds_one_by_one_do() -> None:
+    """GetStatus sends the released records grouped with a count; the budget must not move."""
+    from fedfleet.privacy.budget import check_budget, epsilon_spent
+    from fedfleet.privacy.release import group_released
+
+    rounds = [
+        *[RoundPrivacy("distributed", 1.0, Z, 4, 4)] * 30,
+        RoundPrivacy("distributed", 1.0, Z, 4, 3, 0.7),
+        *[RoundPrivacy("distributed", 1.0, Z, 4, 4, 0.9)] * 20,
+    ]
+    groups = group_released(rounds)
+    assert [(g.privacy.survivors, g.rounds, g.privacy.max_update_norm) for g in groups] == [
+        (4, 50, 0.9),
+        (3, 1, 0.7),
+    ]
+    s = spec(budget=50.0, mode="distributed")
+    assert epsilon_spent(s.privacy, groups, 4) == epsilon_spent(s.privacy, rounds, 4)
+    assert check_budget(s.privacy, groups, 4, 4, 4) == check_budget(s.privacy, rounds, 4, 4, 4)
+    library = library_epsilon([(1.0, Z)] * 50 + [(1.0, Z * 0.75**0.5)])
+    assert epsilon_spent(s.privacy, groups, 4) == pytest.approx(library, rel=1e-9)

@@ -83,7 +83,9 @@ def test_a_plaintext_update_beyond_clip_norm_is_refused_and_norms_are_recorded(t
         agg.control.DropClient(pb.DropRequest(round=1, client_id="c", reason="test"))
         _finished(agg, 1)
         status = agg.status()
-        history = [h for h in status.history if h.round == 1]
+        history = [h for h in status.recent if h.round == 1]
+        released = status.released
+    assert [(g.privacy.survivors, g.rounds) for g in released] == [(2, 1)]  # what the accountant charges
     assert history and history[0].privacy.survivors == 2 and history[0].privacy.expected_clients == 3
     assert history[0].privacy.max_update_norm == pytest.approx(math.hypot(0.29, 0.4), rel=1e-6)
     assert history[0].privacy.max_update_norm <= C

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from fedfleet import vocabulary as vocab
 from fedfleet.controller import core
-from fedfleet.privacy.release import RoundPrivacy
+from fedfleet.privacy.release import RoundPrivacy, group_released
 from fedfleet.rounds.ports import (
     AggregatorRefused,
     AggregatorUnavailable,
@@ -53,7 +53,7 @@ class FakeAggregator:
 
     async def status(self) -> AggregatorView:
         self._check()
-        released = tuple((r.number, r.privacy) for r in self.history if r.privacy is not None)
+        released = group_released(r.privacy for r in self.history if r.privacy is not None)
         return AggregatorView(
             model_version=self.model_version,
             model_digest=f"sha256:{self.model_version}",

@@ -196,6 +196,11 @@ class Checkpoint:
         return load_file(str(path)) if path.exists() else {}
 
 
+def _load(path: Path) -> Checkpoint:
+    number = int(path.name.removeprefix(_PREFIX))
+    return Checkpoint(number, path, json.loads((path / RECORD_FILE).read_text()))
+
+
 class CheckpointStore:
     def __init__(self, state_dir: Path) -> None:
         self.rounds_dir = state_dir / "rounds"
@@ -211,15 +216,13 @@ class CheckpointStore:
         return self.rounds_dir / f"{_PREFIX}{round_number:06d}"
 
     def completed(self) -> list[Checkpoint]:
-        found = []
-        for path in sorted(self.rounds_dir.glob(f"{_PREFIX}*")):
-            number = int(path.name.removeprefix(_PREFIX))
-            found.append(Checkpoint(number, path, json.loads((path / RECORD_FILE).read_text())))
-        return found
+        return [_load(path) for path in sorted(self.rounds_dir.glob(f"{_PREFIX}*"))]
 
     def latest(self) -> Checkpoint | None:
-        done = self.completed()
-        return done[-1] if done else None
+        """The newest checkpoint, reading only its own record (every round aggregates from it:
+        reading all records made each round cost the whole history)."""
+        paths = sorted(self.rounds_dir.glob(f"{_PREFIX}*"))
+        return _load(paths[-1]) if paths else None
 
     def save(
         self,

@@ -13,11 +13,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -27,6 +27,7 @@ from fedfleet.aggregator.admission import UploadHeader
 from fedfleet.aggregator.broadcast import Broadcast
 from fedfleet.aggregator.checkpoints import CheckpointStore, StreamedModel
 from fedfleet.aggregator.clock import Clock, WallClock
+from fedfleet.aggregator.history import RoundHistory
 from fedfleet.aggregator.layout import TensorSlot
 from fedfleet.aggregator.means import mean_for
 from fedfleet.aggregator.rounds import TERMINAL, ClientPhase, Kind, Phase, Round
@@ -36,13 +37,16 @@ from fedfleet.api.training import FederatedTrainingSpec
 from fedfleet.chunks import DEFAULT_CHUNK_BYTES, Chunk
 from fedfleet.compression import wire_dtype
 from fedfleet.logs import get_logger
+from fedfleet.privacy.release import ReleasedRounds, RoundPrivacy
 from fedfleet.provenance.ledger import Ledger
 from fedfleet.refusal import Refusal
+from fedfleet.round_config import RoundConfig
 from fedfleet.secagg import ProtocolError, SecAggAbort, Verifier
 from fedfleet.strategies import make_strategy
 
 Weights = dict[str, np.ndarray]
 READY_TTL_SECONDS = 15.0
+MAX_CLIENT_ID_CHARACTERS = 253  # a Kubernetes object name; client ids are pod-derived
 
 
 @dataclass(frozen=True)
@@ -54,7 +58,7 @@ class Assignment:
     model_version: int = 0
     model_digest: str = ""
     deadline: float = 0.0
-    config: str = "{}"
+    config: RoundConfig = field(default_factory=RoundConfig)
 
 
 class NonFiniteModel(RuntimeError):
@@ -96,7 +100,7 @@ class RoundEngine:
         self.strategy.load_state(latest.load_strategy_state())
         self.model_version = latest.round
         self.model_digest: str = latest.record["model_digest"]
-        self.history: list[dict[str, Any]] = [c.record for c in self.store.completed() if c.round > 0]
+        self.history = RoundHistory(c.record for c in self.store.completed() if c.round > 0)
         # eval_* of each model version, as its clients measured it (STATE/evaluations): a round's
         # evaluation arrives in the round after it, and is attributed here to the round that made it
         self.evaluations: dict[int, dict[str, float]] = {
@@ -135,8 +139,16 @@ class RoundEngine:
         return sorted(cid for cid, seen in self._seen.items() if now - seen <= READY_TTL_SECONDS)
 
     def start_round(
-        self, number: int, kind: Kind, participants: list[str], timeout: float, min_clients: int
+        self,
+        number: int,
+        kind: Kind,
+        participants: list[str],
+        timeout: float,
+        min_clients: int,
+        population: int = 0,
     ) -> Round:
+        """`population`: the clients cohorts are drawn from (the controller's; 0 unknown): with
+        DP, the round's lineage record carries the training's epsilon after it."""
         if self.finished:
             raise Refusal("FAILED_PRECONDITION", "the training is finished")
         current = self.current
@@ -164,6 +176,7 @@ class RoundEngine:
             number, kind, list(participants), min_clients, now + timeout, self.model_version, started=now
         )
         round_.secure = secure
+        round_.population = population
         round_.phase = Phase.TRAINING
         self._closed = {number: asyncio.Event()}  # a retried round number starts open again
         self.current = round_
@@ -224,44 +237,45 @@ class RoundEngine:
 
     def record_of(self, number: int) -> Round | None:
         """A completed training round rebuilt from its checkpoint record (after a restart)."""
-        for record in self.history:
-            if record["round"] == number:
-                done = Round(
-                    number,
-                    Kind.TRAIN,
-                    record["participants"],
-                    record["min_clients"],
-                    record["deadline"],
-                    record.get("base_version", record["model_version"]),  # older records: the base
-                    started=record["started"],
-                )
-                done.bytes_received = int(record.get("bytes_received", 0))
-                done.produced_evaluation = self.evaluations.get(number, {})
-                done.phase, done.finished = Phase.SUCCEEDED, record["finished"]
-                done.model_digest = record["model_digest"]
-                done.privacy = record.get("privacy")
-                for cid in record["dropped"]:
-                    done.drop(cid, record["clients"][cid]["reason"])
-                for cid in record["reported"]:
-                    done.clients[cid].state = ClientPhase.REPORTED
-                done.train_reports = {
-                    "": (
-                        1,
-                        {
-                            k.removeprefix("train_"): v
-                            for k, v in record["metrics"].items()
-                            if k.startswith("train_")
-                        },
-                    )
-                }
-                return done
-        return None
+        record = self.history.get(number)
+        if record is None:
+            return None
+        done = Round(
+            number,
+            Kind.TRAIN,
+            record["participants"],
+            record["min_clients"],
+            record["deadline"],
+            record["base_version"] if "base_version" in record else record["model_version"],  # older
+            started=record["started"],
+        )
+        done.bytes_received = int(record.get("bytes_received", 0))
+        done.produced_evaluation = self.evaluations.get(number, {})
+        done.phase, done.finished = Phase.SUCCEEDED, record["finished"]
+        done.model_digest = record["model_digest"]
+        done.privacy = record.get("privacy")
+        for cid in record["dropped"]:
+            done.drop(cid, record["clients"][cid]["reason"])
+        for cid in record["reported"]:
+            done.clients[cid].state = ClientPhase.REPORTED
+        done.train_reports = {
+            "": (
+                1,
+                {k.removeprefix("train_"): v for k, v in record["metrics"].items() if k.startswith("train_")},
+            )
+        }
+        return done
 
     # -- client side ----------------------------------------------------------------------
     async def join(self, training: str, client_id: str, session: str, wait: float) -> Assignment:
         admission.check_training(self.training, training)
         if not client_id or not session:
             raise Refusal("INVALID_ARGUMENT", "client_id and session are required")
+        if len(client_id) > MAX_CLIENT_ID_CHARACTERS:  # ids travel in every status and round listing
+            raise Refusal(
+                "INVALID_ARGUMENT",
+                f"client_id has {len(client_id)} characters; at most {MAX_CLIENT_ID_CHARACTERS}",
+            )
         until = time.monotonic() + min(max(wait, 0.0), 60.0)
         while True:
             self._seen[client_id] = self.clock.now()
@@ -293,10 +307,11 @@ class RoundEngine:
             self.log.info("client.dropped", round=round_.number, client=client_id, reason="new session")
             self._after_client_change(round_)
             return None
-        settings = self.strategy.client_config() | {"seed": self.spec.model.seed}
-        if round_.secure is not None:
-            settings |= round_.secure.client_config()
-        config = json.dumps(settings, sort_keys=True)
+        config = RoundConfig(
+            self.spec.model.seed,
+            self.strategy.client_terms(),
+            round_.secure.settings() if round_.secure is not None else None,
+        )
         return Assignment(
             round_.kind.value, round_.number, round_.model_version, self.model_digest, round_.deadline, config
         )
@@ -498,6 +513,7 @@ class RoundEngine:
         assert base is not None
         try:
             mean = await self._mean_update(round_)
+            round_.epsilon = await self._epsilon_after(round_)
 
             def next_tensor(slot: TensorSlot) -> np.ndarray:
                 """One tensor of the new model: the strategy's step from the base, tensor by tensor."""
@@ -556,6 +572,18 @@ class RoundEngine:
         if round_.privacy is not None:
             self.log.info("round.privacy", round=round_.number, **round_.privacy)
         return {slot.name: view for slot, view in self.layout.views(mean)}
+
+    async def _epsilon_after(self, round_: Round) -> float | None:
+        """The training's epsilon once this DP round is released: the rounds released before it
+        and this one, charged with the population the controller gave with StartRound (None
+        without DP or population, or when infinite: noiseMultiplier 0)."""
+        if round_.privacy is None or round_.population < 1:
+            return None
+        from fedfleet.privacy.budget import epsilon_spent  # dp-accounting: only trainings with DP
+
+        released = (*self.history.released, ReleasedRounds(RoundPrivacy.from_record(round_.privacy), 1))
+        value = await asyncio.to_thread(epsilon_spent, self.spec.privacy, released, round_.population)
+        return value if math.isfinite(value) else None
 
     def _save_evaluation(self, round_: Round) -> None:
         """STATE/evaluations/version-N.json: model N's held-out metrics, measured by the clients

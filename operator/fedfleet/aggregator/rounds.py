@@ -71,6 +71,8 @@ class Round:
     max_update_norm: float = -1.0  # largest plaintext update norm accepted (DP rounds)
     bytes_received: int = 0  # update payload bytes of the accepted uploads (after compression)
     produced_evaluation: dict[str, float] = field(default_factory=dict)  # eval_* of the model it made
+    population: int = 0  # clients cohorts are drawn from, as the controller said (DP accounting); 0 unknown
+    epsilon: float | None = None  # the training's epsilon once this DP round was released
 
     def __post_init__(self) -> None:
         self.clients = {cid: ClientRecord(cid) for cid in self.participants}
@@ -139,4 +141,6 @@ class Round:
         }
         if self.privacy is not None:
             record["privacy"] = self.privacy
+        if self.epsilon is not None:
+            record["epsilon"] = self.epsilon  # the lineage record carries it (provenance.ledger)
         return record

@@ -9,6 +9,7 @@ from typing import Any
 
 from fedfleet.api.training import SecureAggregationSpec
 from fedfleet.refusal import Refusal
+from fedfleet.round_config import SecAggSettings
 from fedfleet.secagg import ProtocolError, SecAggAbort, SecAggParams, SecAggServer, Verifier
 from fedfleet.secagg.params import lane_for
 
@@ -59,19 +60,9 @@ class SecureRound:
         self._changed = asyncio.Event()
         self._deadlines = asyncio.create_task(self._close_stages_at_deadlines())
 
-    def client_config(self) -> dict[str, Any]:
-        p = self.params
-        return {
-            "secagg": {
-                "participants": p.participants,
-                "neighbours": p.neighbours,
-                "threshold": p.threshold,
-                "clip": p.clip,
-                "maxWeight": p.max_weight,
-                "lane": p.lane_bits,
-                "attempt": self.attempt,
-            }
-        }
+    def settings(self) -> SecAggSettings:
+        """What each participant is told: the parameters it must build, and this attempt."""
+        return SecAggSettings.of(self.params, self.attempt)
 
     # -- waiting -------------------------------------------------------------------------------
     def _notify(self) -> None:

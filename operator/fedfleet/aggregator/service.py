@@ -8,6 +8,7 @@ only the operator's controller identity. Plaintext serves loopback only, for loc
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import wraps
@@ -25,6 +26,7 @@ from fedfleet.aggregator.rounds import Kind, Phase, Round
 from fedfleet.aggregator.secure import ADVERTISE_KEYS, CONSISTENCY, SHARE_KEYS, UNMASK
 from fedfleet.aggregator.wire import Malformed, UpdatePart, parse_update_message
 from fedfleet.chunks import GRPC_OPTIONS, Chunk
+from fedfleet.convert import round_config_to_pb
 from fedfleet.identity.credentials import server_credentials
 from fedfleet.identity.files import TlsConfigError, TlsFiles, is_loopback
 from fedfleet.identity.peer import AuthRefusal, Policy, peer_identity
@@ -138,6 +140,45 @@ def round_to_pb(round_: Round) -> pb.RoundState:
     )
 
 
+def round_summary(round_: Round) -> pb.RoundSummary:
+    """The round without its client lists: what GetStatus carries, the same size for any cohort."""
+    return pb.RoundSummary(
+        round=round_.number,
+        kind=KINDS[round_.kind],
+        phase=PHASES[round_.phase],
+        reason=round_.reason,
+        metrics=round_.metrics(),
+        model_digest=round_.model_digest,
+        model_version=round_.model_version,
+        started_unix=round_.started,
+        finished_unix=round_.finished,
+        deadline_unix=round_.deadline,
+        participants=len(round_.participants),
+        reported=len(round_.reported),
+        dropped=len(round_.dropped),
+        min_clients=round_.min_clients,
+        privacy=privacy_to_pb(round_.privacy),
+        bytes_received=round_.bytes_received,
+    )
+
+
+def ready_page(ready: list[str], budget: int) -> list[str]:
+    """The leading ids of the sorted `ready` list that fit in `budget` bytes on the wire."""
+    page, size = [], 0
+    for client_id in ready:
+        size += len(client_id.encode()) + 3  # tag and length
+        if size > budget:
+            break
+        page.append(client_id)
+    return page
+
+
+def page_size(asked: int, default: int, most: int, what: str) -> int:
+    if asked > most:
+        raise Refusal("INVALID_ARGUMENT", f"page_size {asked} is above the {most} {what} a page holds")
+    return asked or default
+
+
 def header_from_pb(header: pb.UpdateHeader) -> UploadHeader:
     return UploadHeader(
         header.training,
@@ -181,7 +222,7 @@ class AggregatorServicer(pb_grpc.AggregatorServicer):
             model_version=got.model_version,
             model_digest=got.model_digest,
             deadline_unix=got.deadline,
-            config_json=got.config,
+            config=round_config_to_pb(got.config),
         )
 
     async def DownloadModel(self, request: pb.ModelRequest, context: Context) -> AsyncIterator[bytes]:
@@ -250,6 +291,14 @@ class AggregatorServicer(pb_grpc.AggregatorServicer):
         return pb.MetricsAck()
 
 
+READY_IN_STATUS_BYTES = 16 * 1024  # ready ids in GetStatus; ListReadyClients pages the rest
+RECENT_ROUNDS = 2  # completed rounds GetStatus summarises: a round's evaluation lands in the next
+ROUNDS_PAGE, MAX_ROUNDS_PAGE = 20, 100  # ListRounds: default and largest page_size
+ROUNDS_PAGE_BYTES = 1024 * 1024  # a ListRounds page ends early past this: far below the message limit
+READY_PAGE, MAX_READY_PAGE = 1000, 5000  # ListReadyClients: default and largest page_size
+MAX_TOKEN_CHARACTERS = 256
+
+
 class ControlServicer(pb_grpc.ControlServicer):
     def __init__(self, engine: RoundEngine, guard: Guard) -> None:
         self.engine = engine
@@ -267,7 +316,12 @@ class ControlServicer(pb_grpc.ControlServicer):
                 return round_to_pb(done)
         return round_to_pb(
             self.engine.start_round(
-                request.round, kind, list(request.participants), request.timeout_seconds, request.min_clients
+                request.round,
+                kind,
+                list(request.participants),
+                request.timeout_seconds,
+                request.min_clients,
+                population=request.accounting.population,
             )
         )
 
@@ -295,16 +349,77 @@ class ControlServicer(pb_grpc.ControlServicer):
         self.engine.finish()
         return self.status()
 
+    @refusals_to_status
+    async def GetRound(self, request: pb.RoundRequest, context: Context) -> pb.RoundState:
+        self.guard.controller(context)
+        kind = Kind.EVALUATE if request.kind == pb.ROUND_KIND_EVALUATE else Kind.TRAIN
+        current = self.engine.current
+        if current is not None and current.number == request.round and current.kind == kind:
+            return round_to_pb(current)
+        done = self.engine.record_of(request.round) if kind == Kind.TRAIN else None
+        if done is None:
+            raise Refusal("NOT_FOUND", f"no {kind.value} round {request.round} is current or completed")
+        return round_to_pb(done)
+
+    @refusals_to_status
+    async def ListRounds(self, request: pb.ListRoundsRequest, context: Context) -> pb.ListRoundsReply:
+        """Completed training rounds in order, a page at a time; the token is the last round sent."""
+        self.guard.controller(context)
+        size = page_size(request.page_size, ROUNDS_PAGE, MAX_ROUNDS_PAGE, "rounds")
+        after = 0
+        if request.page_token:
+            token = request.page_token
+            if len(token) > MAX_TOKEN_CHARACTERS or not token.isdigit():
+                raise Refusal("INVALID_ARGUMENT", "page_token is not one ListRounds gave")
+            after = int(token)
+        history = self.engine.history
+        reply = pb.ListRoundsReply(total=len(history))
+        records = history.after(after, size)
+        for record in records:
+            done = self.engine.record_of(int(record["round"]))
+            if done is None:
+                continue
+            reply.rounds.append(round_to_pb(done))
+            if reply.ByteSize() > ROUNDS_PAGE_BYTES:
+                break  # a large cohort's rounds: fewer per page, never past the message limit
+        if reply.rounds and history.after(reply.rounds[-1].round, 1):
+            reply.next_page_token = str(reply.rounds[-1].round)
+        return reply
+
+    @refusals_to_status
+    async def ListReadyClients(self, request: pb.ListReadyRequest, context: Context) -> pb.ListReadyReply:
+        """Ready clients in id order, a page at a time; the token is the last id sent, so a
+        client that arrives or leaves between pages moves nothing else."""
+        self.guard.controller(context)
+        size = page_size(request.page_size, READY_PAGE, MAX_READY_PAGE, "client ids")
+        if len(request.page_token) > MAX_TOKEN_CHARACTERS:
+            raise Refusal("INVALID_ARGUMENT", "page_token is not one ListReadyClients gave")
+        ready = self.engine.ready_clients()
+        start = bisect.bisect_right(ready, request.page_token) if request.page_token else 0
+        page = ready[start : start + size]
+        more = start + size < len(ready)
+        return pb.ListReadyReply(
+            client_ids=page, next_page_token=page[-1] if page and more else "", total=len(ready)
+        )
+
     def status(self) -> pb.AggregatorStatus:
+        """Bounded: the current round and the last completed ones as summaries, the released
+        DP records grouped (kept as rounds end, by `RoundHistory`), a page of ready clients."""
         engine = self.engine
-        history = [r for r in (engine.record_of(rec["round"]) for rec in engine.history) if r is not None]
+        ready = engine.ready_clients()
+        recent = (engine.record_of(int(r["round"])) for r in engine.history.last(RECENT_ROUNDS))
         return pb.AggregatorStatus(
             training=engine.training,
             model_version=engine.model_version,
             model_digest=engine.model_digest,
-            ready_clients=engine.ready_clients(),
-            current=round_to_pb(engine.current) if engine.current is not None else None,
-            history=[round_to_pb(r) for r in history],
+            ready_clients=ready_page(ready, READY_IN_STATUS_BYTES),
+            ready_count=len(ready),
+            current=round_summary(engine.current) if engine.current is not None else None,
+            recent=[round_summary(r) for r in recent if r is not None],
+            released=[
+                pb.ReleasedPrivacy(privacy=privacy_to_pb(group.privacy.to_record()), rounds=group.rounds)
+                for group in engine.history.released
+            ],
             finished=engine.finished,
             lineage_head=engine.ledger.head,
             lineage_public_key=engine.ledger.public_key_pem,

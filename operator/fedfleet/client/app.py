@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,15 +14,16 @@ from cryptography import x509
 
 from fedfleet.api.training import FederatedTraining
 from fedfleet.client.connection import AggregatorConnection
+from fedfleet.convert import round_config_from_pb
 from fedfleet.identity.ca import identity_of
 from fedfleet.identity.files import TlsFiles
 from fedfleet.privacy import privatize_update
+from fedfleet.round_config import RoundConfig, SecAggSettings
 from fedfleet.secagg import (
     MASKED_TENSOR,
     LongTermKey,
     ProtocolError,
     SecAggClient,
-    SecAggParams,
     Signer,
     Verifier,
 )
@@ -116,18 +116,10 @@ class SiteClient:
         finally:
             self.conn.close()
 
-    def _exchange_keys(self, round_number: int, config: dict[str, Any]) -> SecAggClient:
+    def _exchange_keys(self, round_number: int, settings: SecAggSettings) -> SecAggClient:
         """SecAgg+ stages 1 and 2, before training: keys out, neighbours' keys and shares in."""
-        settings = config["secagg"]
-        params = SecAggParams(
-            int(settings["participants"]),
-            int(settings["neighbours"]),
-            int(settings["threshold"]),
-            float(settings["clip"]),
-            float(settings["maxWeight"]),
-            lane=int(settings.get("lane", 0)),
-        )
-        attempt = int(settings.get("attempt", 0))
+        params = settings.params()
+        attempt = settings.attempt
         if attempt <= self._secagg_attempts.get(round_number, -1):
             raise ProtocolError(
                 f"round {round_number} attempt {attempt} is not newer than one already joined"
@@ -162,20 +154,22 @@ class SiteClient:
         )
         self.conn.secagg(round_number, pb.SecAggRequest.STAGE_UNMASK, secure.reveal(endorsed.payload))
 
-    def _privatize(self, update: dict[str, np.ndarray], config: dict[str, Any], log: Any) -> float:
+    def _privatize(self, update: dict[str, np.ndarray], config: RoundConfig, log: Any) -> float:
         """DP-FedAvg before quantization and masking: clip to clipNorm, add this client's noise
         share in distributed mode (n = the round's SecAgg+ cohort). Returns the weight to send: 1."""
         privacy = self.training.spec.privacy
-        cohort = int(config.get("secagg", {}).get("participants", 1))
+        secure = config.secure_aggregation
+        cohort = secure.participants if secure is not None else 1
         clip = privatize_update(update, privacy, cohort)
         log.info("update.clipped", norm=clip.norm, scale=clip.scale, clip_norm=privacy.clip_norm)
         return 1.0
 
     def _round(self, reply: pb.JoinReply) -> None:
         log = self.log.bind(round=reply.round)
-        config = json.loads(reply.config_json or "{}")
         try:
-            secure = self._exchange_keys(reply.round, config) if "secagg" in config else None
+            config = round_config_from_pb(reply.config)
+            settings = config.secure_aggregation
+            secure = self._exchange_keys(reply.round, settings) if settings is not None else None
             global_weights = self.conn.download(reply.round, reply.deadline_unix)
             self.task.load_federated_weights(self.model, global_weights)
             examples, metrics = self.task.evaluate(self.model, self.data, self.device)
@@ -185,13 +179,13 @@ class SiteClient:
             log.info("model.evaluated", model_version=reply.model_version, **metrics)
             if reply.action == pb.JoinReply.ACTION_EVALUATE:
                 return
-            seed = round_seed(int(config.get("seed", 0)), reply.round, self.options.client_id)
+            seed = round_seed(config.seed, reply.round, self.options.client_id)
             torch.manual_seed(seed)
             ctx = TrainContext(
                 reply.round,
                 seed,
                 self.device,
-                float(config.get("proximal_mu", 0.0)),
+                config.strategy.proximal_mu,
                 {k: torch.from_numpy(v) for k, v in global_weights.items()},
             )
             examples, metrics = self.task.train(self.model, self.data, ctx)

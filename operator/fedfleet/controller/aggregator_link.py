@@ -21,8 +21,9 @@ class AggregatorLink:
         self._channels: dict[tuple[str, str], grpc.aio.Channel] = {}
         self._retired: list[grpc.aio.Channel] = []
 
-    def aggregator(self, ref: res.TrainingRef, address: str) -> ControlAggregator:
-        """mTLS as the training's controller identity (Certificates.ensure ran this pass)."""
+    def aggregator(self, ref: res.TrainingRef, address: str, population: int) -> ControlAggregator:
+        """mTLS as the training's controller identity (Certificates.ensure ran this pass);
+        `population`: the clients cohorts are drawn from, sent with every StartRound."""
         bundle = self.certificates.controller_bundle(ref)
         key = (address, fingerprint(bundle))
         if key not in self._channels:
@@ -33,7 +34,7 @@ class AggregatorLink:
                 channel_credentials(bundle.cert_pem, bundle.key_pem, bundle.ca_pem),
                 options=[*GRPC_OPTIONS, *channel_options(server_name(ref.name, ref.namespace))],
             )
-        return ControlAggregator(pb_grpc.ControlStub(self._channels[key]))
+        return ControlAggregator(pb_grpc.ControlStub(self._channels[key]), population=population)
 
     async def forget(self, address: str) -> None:
         """Close the channels to an aggregator whose training has ended."""

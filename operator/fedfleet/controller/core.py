@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from fedfleet import vocabulary as vocab
 from fedfleet.api.training import FederatedTrainingSpec, RetrySpec
-from fedfleet.privacy.release import RoundPrivacy
+from fedfleet.privacy.release import ReleasedRounds, RoundPrivacy
 
 ACTIVE_PHASES = vocab.ACTIVE_ROUND_PHASES
 SCHEDULING_GRACE_SECONDS = 30.0
@@ -36,7 +36,7 @@ class Observation:
     round_failures: Mapping[int, int] = field(default_factory=dict)
     last_failure: str = ""
     waiting_seconds: float = 0.0  # how long the next round has waited for clients
-    released: tuple[RoundPrivacy, ...] = ()  # DP records of the completed training rounds
+    released: tuple[RoundPrivacy | ReleasedRounds, ...] = ()  # DP records of the completed rounds (grouped)
 
 
 @dataclass(frozen=True)

@@ -101,7 +101,13 @@ class TrainingReconciler:
             await self._ensure_aggregator(ref, training, sites, pods)
             address = self.address(ref, training.spec.aggregator.port)
             fleet = await self.clients.ensure(ref, training, sites, pods, address, step)
-            await self.rounds.drive(ref, training, self.link.aggregator(ref, address), fleet, step)
+            await self.rounds.drive(
+                ref,
+                training,
+                self.link.aggregator(ref, address, training.spec.expected_clients()),
+                fleet,
+                step,
+            )
         except InvalidSpec as err:
             await self._invalid(step, str(err))
         await self.writer.training(ref, step)

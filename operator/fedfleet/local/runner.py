@@ -17,8 +17,9 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from fedfleet.api.training import FederatedTraining, RetrySpec
+from fedfleet.chunks import GRPC_OPTIONS
 from fedfleet.controller import core
-from fedfleet.convert import released_privacy, round_privacy, round_record, round_snapshot
+from fedfleet.convert import round_record
 from fedfleet.identity.credentials import channel_credentials, channel_options
 from fedfleet.identity.files import TlsFiles
 from fedfleet.identity.local import issue_local
@@ -30,7 +31,7 @@ from fedfleet.logs import get_logger
 from fedfleet.provenance.signing import generate_signing_key
 from fedfleet.rounds.control import ControlAggregator
 from fedfleet.rounds.driver import Bookkeeping, RoundDriver, Unreachable
-from fedfleet.rounds.ports import AggregatorError, AggregatorRefused, AggregatorUnavailable
+from fedfleet.rounds.ports import AggregatorError, AggregatorRefused, AggregatorUnavailable, RoundSnapshot
 from fedfleet.v1 import aggregator_pb2 as pb
 from fedfleet.v1 import aggregator_pb2_grpc as pb_grpc
 
@@ -158,9 +159,10 @@ class LocalRunner:
         """The runner is the controller: it dials as the controller identity."""
         files = self.tls.get("controller")
         if files is None:
-            return grpc.aio.insecure_channel(self.address)
+            return grpc.aio.insecure_channel(self.address, options=GRPC_OPTIONS)
         creds = channel_credentials(*files.read())
-        return grpc.aio.secure_channel(self.address, creds, options=channel_options(self._server_name))
+        options = [*GRPC_OPTIONS, *channel_options(self._server_name)]
+        return grpc.aio.secure_channel(self.address, creds, options=options)
 
     @property
     def clients(self) -> list[Supervised]:
@@ -265,7 +267,7 @@ class LocalRunner:
         self._changed = asyncio.Event()
         channel = self._channel()
         control = pb_grpc.ControlStub(channel)
-        aggregator = ControlAggregator(control, status_timeout=10)
+        aggregator = ControlAggregator(control, status_timeout=10, population=self.spec.expected_clients())
         supervisor = asyncio.create_task(self._supervise())
         try:
             with RoundProgress(enabled=self.show_progress) as progress:
@@ -274,14 +276,14 @@ class LocalRunner:
                 await self._wait_healthy(channel)
                 await self._drive(driver, aggregator, channel)
             status = await control.GetStatus(pb.StatusRequest(), timeout=10)
+            history = await aggregator.completed_rounds()
             await self._wait_clients_exit(timeout=30)
         finally:
             supervisor.cancel()
             for proc in self.processes.values():
                 proc.stop()
             await channel.close(grace=None)
-        history = sorted(status.history, key=lambda r: r.round)
-        rounds = [round_record(round_snapshot(r)) for r in history]
+        rounds = [round_record(r) for r in history]
         self._add_epsilon(rounds, history)
         finish = recorder.finish or core.Finish()
         return RunResult(
@@ -298,17 +300,17 @@ class LocalRunner:
             lineage_key_fingerprint=status.lineage_key_fingerprint,
         )
 
-    def _add_epsilon(self, rounds: list[dict[str, Any]], history: Any) -> None:
-        """Each released round's DP record and the training's epsilon once it was released."""
+    def _add_epsilon(self, rounds: list[dict[str, Any]], history: list[RoundSnapshot]) -> None:
+        """Each released round's DP record and the training's epsilon once it was released
+        (`history`: the completed rounds in order, as `rounds` lists them)."""
         if not self.spec.privacy.enabled:
             return
         from fedfleet.privacy.budget import epsilon_after_each  # dp-accounting: only with DP
 
-        epsilons = iter(
-            epsilon_after_each(self.spec.privacy, released_privacy(history), self.spec.expected_clients())
-        )
-        for row, state in zip(rounds, sorted(history, key=lambda r: r.round), strict=True):
-            privacy = round_privacy(state)
+        released = [r.privacy for r in history if r.privacy is not None]
+        epsilons = iter(epsilon_after_each(self.spec.privacy, released, self.spec.expected_clients()))
+        for row, state in zip(rounds, history, strict=True):
+            privacy = state.privacy
             if privacy is not None:
                 row["privacy"] = privacy.to_record()
                 row["epsilon"] = next(epsilons)

@@ -14,7 +14,9 @@ from functools import lru_cache
 from fedfleet.api.privacy import PrivacySpec
 from fedfleet.privacy.accountant import PrivacyAccountant, RoundCharge
 from fedfleet.privacy.noise import effective_noise_multiplier
-from fedfleet.privacy.release import RoundPrivacy
+from fedfleet.privacy.release import ReleasedRounds, RoundPrivacy
+
+Released = Sequence[RoundPrivacy | ReleasedRounds]  # one entry per round, or counted groups
 
 
 @lru_cache(maxsize=64)
@@ -22,11 +24,11 @@ def _accountant(charges: tuple[RoundCharge, ...]) -> PrivacyAccountant:
     return PrivacyAccountant(charges)  # shared: only read (epsilon_after works on a copy)
 
 
-def charges(released: Sequence[RoundPrivacy], population: int) -> tuple[RoundCharge, ...]:
+def charges(released: Released, population: int) -> tuple[RoundCharge, ...]:
     return tuple(r.charge(population) for r in released)
 
 
-def epsilon_spent(spec: PrivacySpec, released: Sequence[RoundPrivacy], population: int) -> float:
+def epsilon_spent(spec: PrivacySpec, released: Released, population: int) -> float:
     """Client-level epsilon at spec.delta after the released rounds (0 before any)."""
     return _accountant(charges(released, population)).epsilon_spent(spec.delta)
 
@@ -64,7 +66,7 @@ class BudgetCheck:
 
 
 def check_budget(
-    spec: PrivacySpec, released: Sequence[RoundPrivacy], population: int, cohort: int, min_clients: int
+    spec: PrivacySpec, released: Released, population: int, cohort: int, min_clients: int
 ) -> BudgetCheck | None:
     """None when no budget is set; otherwise where the next round would leave epsilon."""
     if not spec.enabled or spec.epsilon_budget is None:

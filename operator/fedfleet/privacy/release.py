@@ -10,8 +10,8 @@ charges the accountant from it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
@@ -49,6 +49,11 @@ class RoundPrivacy:
             self.noise_multiplier, self.mode, self.expected_clients, self.survivors
         )
 
+    @property
+    def accounting_key(self) -> tuple[str, float, float, int, int]:
+        """What the accountant's charge depends on (everything but the audit figure)."""
+        return (self.mode, self.clip_norm, self.noise_multiplier, self.expected_clients, self.survivors)
+
     def charge(self, population: int) -> RoundCharge:
         """The accountant's entry: sampling rate n / population, the effective z."""
         from fedfleet.privacy.accountant import RoundCharge  # dp-accounting: slow import
@@ -81,6 +86,43 @@ class RoundPrivacy:
             int(record["survivors"]),
             float(record.get("maxUpdateNorm", -1.0)),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class ReleasedRounds:
+    """`rounds` released training rounds that carried the same DP (`privacy`): the accountant
+    charges them as one entry, so the privacy accounting's input stays the size of the
+    distinct parameter sets however many rounds ran (composition commutes)."""
+
+    privacy: RoundPrivacy
+    rounds: int
+
+    def __post_init__(self) -> None:
+        if self.rounds < 1:
+            raise ValueError(f"a group of released rounds holds at least 1 round, got {self.rounds}")
+
+    def plus(self, record: RoundPrivacy) -> ReleasedRounds:
+        """This group with one more round of the same parameters."""
+        if record.accounting_key != self.privacy.accounting_key:
+            raise ValueError("a released round joins only the group of its own parameters")
+        norm = max(self.privacy.max_update_norm, record.max_update_norm)
+        return ReleasedRounds(replace(self.privacy, max_update_norm=norm), self.rounds + 1)
+
+    def charge(self, population: int) -> RoundCharge:
+        from fedfleet.privacy.accountant import RoundCharge  # dp-accounting: slow import
+
+        one = self.privacy.charge(population)
+        return RoundCharge(one.sampling_rate, one.noise_multiplier, self.rounds)
+
+
+def group_released(released: Iterable[RoundPrivacy]) -> tuple[ReleasedRounds, ...]:
+    """Released rounds grouped by the parameters the accountant charges, in order of first
+    appearance; a group's max_update_norm is its largest."""
+    groups: dict[tuple[str, float, float, int, int], ReleasedRounds] = {}
+    for record in released:
+        known = groups.get(record.accounting_key)
+        groups[record.accounting_key] = ReleasedRounds(record, 1) if known is None else known.plus(record)
+    return tuple(groups.values())
 
 
 def privatize_update(

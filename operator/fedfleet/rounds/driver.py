@@ -18,7 +18,7 @@ from typing import Any
 from fedfleet import vocabulary as vocab
 from fedfleet.api.training import FederatedTrainingSpec
 from fedfleet.controller import core
-from fedfleet.privacy.release import RoundPrivacy
+from fedfleet.privacy.release import ReleasedRounds, RoundPrivacy
 from fedfleet.rounds.ports import (
     AggregatorError,
     AggregatorPort,
@@ -115,10 +115,10 @@ class RoundDriver:
             round_failures=dict(book.round_failures),
             last_failure=book.last_failure,
             waiting_seconds=now - (book.waiting_since if book.waiting_since is not None else now),
-            released=tuple(privacy for _, privacy in view.released),
+            released=view.released,
         )
         action = core.decide(self.spec, observation, self.expected)
-        await self.recorder.training_progress(view, self.epsilon(tuple(p for _, p in view.released)))
+        await self.recorder.training_progress(view, self.epsilon(view.released))
         await self._act(action, view, book, now)
         return Step(action, view, fleet)
 
@@ -169,17 +169,20 @@ class RoundDriver:
             await self.aggregator.finish()
             await self.recorder.training_failed(action.reason)
 
-    def epsilon(self, released: tuple[RoundPrivacy, ...]) -> float | None:
+    def epsilon(self, released: Released) -> float | None:
         return epsilon_after(self.spec, released, self.expected)
 
     def _round_epsilon(self, view: AggregatorView, state: RoundSnapshot) -> float | None:
-        """The training's epsilon once this round was released; None for a round without DP."""
-        return self.epsilon(view.released_through(state.number)) if state.privacy is not None else None
+        """The training's epsilon once this round was released; None for a round without DP.
+        The round is the newest (the current one, or the one just started, which is released
+        only when it ran before): every released round is at or before it."""
+        return self.epsilon(view.released) if state.privacy is not None else None
 
 
-def epsilon_after(
-    spec: FederatedTrainingSpec, released: tuple[RoundPrivacy, ...], population: int
-) -> float | None:
+Released = tuple[RoundPrivacy | ReleasedRounds, ...]
+
+
+def epsilon_after(spec: FederatedTrainingSpec, released: Released, population: int) -> float | None:
     """The training's epsilon after the `released` rounds; None when privacy is off."""
     if not spec.privacy.enabled:
         return None

@@ -22,7 +22,7 @@ from typing import Protocol
 
 from fedfleet import vocabulary as vocab
 from fedfleet.controller import core
-from fedfleet.privacy.release import RoundPrivacy
+from fedfleet.privacy.release import ReleasedRounds, RoundPrivacy
 
 
 @dataclass(frozen=True)
@@ -72,14 +72,13 @@ class AggregatorView:
     ready_clients: tuple[str, ...] = ()  # clients waiting for a round now
     current: RoundSnapshot | None = None  # the open or last round
     recent: tuple[RoundSnapshot, ...] = ()  # the latest completed training rounds, oldest first
-    released: tuple[tuple[int, RoundPrivacy], ...] = ()  # (round, DP record) of released rounds, in order
+    # DP records of the released rounds, grouped by what the accountant charges, with counts:
+    # one entry per distinct parameter set, however many rounds ran
+    released: tuple[ReleasedRounds, ...] = ()
     finished: bool = False
     lineage_head: str = ""
     lineage_public_key: str = ""
     lineage_key_fingerprint: str = ""
-
-    def released_through(self, number: int) -> tuple[RoundPrivacy, ...]:
-        return tuple(privacy for round_, privacy in self.released if round_ <= number)
 
 
 class AggregatorError(Exception):

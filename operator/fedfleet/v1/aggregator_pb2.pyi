@@ -68,7 +68,7 @@ class JoinRequest(_message.Message):
     def __init__(self, training: _Optional[str] = ..., client_id: _Optional[str] = ..., site: _Optional[str] = ..., session: _Optional[str] = ..., wait_seconds: _Optional[int] = ...) -> None: ...
 
 class JoinReply(_message.Message):
-    __slots__ = ("action", "round", "model_version", "model_digest", "deadline_unix", "config_json")
+    __slots__ = ("action", "round", "model_version", "model_digest", "deadline_unix", "config")
     class Action(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         ACTION_UNSPECIFIED: _ClassVar[JoinReply.Action]
@@ -86,14 +86,48 @@ class JoinReply(_message.Message):
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     MODEL_DIGEST_FIELD_NUMBER: _ClassVar[int]
     DEADLINE_UNIX_FIELD_NUMBER: _ClassVar[int]
-    CONFIG_JSON_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_FIELD_NUMBER: _ClassVar[int]
     action: JoinReply.Action
     round: int
     model_version: int
     model_digest: str
     deadline_unix: float
-    config_json: str
-    def __init__(self, action: _Optional[_Union[JoinReply.Action, str]] = ..., round: _Optional[int] = ..., model_version: _Optional[int] = ..., model_digest: _Optional[str] = ..., deadline_unix: _Optional[float] = ..., config_json: _Optional[str] = ...) -> None: ...
+    config: RoundConfig
+    def __init__(self, action: _Optional[_Union[JoinReply.Action, str]] = ..., round: _Optional[int] = ..., model_version: _Optional[int] = ..., model_digest: _Optional[str] = ..., deadline_unix: _Optional[float] = ..., config: _Optional[_Union[RoundConfig, _Mapping]] = ...) -> None: ...
+
+class StrategyTerms(_message.Message):
+    __slots__ = ("proximal_mu",)
+    PROXIMAL_MU_FIELD_NUMBER: _ClassVar[int]
+    proximal_mu: float
+    def __init__(self, proximal_mu: _Optional[float] = ...) -> None: ...
+
+class SecAggParameters(_message.Message):
+    __slots__ = ("participants", "neighbours", "threshold", "clip", "max_weight", "lane_bits", "attempt")
+    PARTICIPANTS_FIELD_NUMBER: _ClassVar[int]
+    NEIGHBOURS_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    CLIP_FIELD_NUMBER: _ClassVar[int]
+    MAX_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    LANE_BITS_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    participants: int
+    neighbours: int
+    threshold: int
+    clip: float
+    max_weight: float
+    lane_bits: int
+    attempt: int
+    def __init__(self, participants: _Optional[int] = ..., neighbours: _Optional[int] = ..., threshold: _Optional[int] = ..., clip: _Optional[float] = ..., max_weight: _Optional[float] = ..., lane_bits: _Optional[int] = ..., attempt: _Optional[int] = ...) -> None: ...
+
+class RoundConfig(_message.Message):
+    __slots__ = ("seed", "strategy", "secure_aggregation")
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    SECURE_AGGREGATION_FIELD_NUMBER: _ClassVar[int]
+    seed: int
+    strategy: StrategyTerms
+    secure_aggregation: SecAggParameters
+    def __init__(self, seed: _Optional[int] = ..., strategy: _Optional[_Union[StrategyTerms, _Mapping]] = ..., secure_aggregation: _Optional[_Union[SecAggParameters, _Mapping]] = ...) -> None: ...
 
 class ModelRequest(_message.Message):
     __slots__ = ("training", "client_id", "round")
@@ -211,18 +245,26 @@ class SecAggReply(_message.Message):
     def __init__(self, payload: _Optional[bytes] = ..., done: _Optional[bool] = ...) -> None: ...
 
 class StartRoundRequest(_message.Message):
-    __slots__ = ("round", "kind", "participants", "timeout_seconds", "min_clients")
+    __slots__ = ("round", "kind", "participants", "timeout_seconds", "min_clients", "accounting")
     ROUND_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     PARTICIPANTS_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     MIN_CLIENTS_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNTING_FIELD_NUMBER: _ClassVar[int]
     round: int
     kind: RoundKind
     participants: _containers.RepeatedScalarFieldContainer[str]
     timeout_seconds: float
     min_clients: int
-    def __init__(self, round: _Optional[int] = ..., kind: _Optional[_Union[RoundKind, str]] = ..., participants: _Optional[_Iterable[str]] = ..., timeout_seconds: _Optional[float] = ..., min_clients: _Optional[int] = ...) -> None: ...
+    accounting: PrivacyAccounting
+    def __init__(self, round: _Optional[int] = ..., kind: _Optional[_Union[RoundKind, str]] = ..., participants: _Optional[_Iterable[str]] = ..., timeout_seconds: _Optional[float] = ..., min_clients: _Optional[int] = ..., accounting: _Optional[_Union[PrivacyAccounting, _Mapping]] = ...) -> None: ...
+
+class PrivacyAccounting(_message.Message):
+    __slots__ = ("population",)
+    POPULATION_FIELD_NUMBER: _ClassVar[int]
+    population: int
+    def __init__(self, population: _Optional[int] = ...) -> None: ...
 
 class ClientState(_message.Message):
     __slots__ = ("client_id", "state", "reason")
@@ -297,33 +339,132 @@ class RoundState(_message.Message):
     bytes_received: int
     def __init__(self, round: _Optional[int] = ..., kind: _Optional[_Union[RoundKind, str]] = ..., phase: _Optional[_Union[RoundPhase, str]] = ..., participants: _Optional[_Iterable[str]] = ..., reported: _Optional[_Iterable[str]] = ..., dropped: _Optional[_Iterable[str]] = ..., reason: _Optional[str] = ..., metrics: _Optional[_Mapping[str, float]] = ..., model_digest: _Optional[str] = ..., started_unix: _Optional[float] = ..., finished_unix: _Optional[float] = ..., model_version: _Optional[int] = ..., clients: _Optional[_Iterable[_Union[ClientState, _Mapping]]] = ..., min_clients: _Optional[int] = ..., deadline_unix: _Optional[float] = ..., privacy: _Optional[_Union[RoundPrivacy, _Mapping]] = ..., bytes_received: _Optional[int] = ...) -> None: ...
 
+class RoundSummary(_message.Message):
+    __slots__ = ("round", "kind", "phase", "reason", "metrics", "model_digest", "model_version", "started_unix", "finished_unix", "deadline_unix", "participants", "reported", "dropped", "min_clients", "privacy", "bytes_received")
+    class MetricsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    STARTED_UNIX_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_UNIX_FIELD_NUMBER: _ClassVar[int]
+    DEADLINE_UNIX_FIELD_NUMBER: _ClassVar[int]
+    PARTICIPANTS_FIELD_NUMBER: _ClassVar[int]
+    REPORTED_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_FIELD_NUMBER: _ClassVar[int]
+    MIN_CLIENTS_FIELD_NUMBER: _ClassVar[int]
+    PRIVACY_FIELD_NUMBER: _ClassVar[int]
+    BYTES_RECEIVED_FIELD_NUMBER: _ClassVar[int]
+    round: int
+    kind: RoundKind
+    phase: RoundPhase
+    reason: str
+    metrics: _containers.ScalarMap[str, float]
+    model_digest: str
+    model_version: int
+    started_unix: float
+    finished_unix: float
+    deadline_unix: float
+    participants: int
+    reported: int
+    dropped: int
+    min_clients: int
+    privacy: RoundPrivacy
+    bytes_received: int
+    def __init__(self, round: _Optional[int] = ..., kind: _Optional[_Union[RoundKind, str]] = ..., phase: _Optional[_Union[RoundPhase, str]] = ..., reason: _Optional[str] = ..., metrics: _Optional[_Mapping[str, float]] = ..., model_digest: _Optional[str] = ..., model_version: _Optional[int] = ..., started_unix: _Optional[float] = ..., finished_unix: _Optional[float] = ..., deadline_unix: _Optional[float] = ..., participants: _Optional[int] = ..., reported: _Optional[int] = ..., dropped: _Optional[int] = ..., min_clients: _Optional[int] = ..., privacy: _Optional[_Union[RoundPrivacy, _Mapping]] = ..., bytes_received: _Optional[int] = ...) -> None: ...
+
+class ReleasedPrivacy(_message.Message):
+    __slots__ = ("privacy", "rounds")
+    PRIVACY_FIELD_NUMBER: _ClassVar[int]
+    ROUNDS_FIELD_NUMBER: _ClassVar[int]
+    privacy: RoundPrivacy
+    rounds: int
+    def __init__(self, privacy: _Optional[_Union[RoundPrivacy, _Mapping]] = ..., rounds: _Optional[int] = ...) -> None: ...
+
 class StatusRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class AggregatorStatus(_message.Message):
-    __slots__ = ("training", "model_version", "model_digest", "ready_clients", "current", "history", "finished", "lineage_head", "lineage_public_key", "lineage_key_fingerprint")
+    __slots__ = ("training", "model_version", "model_digest", "ready_clients", "finished", "lineage_head", "lineage_public_key", "lineage_key_fingerprint", "current", "recent", "ready_count", "released")
     TRAINING_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     MODEL_DIGEST_FIELD_NUMBER: _ClassVar[int]
     READY_CLIENTS_FIELD_NUMBER: _ClassVar[int]
-    CURRENT_FIELD_NUMBER: _ClassVar[int]
-    HISTORY_FIELD_NUMBER: _ClassVar[int]
     FINISHED_FIELD_NUMBER: _ClassVar[int]
     LINEAGE_HEAD_FIELD_NUMBER: _ClassVar[int]
     LINEAGE_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
     LINEAGE_KEY_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    CURRENT_FIELD_NUMBER: _ClassVar[int]
+    RECENT_FIELD_NUMBER: _ClassVar[int]
+    READY_COUNT_FIELD_NUMBER: _ClassVar[int]
+    RELEASED_FIELD_NUMBER: _ClassVar[int]
     training: str
     model_version: int
     model_digest: str
     ready_clients: _containers.RepeatedScalarFieldContainer[str]
-    current: RoundState
-    history: _containers.RepeatedCompositeFieldContainer[RoundState]
     finished: bool
     lineage_head: str
     lineage_public_key: str
     lineage_key_fingerprint: str
-    def __init__(self, training: _Optional[str] = ..., model_version: _Optional[int] = ..., model_digest: _Optional[str] = ..., ready_clients: _Optional[_Iterable[str]] = ..., current: _Optional[_Union[RoundState, _Mapping]] = ..., history: _Optional[_Iterable[_Union[RoundState, _Mapping]]] = ..., finished: _Optional[bool] = ..., lineage_head: _Optional[str] = ..., lineage_public_key: _Optional[str] = ..., lineage_key_fingerprint: _Optional[str] = ...) -> None: ...
+    current: RoundSummary
+    recent: _containers.RepeatedCompositeFieldContainer[RoundSummary]
+    ready_count: int
+    released: _containers.RepeatedCompositeFieldContainer[ReleasedPrivacy]
+    def __init__(self, training: _Optional[str] = ..., model_version: _Optional[int] = ..., model_digest: _Optional[str] = ..., ready_clients: _Optional[_Iterable[str]] = ..., finished: _Optional[bool] = ..., lineage_head: _Optional[str] = ..., lineage_public_key: _Optional[str] = ..., lineage_key_fingerprint: _Optional[str] = ..., current: _Optional[_Union[RoundSummary, _Mapping]] = ..., recent: _Optional[_Iterable[_Union[RoundSummary, _Mapping]]] = ..., ready_count: _Optional[int] = ..., released: _Optional[_Iterable[_Union[ReleasedPrivacy, _Mapping]]] = ...) -> None: ...
+
+class RoundRequest(_message.Message):
+    __slots__ = ("round", "kind")
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    round: int
+    kind: RoundKind
+    def __init__(self, round: _Optional[int] = ..., kind: _Optional[_Union[RoundKind, str]] = ...) -> None: ...
+
+class ListRoundsRequest(_message.Message):
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListRoundsReply(_message.Message):
+    __slots__ = ("rounds", "next_page_token", "total")
+    ROUNDS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    rounds: _containers.RepeatedCompositeFieldContainer[RoundState]
+    next_page_token: str
+    total: int
+    def __init__(self, rounds: _Optional[_Iterable[_Union[RoundState, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., total: _Optional[int] = ...) -> None: ...
+
+class ListReadyRequest(_message.Message):
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListReadyReply(_message.Message):
+    __slots__ = ("client_ids", "next_page_token", "total")
+    CLIENT_IDS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    client_ids: _containers.RepeatedScalarFieldContainer[str]
+    next_page_token: str
+    total: int
+    def __init__(self, client_ids: _Optional[_Iterable[str]] = ..., next_page_token: _Optional[str] = ..., total: _Optional[int] = ...) -> None: ...
 
 class WatchRequest(_message.Message):
     __slots__ = ("round",)

@@ -302,6 +302,21 @@ class ControlStub:
                 request_serializer=fedfleet_dot_v1_dot_aggregator__pb2.StatusRequest.SerializeToString,
                 response_deserializer=fedfleet_dot_v1_dot_aggregator__pb2.AggregatorStatus.FromString,
                 _registered_method=True)
+        self.GetRound = channel.unary_unary(
+                '/fedfleet.v1.Control/GetRound',
+                request_serializer=fedfleet_dot_v1_dot_aggregator__pb2.RoundRequest.SerializeToString,
+                response_deserializer=fedfleet_dot_v1_dot_aggregator__pb2.RoundState.FromString,
+                _registered_method=True)
+        self.ListRounds = channel.unary_unary(
+                '/fedfleet.v1.Control/ListRounds',
+                request_serializer=fedfleet_dot_v1_dot_aggregator__pb2.ListRoundsRequest.SerializeToString,
+                response_deserializer=fedfleet_dot_v1_dot_aggregator__pb2.ListRoundsReply.FromString,
+                _registered_method=True)
+        self.ListReadyClients = channel.unary_unary(
+                '/fedfleet.v1.Control/ListReadyClients',
+                request_serializer=fedfleet_dot_v1_dot_aggregator__pb2.ListReadyRequest.SerializeToString,
+                response_deserializer=fedfleet_dot_v1_dot_aggregator__pb2.ListReadyReply.FromString,
+                _registered_method=True)
         self.FinishTraining = channel.unary_unary(
                 '/fedfleet.v1.Control/FinishTraining',
                 request_serializer=fedfleet_dot_v1_dot_aggregator__pb2.FinishRequest.SerializeToString,
@@ -337,6 +352,25 @@ class ControlServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetRound(self, request, context):
+        """the current round, or a completed training round
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRounds(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListReadyClients(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def FinishTraining(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -365,6 +399,21 @@ def add_ControlServicer_to_server(servicer, server):
                     servicer.GetStatus,
                     request_deserializer=fedfleet_dot_v1_dot_aggregator__pb2.StatusRequest.FromString,
                     response_serializer=fedfleet_dot_v1_dot_aggregator__pb2.AggregatorStatus.SerializeToString,
+            ),
+            'GetRound': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRound,
+                    request_deserializer=fedfleet_dot_v1_dot_aggregator__pb2.RoundRequest.FromString,
+                    response_serializer=fedfleet_dot_v1_dot_aggregator__pb2.RoundState.SerializeToString,
+            ),
+            'ListRounds': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRounds,
+                    request_deserializer=fedfleet_dot_v1_dot_aggregator__pb2.ListRoundsRequest.FromString,
+                    response_serializer=fedfleet_dot_v1_dot_aggregator__pb2.ListRoundsReply.SerializeToString,
+            ),
+            'ListReadyClients': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListReadyClients,
+                    request_deserializer=fedfleet_dot_v1_dot_aggregator__pb2.ListReadyRequest.FromString,
+                    response_serializer=fedfleet_dot_v1_dot_aggregator__pb2.ListReadyReply.SerializeToString,
             ),
             'FinishTraining': grpc.unary_unary_rpc_method_handler(
                     servicer.FinishTraining,
@@ -481,6 +530,87 @@ class Control:
             '/fedfleet.v1.Control/GetStatus',
             fedfleet_dot_v1_dot_aggregator__pb2.StatusRequest.SerializeToString,
             fedfleet_dot_v1_dot_aggregator__pb2.AggregatorStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRound(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedfleet.v1.Control/GetRound',
+            fedfleet_dot_v1_dot_aggregator__pb2.RoundRequest.SerializeToString,
+            fedfleet_dot_v1_dot_aggregator__pb2.RoundState.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRounds(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedfleet.v1.Control/ListRounds',
+            fedfleet_dot_v1_dot_aggregator__pb2.ListRoundsRequest.SerializeToString,
+            fedfleet_dot_v1_dot_aggregator__pb2.ListRoundsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListReadyClients(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedfleet.v1.Control/ListReadyClients',
+            fedfleet_dot_v1_dot_aggregator__pb2.ListReadyRequest.SerializeToString,
+            fedfleet_dot_v1_dot_aggregator__pb2.ListReadyReply.FromString,
             options,
             channel_credentials,
             insecure,
