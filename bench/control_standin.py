@@ -80,6 +80,13 @@ class TimedRounds(pb_grpc.ControlServicer):
     async def DropClient(self, request: pb.DropRequest, context: object) -> pb.RoundState:
         return self.current or pb.RoundState()
 
+    async def GetRound(self, request: pb.RoundRequest, context: object) -> pb.RoundState:
+        self._advance()
+        for state in [*self.history, *([self.current] if self.current is not None else [])]:
+            if state.round == request.round and state.kind == (request.kind or pb.ROUND_KIND_TRAIN):
+                return state
+        return pb.RoundState()
+
     async def GetStatus(self, request: pb.StatusRequest, context: object) -> pb.AggregatorStatus:
         self._advance()
         return self._status()
@@ -93,12 +100,28 @@ class TimedRounds(pb_grpc.ControlServicer):
             model_version=self.version,
             model_digest=f"sha256:{self.version:064d}",
             ready_clients=[] if self.finished else self.clients,
-            history=self.history,
+            ready_count=0 if self.finished else len(self.clients),
+            recent=[summary(s) for s in self.history[-2:]],
             finished=self.finished,
         )
         if self.current is not None:
-            status.current.CopyFrom(self.current)
+            status.current.CopyFrom(summary(self.current))
         return status
+
+
+def summary(state: pb.RoundState) -> pb.RoundSummary:
+    return pb.RoundSummary(
+        round=state.round,
+        kind=state.kind,
+        phase=state.phase,
+        metrics=state.metrics,
+        model_version=state.model_version,
+        started_unix=state.started_unix,
+        finished_unix=state.finished_unix,
+        participants=len(state.participants),
+        reported=len(state.reported),
+        min_clients=state.min_clients,
+    )
 
 
 async def serve(port: int, rounds: TimedRounds, cert: bytes, key: bytes, ca: bytes) -> grpc.aio.Server:

@@ -203,7 +203,8 @@ def secagg_keys(address: str, ids: list[str]) -> None:
     """Run the SecAgg+ key stages for `ids` so the aggregator takes their masked uploads."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from fedfleet.secagg import SecAggClient, SecAggParams
+    from fedfleet.convert import round_config_from_pb
+    from fedfleet.secagg import SecAggClient
 
     channel = grpc.insecure_channel(address, options=GRPC_OPTIONS)
     stub = pb_grpc.AggregatorStub(channel)
@@ -211,16 +212,10 @@ def secagg_keys(address: str, ids: list[str]) -> None:
         c: stub.JoinRound(pb.JoinRequest(training="bench", client_id=c, session=c, wait_seconds=30))
         for c in ids
     }
-    config = json.loads(replies[ids[0]].config_json)["secagg"]
-    params = SecAggParams(
-        int(config["participants"]),
-        int(config["neighbours"]),
-        int(config["threshold"]),
-        float(config["clip"]),
-        float(config["maxWeight"]),
-        lane=int(config["lane"]),
-    )
-    clients = {c: SecAggClient("bench", 1, c, params, attempt=int(config["attempt"])) for c in ids}
+    settings = round_config_from_pb(replies[ids[0]].config).secure_aggregation
+    assert settings is not None, "the bench's round is masked"
+    params = settings.params()
+    clients = {c: SecAggClient("bench", 1, c, params, attempt=settings.attempt) for c in ids}
     stage = pb.SecAggRequest.Stage
 
     def call(c: str, which: int, payload: bytes) -> bytes:
