@@ -193,6 +193,13 @@ def test_only_the_controller_identity_may_drive_rounds(fed: Federation) -> None:
     )
     fed.refused_once_more("wrong_role", before)
     assert fed.aggregator.status().model_version == 0  # the controller's certificate is accepted
+    control = pb_grpc.ControlStub(channel)
+    for call in (  # the listings name every client and round: the controller's alone too
+        lambda: control.ListRounds(pb.ListRoundsRequest(), timeout=10),
+        lambda: control.ListReadyClients(pb.ListReadyRequest(), timeout=10),
+        lambda: control.GetRound(pb.RoundRequest(round=1), timeout=10),
+    ):
+        assert refused(call).code() == grpc.StatusCode.PERMISSION_DENIED
 
     before = fed.refusals()
     err = refused(lambda: join(fed.stub(fed.pki.controller), "controller", "site-a"))
