@@ -74,14 +74,12 @@ class RunningFederation:
         self.control = pb_grpc.ControlStub(self.channel)
 
     def client_training(self, number: int, client: str) -> bool:
-        status = self.control.GetStatus(pb.StatusRequest(), timeout=2)
-        current = status.current
-        states = {c.client_id: c.state for c in current.clients}
-        return (
-            current.round == number
-            and current.phase == pb.ROUND_PHASE_TRAINING
-            and states.get(client) == "training"
-        )
+        current = self.control.GetStatus(pb.StatusRequest(), timeout=2).current  # a summary
+        if current.round != number or current.phase != pb.ROUND_PHASE_TRAINING:
+            return False
+        full = self.control.GetRound(pb.RoundRequest(round=number), timeout=2)
+        states = {c.client_id: c.state for c in full.clients}
+        return full.phase == pb.ROUND_PHASE_TRAINING and states.get(client) == "training"
 
     def pid(self, out: Path, name: str) -> int:
         return int(json.loads((out / "processes.json").read_text())["pids"][name])
