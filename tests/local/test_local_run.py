@@ -74,9 +74,7 @@ class RunningFederation:
         self.control = pb_grpc.ControlStub(self.channel)
 
     def client_training(self, number: int, client: str) -> bool:
-        current = self.control.GetStatus(pb.StatusRequest(), timeout=2).current  # a summary
-        if current.round != number or current.phase != pb.ROUND_PHASE_TRAINING:
-            return False
+        # the round in full (GetStatus summarises it); NOT_FOUND before it starts
         full = self.control.GetRound(pb.RoundRequest(round=number), timeout=2)
         states = {c.client_id: c.state for c in full.clients}
         return full.phase == pb.ROUND_PHASE_TRAINING and states.get(client) == "training"
