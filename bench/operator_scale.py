@@ -13,7 +13,10 @@ certificate the operator issued. Prints JSON and a table.
     python bench/operator_scale.py --fanout [--sites 100] [--clients 10]
 
 `--fanout` instead measures one training with sites x clients pods: seconds from apply to all
-pods Running, the operator's CPU seconds and peak RSS.
+pods Running, the operator's CPU seconds and peak RSS, on the test API server and, when
+KUBEBUILDER_ASSETS names the `make kube-assets` folder, on the real control plane
+(kube-apiserver, etcd, scheduler, controller-manager; the hub chart installed by Helm and the
+operator under its ServiceAccount) in the same run (`--lanes` picks).
 
 `--baseline` defaults to the parent of the commit that made the reconciler read watch-fed
 indices (the first commit adding controller/observed.py).
@@ -24,8 +27,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -36,15 +39,19 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from kubernetes import config
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "operator"))
 
 from bench.control_standin import TimedRounds, serve  # noqa: E402
-from tests.controller.cluster import Cluster, site, training_manifest, wait_for  # noqa: E402
+from tests.controller.cluster import Cluster, site, start_operator, training_manifest, wait_for  # noqa: E402
 from tests.dataplane.harness import free_port  # noqa: E402
-from tests.kube.fixtures import OPERATOR_TOKEN, ApiServerHandle, operator_kubeconfig, start_kubelet  # noqa: E402
+from tests.kube.control_plane import HOW_TO_ENABLE, ControlPlane, assets  # noqa: E402
+from tests.kube.fixtures import OPERATOR_TOKEN, ApiServerHandle, start_kubelet  # noqa: E402
+from tests.kube.kubelet import Kubelet  # noqa: E402
+from tests.kube.real_lane import NODES, RealLane  # noqa: E402
 
 SITES = ["site-a", "site-b", "site-c"]
 CLIENTS = [f"{s}-0" for s in SITES]
@@ -99,35 +106,6 @@ class Standins:
         self.thread.join(10)
 
 
-def start_operator(source: Path, kubeconfig: Path, log: Path) -> subprocess.Popen[bytes]:
-    env = os.environ | {
-        "PYTHONPATH": str(source / "operator"),
-        "KUBECONFIG": str(operator_kubeconfig(kubeconfig)),
-        "FEDFLEET_AGGREGATOR_ADDRESS": "127.0.0.1:{port}",
-        "FEDFLEET_LOG_LEVEL": "WARNING",
-        "FEDFLEET_LOG_FORMAT": "json",
-    }
-    env.pop("FEDFLEET_RECONCILE_INTERVAL", None)  # each version at its default
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "fedfleet",
-                "operator",
-                "--standalone",
-                "--liveness",
-                "",
-                "--metrics-port",
-                "0",
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=source,
-        )
-
-
 def measure(
     source: Path, trainings: int, rounds: int, mode: str, idle_seconds: float, timeout: float
 ) -> dict[str, Any]:
@@ -141,7 +119,9 @@ def measure(
         for name in SITES:
             cluster.apply(site(name, capacity=trainings))
         kubelet = start_kubelet(api.kubeconfig, root / "kubelet", phase_only=True, interval=1.0)
-        operator = start_operator(source, api.kubeconfig, root / "operator.log")
+        operator = start_operator(
+            api.kubeconfig, root / "operator.log", interval=None, source=source, FEDFLEET_LOG_LEVEL="WARNING"
+        )
         standins = Standins()
         round_seconds = IDLE_ROUND_SECONDS if mode == "idle" else WHOLE_ROUND_SECONDS
         ports = {f"t{i:03d}": free_port() for i in range(trainings)}
@@ -190,7 +170,9 @@ def measure(
             kubelet.stop()
             standins.close()
             api.close()
-    verbs = Counter(c.verb for c in calls if c.user == OPERATOR_TOKEN)
+    mine = [c for c in calls if c.user == OPERATOR_TOKEN]
+    verbs = Counter(c.verb for c in mine)
+    resources = Counter(f"{c.verb} {c.resource}{'/' + c.subresource if c.subresource else ''}" for c in mine)
     total = sum(verbs.values())
     return {
         "trainings": trainings,
@@ -201,51 +183,76 @@ def measure(
         "per_minute_per_training_by_verb": {
             verb: round(n / trainings / seconds * 60, 2) for verb, n in sorted(verbs.items())
         },
+        "requests_per_training_by_resource": {
+            key: round(n / trainings, 1) for key, n in sorted(resources.items())
+        },
     }
 
 
-def fanout(sites: int, clients: int, timeout: float) -> None:
+def fanout(lane: str, sites: int, clients: int, timeout: float) -> dict[str, Any]:
+    """One training with sites x clients pods on `lane` ("test-server", or "real": the control
+    plane from KUBEBUILDER_ASSETS with the hub chart installed by Helm and the operator under
+    its ServiceAccount); the kubelet only flips phases, so the figures are the operator's and
+    the control plane's, not the pods'."""
     import psutil
 
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         root = Path(tmp)
-        api = ApiServerHandle(root)
-        for path in sorted((REPO / "crds").glob("*.yaml")):
-            api.register_crd(yaml.safe_load(path.read_text()))
-        time.sleep(0.2)
-        cluster = Cluster(api.kubeconfig)
+        nodes = None
+        if lane == "real":
+            binaries = assets()
+            if binaries is None:
+                raise SystemExit(HOW_TO_ENABLE)
+            real = RealLane(ControlPlane(binaries, root / "plane").start())
+            stack.callback(real.close)
+            real.install_hub()  # whole-cluster mode: the sites below live in `default`
+            kubeconfig, nodes = real.kubeconfig, NODES
+        else:
+            api = ApiServerHandle(root)
+            stack.callback(api.close)
+            for path in sorted((REPO / "crds").glob("*.yaml")):
+                api.register_crd(yaml.safe_load(path.read_text()))
+            time.sleep(0.2)
+            kubeconfig = api.kubeconfig
+        cluster = Cluster(kubeconfig)
         names = [f"site-{i:03d}" for i in range(sites)]
         for name in names:
             cluster.apply(site(name, capacity=clients))
-        kubelet = start_kubelet(api.kubeconfig, root / "kubelet", phase_only=True, interval=2.0)
-        operator = start_operator(REPO, api.kubeconfig, root / "operator.log")
+        kubelet = Kubelet(
+            config.new_client_from_config(str(kubeconfig)),
+            root / "kubelet",
+            phase_only=True,
+            interval=2.0,
+            nodes=nodes,
+        ).start()
+        stack.callback(kubelet.stop)
+        operator = start_operator(
+            kubeconfig, root / "operator.log", interval=None, FEDFLEET_LOG_LEVEL="WARNING"
+        )
+        stack.callback(operator.wait, 30)
+        stack.callback(operator.terminate)
         watched = psutil.Process(operator.pid)
         expected = sites * clients + 1  # clients and the aggregator
-        try:
-            started = time.perf_counter()
-            cluster.apply(
-                training_manifest("scale", 50051, names, clientsPerSite=clients, minClients=sites * clients)
-            )
-            running = 0
-            while time.perf_counter() - started < timeout:
-                pods = cluster.items("Pod", selector="fedfleet.io/training=scale")
-                running = sum((p.get("status") or {}).get("phase") == "Running" for p in pods)
-                if running >= expected:
-                    break
-                time.sleep(2.0)
-            seconds = time.perf_counter() - started
-            cpu = watched.cpu_times()
-            peak_kb = next(
-                int(line.split()[1])
-                for line in Path(f"/proc/{operator.pid}/status").read_text().splitlines()
-                if line.startswith("VmHWM:")
-            )
-        finally:
-            operator.terminate()
-            operator.wait(30)
-            kubelet.stop()
-            api.close()
-    result = {
+        started = time.perf_counter()
+        cluster.apply(
+            training_manifest("scale", 50051, names, clientsPerSite=clients, minClients=sites * clients)
+        )
+        running = 0
+        while time.perf_counter() - started < timeout:
+            pods = cluster.items("Pod", selector="fedfleet.io/training=scale")
+            running = sum((p.get("status") or {}).get("phase") == "Running" for p in pods)
+            if running >= expected:
+                break
+            time.sleep(2.0)
+        seconds = time.perf_counter() - started
+        cpu = watched.cpu_times()
+        peak_kb = next(
+            int(line.split()[1])
+            for line in Path(f"/proc/{operator.pid}/status").read_text().splitlines()
+            if line.startswith("VmHWM:")
+        )
+    return {
+        "lane": lane,
         "sites": sites,
         "clients_per_site": clients,
         "pods": expected,
@@ -254,12 +261,16 @@ def fanout(sites: int, clients: int, timeout: float) -> None:
         "operator_cpu_seconds": round(cpu.user + cpu.system, 2),
         "operator_peak_rss_mb": round(peak_kb / 1024, 1),
     }
-    print(json.dumps(result, indent=2))
-    print(f"\n{'pods':>6}{'running':>9}{'seconds':>9}{'cpu s':>8}{'peak RSS MB':>13}")
-    print(
-        f"{expected:>6}{running:>9}{result['seconds_to_all_running']:>9}{result['operator_cpu_seconds']:>8}"
-        f"{result['operator_peak_rss_mb']:>13}"
-    )
+
+
+def print_fanout(results: list[dict[str, Any]]) -> None:
+    print(json.dumps(results, indent=2))
+    print(f"\n{'lane':<13}{'pods':>6}{'running':>9}{'seconds':>9}{'cpu s':>8}{'peak RSS MB':>13}")
+    for r in results:
+        print(
+            f"{r['lane']:<13}{r['pods']:>6}{r['pods_running']:>9}{r['seconds_to_all_running']:>9}"
+            f"{r['operator_cpu_seconds']:>8}{r['operator_peak_rss_mb']:>13}"
+        )
 
 
 def main() -> None:
@@ -280,9 +291,19 @@ def main() -> None:
     )
     parser.add_argument("--sites", type=int, default=100)
     parser.add_argument("--clients", type=int, default=10)
+    parser.add_argument(
+        "--lanes",
+        default="",
+        help="--fanout on: test-server,real (default: both when KUBEBUILDER_ASSETS is set)",
+    )
     args = parser.parse_args()
     if args.fanout:
-        fanout(args.sites, args.clients, args.timeout)
+        lanes = args.lanes.split(",") if args.lanes else ["test-server", *(["real"] if assets() else [])]
+        results = []
+        for lane in lanes:
+            results.append(fanout(lane, args.sites, args.clients, args.timeout))
+            print(json.dumps(results[-1]), file=sys.stderr, flush=True)
+        print_fanout(results)
         return
     counts = [int(n) for n in args.trainings.split(",")]
     results: list[dict[str, Any]] = []
@@ -301,7 +322,8 @@ def main() -> None:
                     row["version"] = version
                     results.append(row)
                     print(json.dumps(row), file=sys.stderr, flush=True)
-    print(json.dumps({"rounds": args.rounds, "results": results}, indent=2))
+    aggregator = "stand-in (bench/control_standin.py: rounds on a timer, no clients, no model)"
+    print(json.dumps({"rounds": args.rounds, "aggregator": aggregator, "results": results}, indent=2))
     print(
         f"\n{'version':<18}{'trainings':>10}{'mode':>7}{'seconds':>9}{'req/training':>14}"
         f"{'req/min/training':>18}  by verb (/min/training)"
@@ -312,6 +334,7 @@ def main() -> None:
             f"{r['version']:<18}{r['trainings']:>10}{r['mode']:>7}{r['seconds']:>9}"
             f"{r['requests_per_training']:>14}{r['per_minute_per_training']:>18}  {verbs}"
         )
+    print(f"aggregator: {aggregator}; whole = {args.rounds} rounds of {WHOLE_ROUND_SECONDS:.0f} s, 3 clients")
 
 
 if __name__ == "__main__":

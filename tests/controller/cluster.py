@@ -124,23 +124,26 @@ def start_operator(
     kubeconfig: Path,
     log: Path,
     aggregator_address: str = "127.0.0.1:{port}",
-    interval: float = 0.3,
+    interval: float | None = 0.3,
+    source: Path | None = None,
     **settings: str,
 ) -> subprocess.Popen[bytes]:
     """`fedfleet operator` as a real process, with the identity and the scope (--namespace) the
-    lane gives it; pods reach aggregators on loopback in tests. `settings`: more FEDFLEET_* env."""
-    env = (
-        os.environ
-        | settings
-        | {
-            "KUBECONFIG": str(operator_kubeconfig(kubeconfig)),
-            "FEDFLEET_AGGREGATOR_ADDRESS": aggregator_address,
-            "FEDFLEET_RECONCILE_INTERVAL": str(interval),
-            "FEDFLEET_LOG_LEVEL": os.environ.get("FEDFLEET_TEST_OPERATOR_LOG_LEVEL", "INFO"),
-            "FEDFLEET_LOG_FORMAT": "json",
-            "PYTHONUNBUFFERED": "1",
-        }
-    )
+    lane gives it; pods reach aggregators on loopback in tests. `interval`: None keeps the
+    operator's own default; `source`: another checkout's operator package (bench baselines);
+    `settings`: more FEDFLEET_* env, over the ones set here."""
+    env = os.environ | {
+        "KUBECONFIG": str(operator_kubeconfig(kubeconfig)),
+        "FEDFLEET_AGGREGATOR_ADDRESS": aggregator_address,
+        "FEDFLEET_LOG_LEVEL": os.environ.get("FEDFLEET_TEST_OPERATOR_LOG_LEVEL", "INFO"),
+        "FEDFLEET_LOG_FORMAT": "json",
+        "PYTHONUNBUFFERED": "1",
+    }
+    env.pop("FEDFLEET_RECONCILE_INTERVAL", None)
+    if interval is not None:
+        env["FEDFLEET_RECONCILE_INTERVAL"] = str(interval)
+    if source is not None:
+        env["PYTHONPATH"] = str(source / "operator")
     with log.open("ab") as out:
         return subprocess.Popen(
             [
@@ -157,7 +160,8 @@ def start_operator(
             ],
             stdout=out,
             stderr=subprocess.STDOUT,
-            env=env,
+            env=env | settings,
+            cwd=source,
         )
 
 
