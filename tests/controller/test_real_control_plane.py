@@ -129,7 +129,7 @@ def test_helm_installs_upgrades_and_uninstalls_both_charts_and_the_operator_work
     assert deployment_env(real_lane)["FEDFLEET_IMAGE"] != UPGRADED_IMAGE
 
 
-def test_a_verb_missing_from_the_charts_role_is_refused_and_the_log_says_which(
+def test_a_verb_missing_from_the_charts_role_is_refused_and_the_training_says_which(
     real_kubeconfig: Path, running: Any
 ) -> None:
     cluster = Cluster(real_kubeconfig)
@@ -169,14 +169,27 @@ def test_a_verb_missing_from_the_charts_role_is_refused_and_the_log_says_which(
     try:
         cluster.apply(training_manifest("denied", free_port(), SITES, rounds=1, minClients=3))
 
-        def refusal() -> dict[str, Any] | None:
-            return next((e for e in run.log_lines() if e.get("event") == "reconcile.failed"), None)
+        def refused_condition() -> dict[str, Any] | None:
+            status = (cluster.get("FederatedTraining", "default", "denied") or {}).get("status") or {}
+            ready = next((c for c in status.get("conditions") or [] if c["type"] == "Ready"), None)
+            return ready if ready and ready["reason"] == "Forbidden" else None
 
-        failed = wait_for(refusal, 120, "the operator's refused call in its log")
-        shown = failed.get("exception", "")
-        assert "403" in shown and "Forbidden" in shown, failed
-        assert 'cannot create resource \\"pods\\"' in shown or 'cannot create resource "pods"' in shown, shown
-        assert "system:serviceaccount:fedfleet:fedfleet" in shown and "site-c" in shown
+        # the user reads it on the training (kubectl describe): a condition and a Warning Event
+        ready = wait_for(refused_condition, 120, "Ready=False (Forbidden) on the training")
+        shown = ready["message"]
+        assert ready["status"] == "False" and "403" in shown, ready
+        assert 'cannot create resource "pods"' in shown, shown
+        assert "system:serviceaccount:fedfleet:fedfleet" in shown and "site-c" in shown, shown
+        status = cluster.get("FederatedTraining", "default", "denied")["status"]
+        assert status["message"] == shown
+        assert ("Forbidden", shown) in cluster.events("denied")
+        # and the operator's log, with the call that failed
+        failed = wait_for(
+            lambda: next((e for e in run.log_lines() if e.get("event") == "reconcile.failed"), None),
+            30,
+            "the operator's refused call in its log",
+        )
+        assert "403" in failed.get("exception", ""), failed
         assert not cluster.items("Pod", selector="fedfleet.io/site=site-c")
     finally:
         # the charts' grants back: the same operator carries on and the training finishes
@@ -190,7 +203,12 @@ def test_a_verb_missing_from_the_charts_role_is_refused_and_the_log_says_which(
             rbac.delete_namespaced_role_binding("pods-create", namespace)
             rbac.delete_namespaced_role("pods-create", namespace)
     wait_for(lambda: phase(cluster, "denied") in ("Succeeded", "Failed"), 240, "denied finished")
-    assert phase(cluster, "denied") == "Succeeded"
+    # the refused creates were not counted as client starts: site-c's client ran, and Ready is back
+    status = cluster.get("FederatedTraining", "default", "denied")["status"]
+    assert phase(cluster, "denied") == "Succeeded", status
+    assert status["clientStarts"]["site-c-0"] == 1, status["clientStarts"]
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert ready["status"] == "True", ready
 
 
 def test_gpu_clients_land_on_a_node_with_a_free_gpu_or_stay_pending_with_the_schedulers_reason(
@@ -239,3 +257,54 @@ def test_gpu_clients_land_on_a_node_with_a_free_gpu_or_stay_pending_with_the_sch
         lambda: f"Insufficient {GPU}" in status_message() and status_message(), 60, "reason in status"
     )
     assert f"{client_id} at site" in shown and reason[:80] in shown
+
+
+def test_a_namespaced_hub_watches_only_the_namespaces_it_is_given_and_cleans_up_there(
+    real_lane: RealLane, real_kubeconfig: Path, running: Any
+) -> None:
+    cluster = Cluster(real_kubeconfig)
+    install_sites(real_kubeconfig, ["site-a", "site-b", "site-x"])  # one namespace each
+    watched = ["default", "site-a", "site-b"]
+    real_lane.upgrade_hub("--set", f"namespaces={{{','.join(watched)}}}")
+    try:
+        cluster_role = client.RbacAuthorizationV1Api(cluster.api).read_cluster_role(HUB_RELEASE)
+        assert {r for rule in cluster_role.rules for r in rule.resources} == {
+            "customresourcedefinitions",
+            "namespaces",
+        }  # nothing read or written across namespaces
+        run = running()
+        cluster.apply(training_manifest("outside", free_port(), ["site-a", "site-x"], rounds=1))
+        cluster.apply(training_manifest("teams", free_port(), ["site-a", "site-b"], rounds=1))
+
+        def outside_refused() -> str:
+            status = (cluster.get("FederatedTraining", "default", "outside") or {}).get("status") or {}
+            return str(status.get("message", ""))
+
+        # site-x's namespace is not watched: its FederationSite is not seen
+        assert "no FederationSite named site-x" in wait_for(outside_refused, 120, "outside refused")
+        wait_for(lambda: phase(cluster, "teams") in ("Succeeded", "Failed"), 240, "teams finished")
+        assert phase(cluster, "teams") == "Succeeded", run.log.read_text()[-3000:]
+        namespaces = {
+            p["metadata"]["namespace"] for p in cluster.items("Pod", selector="fedfleet.io/training=teams")
+        }
+        assert namespaces == {"default", "site-a", "site-b"}
+        # no refused call: kopf, given exact namespaces, lists no namespaces and watches no CRDs
+        log = run.log.read_text(errors="replace")
+        assert "Not enough permissions" not in log and "Forbidden" not in log, log[-3000:]
+
+        cluster.delete("FederatedTraining", "default", "teams")
+        selector = "fedfleet.io/training=teams"
+
+        def left_over() -> list[str]:
+            found = [
+                f"{kind} {o['metadata']['namespace']}/{o['metadata']['name']}"
+                for kind in ("Pod", "ConfigMap", "Secret", "Service")
+                for o in cluster.items(kind, selector=selector)
+            ]
+            return [f for f in found if not f.endswith("/teams-lineage-key")]
+
+        wait_for(lambda: not left_over(), 60, "every object of the deleted training gone")
+        assert cluster.get("FederatedTraining", "default", "teams") is None
+        assert not cluster.items("FederatedRound", "default")
+    finally:
+        real_lane.upgrade_hub("--reset-values")  # the session's whole-cluster install again

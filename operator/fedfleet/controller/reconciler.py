@@ -10,8 +10,11 @@ changed, so a training that is idle mid-round costs no API request.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
+
+from kubernetes.client.exceptions import ApiException
 
 from fedfleet import vocabulary as vocab
 from fedfleet.api.training import FederatedTraining
@@ -110,8 +113,27 @@ class TrainingReconciler:
             )
         except InvalidSpec as err:
             await self._invalid(step, str(err))
+        except ApiException as err:
+            if err.status == 403:  # RBAC said no: the user reads why on the training, not only in our log
+                await self._forbidden(ref, step.body, refusal_message(err))
+            raise
         await self.writer.training(ref, step)
         return step.done
+
+    async def _forbidden(self, ref: res.TrainingRef, body: Object, message: str) -> None:
+        """Ready=False (Forbidden) naming the refused call, and one Warning Event per refusal.
+        Only that is written: the rest of the interrupted pass (a client start counted for a
+        pod that was never created) is not."""
+        current = dict(body.get("status") or {})
+        conditions = current.get("conditions", [])
+        ready: Object = next((c for c in conditions if c.get("type") == "Ready"), {})
+        if ready.get("reason") == "Forbidden" and ready.get("message") == message:
+            return
+        generation = int(body["metadata"].get("generation", 1))
+        refused = set_condition(conditions, "Ready", False, "Forbidden", message, generation)
+        step = Pass(body, {"message": message, "conditions": refused})
+        if await self.writer.training(ref, step):  # not again while the watched body lags our write
+            await self.emit(body, "Warning", "Forbidden", message)
 
     async def _task_error(self, ref: res.TrainingRef, step: Pass, training: FederatedTraining) -> str | None:
         """The task's config check at admission: once per spec generation of a training that is
@@ -188,3 +210,16 @@ class TrainingReconciler:
             self._made.discard(key)
             if (pod.get("status") or {}).get("phase") == "Failed":
                 await self.kube.delete("Pod", ref.namespace, name)  # created again once the index drops it
+
+
+REFUSAL_LIMIT = 400  # characters of the API server's refusal kept in status
+
+
+def refusal_message(err: ApiException) -> str:
+    """The API server's own words for a refused call (it names the user, verb, resource and
+    namespace), bounded."""
+    try:
+        said = str(json.loads(err.body or "{}").get("message") or "")
+    except (ValueError, AttributeError):
+        said = ""
+    return f"the operator's request was refused (403): {said or err.reason}"[:REFUSAL_LIMIT]
