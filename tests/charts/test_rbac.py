@@ -40,8 +40,10 @@ SITE_RESOURCES = {"pods", "configmaps", "secrets"}
 KOPF_WATCHES = {
     ("list", "fedfleet.io", "federatedtrainings"),
     ("watch", "fedfleet.io", "federatedtrainings"),
+    ("list", "fedfleet.io", "federationsites"),  # and its index of sites (handlers.federation_sites)
     ("watch", "fedfleet.io", "federationsites"),
-    ("watch", "", "pods"),  # the index of the trainings' pods (controller/handlers.training_pods)
+    ("list", "", "pods"),  # the index of the trainings' pods (controller/handlers.training_pods)
+    ("watch", "", "pods"),
 }
 
 
@@ -100,15 +102,17 @@ def test_the_charts_grant_exactly_what_the_operator_uses(request: pytest.Fixture
     assert set(UNEXERCISED) <= granted(of_kind(render(HUB), "ClusterRole")[0])
 
 
-def test_a_namespaced_install_grants_the_cross_namespace_reads_the_operator_makes(
-    request: pytest.FixtureRequest,
-) -> None:
+def test_a_namespaced_install_needs_no_read_across_namespaces(request: pytest.FixtureRequest) -> None:
+    """Every cluster-wide request the operator made (kopf's watches aside, which a namespaced
+    install makes per namespace) is a cluster-scoped one: no list of pods, sites, ConfigMaps or
+    Secrets across namespaces; the namespaced ClusterRole grants just those."""
     calls = operator_calls(request)
     objs = render(HUB, load_values(HUB / "ci" / "namespaced.yaml"))
     reads, role = granted(of_kind(objs, "ClusterRole")[0]), granted(of_kind(objs, "Role")[0])
     cluster_scoped = {permission(c) for c in calls if c.namespace is None} - KOPF_WATCHES
     assert cluster_scoped - reads == set()
     assert reads - cluster_scoped - set(UNEXERCISED) == set()
+    assert {r for _, _, r in reads} == {"customresourcedefinitions", "namespaces"}
     assert {permission(c) for c in calls if c.namespace} - role == set()
 
 

@@ -86,6 +86,8 @@ class Cluster:
             "ConfigMap": self.core.list_config_map_for_all_namespaces,
             "Secret": self.core.list_secret_for_all_namespaces,
             "Event": self.core.list_event_for_all_namespaces,
+            "PersistentVolumeClaim": self.core.list_persistent_volume_claim_for_all_namespaces,
+            "NetworkPolicy": client.NetworkingV1Api(self.api).list_network_policy_for_all_namespaces,
         }[kind]
         return [self.api.sanitize_for_serialization(i) for i in lister(label_selector=selector).items]
 

@@ -264,7 +264,8 @@ class ControlPlane:
             f"--kubeconfig={self.kubeconfig}",
             "--bind-address=127.0.0.1",
             f"--secure-port={free_port()}",
-            "--controllers=garbagecollector,namespace,serviceaccount,serviceaccount-token",
+            # a PVC's kubernetes.io/pvc-protection finalizer is lifted by pvc-protection
+            "--controllers=garbagecollector,namespace,serviceaccount,serviceaccount-token,pvc-protection",
             f"--service-account-private-key-file={self.pki / 'sa.key'}",
             f"--root-ca-file={self.pki / 'ca.crt'}",
             "--use-service-account-credentials=true",

@@ -62,6 +62,12 @@ class RealLane:
         )  # fmt: skip
         self.write_operator_identity()
 
+    def upgrade_hub(self, *values: str) -> None:
+        """`helm upgrade` of the hub release (e.g. `--set namespaces={a,b}`); the operator's
+        token and scope arguments follow the upgraded Deployment."""
+        self.plane.helm("upgrade", HUB_RELEASE, str(HUB_CHART), "-n", HUB_NAMESPACE, *values)
+        self.write_operator_identity()
+
     def hub_deployment(self) -> dict[str, Any]:
         apps = client.AppsV1Api(self.api)
         found = apps.read_namespaced_deployment(HUB_RELEASE, HUB_NAMESPACE)

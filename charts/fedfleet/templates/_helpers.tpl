@@ -102,22 +102,6 @@ when they rotate, deleted with the training) and reads a user's issuer Secret.
   verbs: [get]
 {{- end -}}
 
-{{/*
-Reads across namespaces that a namespaced install still needs: the reconciler finds
-FederationSites in any namespace, and a training's client pods and manifests wherever its
-sites run them (writes there are granted by each site's fedfleet-site Role). Secrets are not
-among them: the operator lists a training's certificates in the training's namespace and in
-each site's, where the site's Role grants it.
-*/}}
-{{- define "fedfleet.crossNamespaceReads" -}}
-- apiGroups: [fedfleet.io]
-  resources: [federationsites]
-  verbs: [list]
-- apiGroups: [""]
-  resources: [pods, configmaps]
-  verbs: [list]
-{{- end -}}
-
 {{/* kopf peering (leader election) when replicas > 1. */}}
 {{- define "fedfleet.peeringRules" -}}
 - apiGroups: [kopf.dev]

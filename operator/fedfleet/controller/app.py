@@ -22,7 +22,13 @@ async def run_operator(
 
     if metrics_port:
         start_http_server(metrics_port)
+    settings = kopf.OperatorSettings()
+    # A namespaced install names its namespaces exactly: kopf need not list the cluster's
+    # namespaces (the chart grants no such list, and kopf would log each refusal as a warning)
+    # nor watch CRDs for new kinds (the chart installs them before the operator starts).
+    settings.scanning.disabled = bool(namespaces)
     await kopf.operator(
+        settings=settings,
         clusterwide=not namespaces,
         namespaces=namespaces,
         standalone=standalone,

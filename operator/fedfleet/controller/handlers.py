@@ -20,6 +20,7 @@ from fedfleet.controller.observed import SITES_KEY, IndexedObserved, Object, pod
 from fedfleet.controller.reconciler import TrainingReconciler
 from fedfleet.controller.resources import RETAIN_LABEL
 from fedfleet.controller.settings import OperatorSettings
+from fedfleet.controller.spec_checks import InvalidSpec, parse, resolve_sites
 from fedfleet.logs import get_logger
 
 GROUP, VERSION = vocab.GROUP, vocab.VERSION
@@ -124,18 +125,26 @@ def training_changed(name: str, memo: Any, **_: Any) -> None:
 
 
 @kopf.on.delete(GROUP, VERSION, "federatedtrainings")
-async def cleanup(name: str, namespace: str | None, memo: Any, **_: Any) -> None:
+async def cleanup(name: str, namespace: str | None, body: kopf.Body, memo: Any, **kwargs: Any) -> None:
+    """What owner references cannot reach: client pods, manifests and certificates in the sites'
+    namespaces. Listed namespace by namespace (the training's, its sites', and any where the pod
+    index shows one of its pods), never across the cluster, so a namespaced install needs no
+    cluster-wide read."""
     kube: Kube = memo.kube
+    observed = IndexedObserved(kwargs["training_pods"], kwargs["federation_sites"])
+    namespaces = {namespace or ""} | {p["metadata"]["namespace"] for p in observed.pods(name)}
+    try:
+        namespaces |= {s.namespace for s in resolve_sites(parse(dict(body)), observed.sites())}
+    except InvalidSpec:  # a site gone or changed since: look wherever a site is
+        namespaces |= {
+            (s.get("spec") or {}).get("namespace") or s["metadata"]["namespace"] for s in observed.sites()
+        }
     selector = f"{vocab.LABEL_TRAINING}={name}"
     removed = 0
-    namespaces = {namespace or ""}  # and every namespace that ran the training's pods (a manifest each)
-    for kind in ("Pod", "ConfigMap"):
-        for obj in await kube.list(kind, None, selector):
-            namespaces.add(obj["metadata"]["namespace"])
-            removed += await kube.delete(kind, obj["metadata"]["namespace"], obj["metadata"]["name"])
-    for ns in sorted(namespaces - {""}):  # certificates: listed per namespace, never cluster-wide
-        for obj in await kube.list("Secret", ns, f"{selector},!{RETAIN_LABEL}"):  # the lineage key stays
-            removed += await kube.delete("Secret", ns, obj["metadata"]["name"])
+    for ns in sorted(namespaces - {""}):
+        for kind, kept in (("Pod", ""), ("ConfigMap", ""), ("Secret", f",!{RETAIN_LABEL}")):
+            for obj in await kube.list(kind, ns, selector + kept):  # the lineage key stays
+                removed += await kube.delete(kind, ns, obj["metadata"]["name"])
     log.info("training.cleaned_up", training=name, namespace=namespace, objects=removed)
 
 
