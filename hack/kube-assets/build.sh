@@ -18,15 +18,19 @@ if ! "$GO" version >/dev/null 2>&1; then
 	echo "kube-assets: no Go toolchain (need Go >= 1.26 on PATH or in \$GO)" >&2
 	exit 1
 fi
-# keyed by the pins and by this folder's files: a change to either builds afresh
-key="$(cat "$here/build.sh" "$here/go.mod" "$here/go.sum" "$here/etcd/main.go" | sha256sum | cut -c1-12)"
-out="${FEDFLEET_KUBE_CACHE:-$HOME/.cache/fedfleet}/kube-${KUBE_VERSION}-etcd-${ETCD_VERSION}-helm-${HELM_VERSION}-${key}"
 # what the Kubernetes release build stamps (hack/lib/version.sh): helm checks a chart's
 # kubeVersion against the server's, which is v0.0.0-master without it
 minor="${KUBE_VERSION#v1.}"
 version_pkg=k8s.io/component-base/version
 ldflags="-s -w -X ${version_pkg}.gitVersion=${KUBE_VERSION} -X ${version_pkg}.gitMajor=1"
 ldflags+=" -X ${version_pkg}.gitMinor=${minor%%.*} -X ${version_pkg}.gitTreeState=clean"
+# Compiled once for all five, without debug info: -s -w drops DWARF at link anyway, and not
+# generating it shortens the compile of every package (cold builds) and the links.
+gcflags="all=-dwarf=false"
+# keyed by what decides the binaries (module pins, flags, the etcd main), not by this script's
+# text: editing a comment or a message here rebuilds nothing
+key="$(cat "$here/go.mod" "$here/go.sum" "$here/etcd/main.go" <(echo "$ldflags $gcflags") | sha256sum | cut -c1-12)"
+out="${FEDFLEET_KUBE_CACHE:-$HOME/.cache/fedfleet}/kube-${KUBE_VERSION}-etcd-${ETCD_VERSION}-helm-${HELM_VERSION}-${key}"
 
 pin() {
 	# The staging modules k8s.io/kubernetes replaces with ./staging/src/... must be pinned to
@@ -68,11 +72,14 @@ if ! have_all; then
 	mkdir -p "$out"
 	start=$SECONDS
 	echo "kube-assets: building ${BINARIES[*]} into $out (cold: tens of minutes on 2 cores)" >&2
+	(cd "$here" && "$GO" mod download)
+	fetched=$SECONDS
+	echo "kube-assets: modules ready in $((fetched - start)) s" >&2
 	# One go build for all five: one build cache, the shared packages compiled once.
-	(cd "$here" && CGO_ENABLED=0 "$GO" build -trimpath -ldflags="$ldflags" -o "$out/" \
-		k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
+	(cd "$here" && CGO_ENABLED=0 "$GO" build -trimpath -gcflags="$gcflags" -ldflags="$ldflags" \
+		-o "$out/" k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
 		k8s.io/kubernetes/cmd/kube-scheduler helm.sh/helm/v4/cmd/helm ./etcd)
-	echo "kube-assets: built in $((SECONDS - start)) s" >&2
+	echo "kube-assets: compiled and linked in $((SECONDS - fetched)) s" >&2
 	have_all || { echo "kube-assets: build finished without all of ${BINARIES[*]}" >&2; exit 1; }
 fi
 echo "$out"

@@ -64,8 +64,11 @@ class RealLane:
 
     def upgrade_hub(self, *values: str) -> None:
         """`helm upgrade` of the hub release (e.g. `--set namespaces={a,b}`); the operator's
-        token and scope arguments follow the upgraded Deployment."""
-        self.plane.helm("upgrade", HUB_RELEASE, str(HUB_CHART), "-n", HUB_NAMESPACE, *values)
+        token and scope arguments follow the upgraded Deployment. The chart's objects win over
+        an earlier test's hand edit (the refusal test replaces the ClusterRole's rules)."""
+        self.plane.helm(
+            "upgrade", HUB_RELEASE, str(HUB_CHART), "-n", HUB_NAMESPACE, "--force-conflicts", *values
+        )  # fmt: skip
         self.write_operator_identity()
 
     def hub_deployment(self) -> dict[str, Any]:
