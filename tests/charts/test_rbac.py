@@ -131,5 +131,6 @@ def test_removing_a_used_permission_or_adding_an_unused_one_is_caught(request: p
     narrower_site["rules"] = [r for r in narrower_site["rules"] if r["resources"] != ["configmaps"]]
     assert compare(calls, cluster_role, narrower_site).not_granted == {
         ("create", "", "configmaps"),
+        ("list", "", "configmaps"),
         ("delete", "", "configmaps"),
     }
