@@ -314,7 +314,7 @@ def breakdown(sample_bytes: int = 256 * MB) -> dict[str, float]:
     from fedfleet.aggregator.admission import ChunkCheck
     from fedfleet.aggregator.checkpoints import CheckpointStore
     from fedfleet.aggregator.sums import PlainSum
-    from fedfleet.aggregator.wire import parse_update_message
+    from fedfleet.wire import parse_update_message
 
     elements = sample_bytes // 4
     values = np.full(elements, 1e-3, dtype=np.float32)

@@ -38,22 +38,35 @@ class Chunk:
     values: int = 0
 
 
-def iter_chunks(weights: Weights, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Iterator[pb.TensorChunk]:
-    """Chunks of every tensor, sorted by name, each covering a contiguous byte range in order."""
+def chunk_views(weights: Weights, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Iterator[Chunk]:
+    """Chunks of every tensor, sorted by name, each covering a contiguous byte range in order;
+    a chunk's data is a view of the array (sent with `wire.update_message`: one copy)."""
     for name in sorted(weights):
         array = np.ascontiguousarray(weights[name])
         raw = memoryview(array.reshape(-1)).cast("B")  # type: ignore[arg-type]
         step = max(array.itemsize, chunk_bytes - chunk_bytes % array.itemsize)
         for offset in range(0, max(len(raw), 1), step):
-            data = bytes(raw[offset : offset + step])
-            yield pb.TensorChunk(
-                name=name,
-                dtype=array.dtype.name,
-                shape=list(array.shape),
-                offset=offset,
-                data=data,
-                crc32=checksum(data),
-            )
+            data = raw[offset : offset + step]
+            yield Chunk(name, array.dtype.name, tuple(array.shape), offset, data, checksum(data))
+
+
+def to_message(chunk: Chunk) -> pb.TensorChunk:
+    return pb.TensorChunk(
+        name=chunk.name,
+        dtype=chunk.dtype,
+        shape=list(chunk.shape),
+        offset=chunk.offset,
+        data=bytes(chunk.data),
+        crc32=chunk.crc32,
+        block_values=chunk.block_values,
+        scales=bytes(chunk.scales),
+        values=chunk.values,
+    )
+
+
+def iter_chunks(weights: Weights, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Iterator[pb.TensorChunk]:
+    """`chunk_views` as protobuf messages (their data copied)."""
+    return map(to_message, chunk_views(weights, chunk_bytes))
 
 
 def checksum(data: bytes | memoryview, scales: bytes | memoryview = b"") -> int:
@@ -76,7 +89,7 @@ class ChunkAssembler:
         self._arrays: Weights = {}
         self._filled: dict[str, int] = {}
 
-    def add(self, chunk: pb.TensorChunk) -> None:
+    def add(self, chunk: Chunk | pb.TensorChunk) -> None:
         verify_crc(chunk)
         if chunk.dtype not in SUPPORTED_DTYPES:
             raise Refusal("INVALID_ARGUMENT", f"tensor {chunk.name!r}: unsupported dtype {chunk.dtype!r}")

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from fedfleet.chunks import DEFAULT_CHUNK_BYTES, Chunk, checksum, iter_chunks
+from fedfleet.chunks import DEFAULT_CHUNK_BYTES, Chunk, checksum, chunk_views, to_message
 from fedfleet.refusal import Refusal
 from fedfleet.v1 import aggregator_pb2 as pb
 
@@ -93,13 +93,13 @@ def dequantize(
     return out
 
 
-def iter_quantized_chunks(
+def quantized_chunks(
     weights: Weights,
     bits: int,
     block: int = DEFAULT_BLOCK,
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     rng: np.random.Generator | None = None,
-) -> Iterator[pb.TensorChunk]:
+) -> Iterator[Chunk]:
     """Quantized chunks of every tensor, sorted by name; each chunk holds whole blocks."""
     dtype = wire_dtype(bits)
     assert dtype is not None
@@ -112,26 +112,37 @@ def iter_quantized_chunks(
             part = flat[first : first + per_chunk]
             data, scales = quantize(part, bits, block, rng)
             raw_scales = scales.astype("<f4").tobytes()
-            yield pb.TensorChunk(
-                name=name,
-                dtype=dtype,
-                shape=list(array.shape),
-                offset=4 * first,
-                data=data,
-                crc32=checksum(data, raw_scales),
+            yield Chunk(
+                name,
+                dtype,
+                tuple(array.shape),
+                4 * first,
+                data,
+                checksum(data, raw_scales),
                 block_values=block,
                 scales=raw_scales,
                 values=len(part),
             )
 
 
+def iter_quantized_chunks(
+    weights: Weights,
+    bits: int,
+    block: int = DEFAULT_BLOCK,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    rng: np.random.Generator | None = None,
+) -> Iterator[pb.TensorChunk]:
+    """`quantized_chunks` as protobuf messages."""
+    return map(to_message, quantized_chunks(weights, bits, block, chunk_bytes, rng))
+
+
 def encode_update(
     update: Weights, bits: int, block: int = DEFAULT_BLOCK, chunk_bytes: int = DEFAULT_CHUNK_BYTES
-) -> Iterator[pb.TensorChunk]:
-    """The chunks a client uploads: float32 at 32 bits, quantized below."""
+) -> Iterator[Chunk]:
+    """The chunks a client uploads: float32 at 32 bits (views of `update`), quantized below."""
     if bits == 32:
-        return iter_chunks(update, chunk_bytes)
-    return iter_quantized_chunks(update, bits, block, chunk_bytes)
+        return chunk_views(update, chunk_bytes)
+    return quantized_chunks(update, bits, block, chunk_bytes)
 
 
 def decode_chunk(chunk: Chunk | pb.TensorChunk, room: int) -> np.ndarray:

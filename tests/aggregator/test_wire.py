@@ -5,11 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 from fedfleet.aggregator.broadcast import Broadcast
 from fedfleet.aggregator.checkpoints import CheckpointStore
-from fedfleet.aggregator.wire import Malformed, parse_update_message
-from fedfleet.chunks import Chunk, checksum, iter_chunks
+from fedfleet.chunks import Chunk, checksum, chunk_views, iter_chunks, to_message
+from fedfleet.compression import quantized_chunks
+from fedfleet.refusal import Refusal
 from fedfleet.v1 import aggregator_pb2 as pb
+from fedfleet.wire import Malformed, parse_tensor_chunk, parse_update_message, update_message
 
 
 def test_a_chunk_decodes_as_protobuf_does_with_its_data_in_place() -> None:
@@ -66,3 +69,25 @@ def test_the_broadcast_is_the_models_chunks_serialized_once(tmp_path: Path) -> N
     assert sent == list(iter_chunks(checkpoint.load_weights(), 4096))
     assert all(c.crc32 == checksum(c.data) for c in sent) and len(sent) == 5
     assert list(broadcast.messages()) == list(broadcast.messages())  # every download the same bytes
+
+
+def test_an_update_message_is_what_protobuf_reads_and_copies_the_data_once() -> None:
+    weights = {"w": np.linspace(-1, 1, 3000, dtype=np.float32).reshape(30, 100), "e": np.ones(0, np.float32)}
+    views = list(chunk_views(weights, 4096))
+    assert np.shares_memory(np.frombuffer(views[-1].data, np.float32), weights["w"])  # no copy yet
+    for view, expected in zip(views, iter_chunks(weights, 4096), strict=True):
+        raw = update_message(view)
+        assert pb.UpdateMessage.FromString(raw) == pb.UpdateMessage(chunk=expected)
+        assert parse_update_message(raw) == view
+    quantized = next(quantized_chunks({"w": weights["w"]}, 8, block=64))
+    assert pb.UpdateMessage.FromString(update_message(quantized)).chunk == to_message(quantized)
+
+
+def test_a_downloaded_chunk_is_read_in_place_and_a_malformed_one_refused() -> None:
+    message = next(iter_chunks({"w": np.arange(6, dtype=np.float32)}))
+    raw = message.SerializeToString()
+    chunk = parse_tensor_chunk(raw)
+    assert to_message(chunk) == message and isinstance(chunk.data, memoryview) and chunk.data.obj is raw
+    with pytest.raises(Refusal, match="malformed TensorChunk") as refused:
+        parse_tensor_chunk(raw[:-3])
+    assert refused.value.code == "DATA_LOSS"

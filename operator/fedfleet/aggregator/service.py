@@ -24,7 +24,6 @@ from fedfleet.aggregator.handshakes import handshake_refusals
 from fedfleet.aggregator.metrics import AUTH_REFUSALS
 from fedfleet.aggregator.rounds import Kind, Phase, Round
 from fedfleet.aggregator.secure import ADVERTISE_KEYS, CONSISTENCY, SHARE_KEYS, UNMASK
-from fedfleet.aggregator.wire import Malformed, UpdatePart, parse_update_message
 from fedfleet.chunks import GRPC_OPTIONS, Chunk
 from fedfleet.convert import round_config_to_pb
 from fedfleet.identity.credentials import server_credentials
@@ -35,6 +34,7 @@ from fedfleet.refusal import Refusal
 from fedfleet.text import shorten
 from fedfleet.v1 import aggregator_pb2 as pb
 from fedfleet.v1 import aggregator_pb2_grpc as pb_grpc
+from fedfleet.wire import Malformed, UpdatePart, parse_update_message
 
 T = TypeVar("T")
 Context = grpc.aio.ServicerContext[Any, Any]

@@ -27,7 +27,7 @@ from fedfleet.secagg import (
     Signer,
     Verifier,
 )
-from fedfleet.tasks.base import SiteContext, Task, TrainContext, load_task
+from fedfleet.tasks.base import SiteContext, Task, TrainContext, Weights, load_task
 from fedfleet.v1 import aggregator_pb2 as pb
 
 
@@ -87,6 +87,7 @@ class SiteClient:
         self.log = self.conn.log.bind(device=str(self.device))
         self._secagg_attempts: dict[int, int] = {}  # round -> the last SecAgg+ attempt joined
         self._secagg_identity: tuple[bytes, LongTermKey, Verifier] | None = None
+        self._upload_words: np.ndarray | None = None
 
     def _identity(self) -> tuple[LongTermKey | None, Verifier | None]:
         """With mTLS: our long-term SecAgg+ key, signed once with our certificate's key, and a
@@ -164,6 +165,30 @@ class SiteClient:
         log.info("update.clipped", norm=clip.norm, scale=clip.scale, clip_norm=privacy.clip_norm)
         return 1.0
 
+    def _words(self, secure: SecAggClient, weights: Weights) -> np.ndarray:
+        """The masked upload's buffer (uint32, M + W words), kept across rounds: its pages are
+        touched once, and the update is flattened, masked and sent from it in place."""
+        size = sum(array.size for array in weights.values()) + secure.params.weight_words
+        if self._upload_words is None or len(self._upload_words) != size:
+            self._upload_words = None  # the old one goes first
+            self._upload_words = np.zeros(size, dtype=np.uint32)
+        return self._upload_words
+
+    def _update(self, global_weights: Weights, flat: np.ndarray | None) -> Weights:
+        """local - global per tensor: written into `flat` (float32, tensors in name order: the
+        masked layout) when given, else in place of the fresh copy `federated_weights` returns."""
+        local = self.task.federated_weights(self.model)
+        update, offset = {}, 0
+        for name in sorted(global_weights):
+            base = global_weights[name]
+            if flat is None:
+                out = local[name]
+            else:
+                out = flat[offset : offset + base.size].reshape(base.shape)
+                offset += base.size
+            update[name] = np.subtract(local[name], base, out=out)
+        return update
+
     def _round(self, reply: pb.JoinReply) -> None:
         log = self.log.bind(round=reply.round)
         try:
@@ -192,14 +217,16 @@ class SiteClient:
             self.conn.report(
                 reply.round, pb.MetricsReport.PHASE_TRAIN, reply.model_version, examples, metrics
             )
-            local = self.task.federated_weights(self.model)
-            update = {name: local[name] - global_weights[name] for name in global_weights}
+            words = self._words(secure, global_weights) if secure is not None else None
+            update = self._update(global_weights, None if words is None else words.view(np.float32))
             weight = float(examples)
             if self.training.spec.privacy.enabled:
                 weight = self._privatize(update, config, log)
             if secure is not None:
-                flat = np.concatenate([update[name].ravel() for name in sorted(update)]).astype(np.float32)
-                update = {MASKED_TENSOR: secure.mask_update(flat, weight)}
+                assert words is not None
+                values = words[: len(words) - secure.params.weight_words].view(np.float32)
+                lanes = words if secure.params.lane_dtype == np.uint32 else None  # else: a narrow copy
+                update = {MASKED_TENSOR: secure.mask_update(values, weight, lanes)}
             compression = self.training.spec.compression  # masked lanes are already narrow
             bits = 32 if secure is not None else compression.bits
             result = self.conn.upload(

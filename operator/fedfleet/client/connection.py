@@ -23,6 +23,7 @@ from fedfleet.identity.files import TlsConfigError, TlsFiles, is_loopback
 from fedfleet.logs import get_logger
 from fedfleet.v1 import aggregator_pb2 as pb
 from fedfleet.v1 import aggregator_pb2_grpc as pb_grpc
+from fedfleet.wire import parse_tensor_chunk, update_message
 
 Weights = dict[str, np.ndarray]
 TRANSIENT = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
@@ -71,8 +72,7 @@ class AggregatorConnection:
             )
         if tls is None:
             self.log.warning("transport.plaintext", address=address, reason="no --tls-*: loopback only")
-        self.channel = self._open()
-        self.stub = pb_grpc.AggregatorStub(self.channel)
+        self._bind(self._open())
         self._retrying = retry(
             retry=retry_if_exception(_is_transient),
             wait=wait_exponential(multiplier=0.2, max=5),
@@ -91,13 +91,28 @@ class AggregatorConnection:
             options=[*GRPC_OPTIONS, *KEEPALIVE_OPTIONS, *channel_options(self.server_name)],
         )
 
+    def _bind(self, channel: grpc.Channel) -> None:
+        """The stubs, and the two bulk streams with the `wire` codecs: chunks decoded in place
+        from gRPC's bytes, and sent serialized with one copy of their data."""
+        self.channel = channel
+        self.stub = pb_grpc.AggregatorStub(channel)
+        self._download = channel.unary_stream(
+            "/fedfleet.v1.Aggregator/DownloadModel",
+            request_serializer=pb.ModelRequest.SerializeToString,
+            response_deserializer=parse_tensor_chunk,
+        )
+        self._upload = channel.stream_unary(
+            "/fedfleet.v1.Aggregator/UploadUpdate",
+            request_serializer=None,
+            response_deserializer=pb.UploadReply.FromString,
+        )
+
     def _refresh(self) -> None:
         """Between rounds: pick up a rotated certificate."""
         if self.tls is not None and self.tls.changed():
             self.log.info("tls.reloaded", cert=str(self.tls.cert))
             self.channel.close()
-            self.channel = self._open()
-            self.stub = pb_grpc.AggregatorStub(self.channel)
+            self._bind(self._open())
 
     def _log_retry(self, state: RetryCallState) -> None:
         err = state.outcome.exception() if state.outcome else None
@@ -128,7 +143,7 @@ class AggregatorConnection:
         def fetch() -> Weights:
             assembler = ChunkAssembler()
             request = pb.ModelRequest(training=self.training, client_id=self.client_id, round=round_number)
-            for chunk in self.stub.DownloadModel(request, timeout=until(deadline_unix)):
+            for chunk in self._download(request, timeout=until(deadline_unix)):
                 assembler.add(chunk)
             return assembler.result()
 
@@ -174,13 +189,13 @@ class AggregatorConnection:
             session=self.session,
         )
 
-        def messages() -> Iterator[pb.UpdateMessage]:
-            yield pb.UpdateMessage(header=header)
+        def messages() -> Iterator[bytes]:
+            yield pb.UpdateMessage(header=header).SerializeToString()
             for chunk in encode_update(update, bits, block):
-                yield pb.UpdateMessage(chunk=chunk)
+                yield update_message(chunk)
 
         # not retried: a broken stream is refused whole
-        reply: pb.UploadReply = self.stub.UploadUpdate(messages(), timeout=until(deadline_unix))
+        reply: pb.UploadReply = self._upload(messages(), timeout=until(deadline_unix))
         return reply
 
     def secagg(self, round_number: int, stage: pb.SecAggRequest.Stage, payload: bytes) -> pb.SecAggReply:

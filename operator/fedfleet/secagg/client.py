@@ -341,11 +341,17 @@ class SecAggClient:
         self._weight_done = True
         return out
 
-    def mask_update(self, values: np.ndarray, weight: float) -> np.ndarray:
-        """The whole masked upload at once: M masked update words, then the weight word(s)."""
+    def mask_update(self, values: np.ndarray, weight: float, out: np.ndarray | None = None) -> np.ndarray:
+        """The whole masked upload at once: M masked update words, then the weight word(s).
+        `out` (lane dtype, M + W words) is written and returned; with 32-bit lanes its first M
+        words may be `values`' own memory (masked in place: no second model in memory)."""
         values = np.ascontiguousarray(values, dtype=np.float32).reshape(-1)
+        size = len(values) + self.params.weight_words
+        if out is None:
+            out = np.empty(size, dtype=self.params.lane_dtype)
+        elif out.dtype != self.params.lane_dtype or out.shape != (size,):
+            raise ValueError(f"out must be {size} words of {self.params.lane_dtype}")
         self.start_upload(len(values), weight)
-        out = np.empty(len(values) + self.params.weight_words, dtype=self.params.lane_dtype)
         self.mask_chunk(0, values, out[: len(values)])
         out[len(values) :] = self.weight_words()
         return out

@@ -90,7 +90,8 @@ class Task(ABC, Generic[ConfigT]):
         """Evaluate on the held-out split; return (examples, metrics such as loss and accuracy)."""
 
     def federated_weights(self, model: torch.nn.Module) -> Weights:
-        """The weights that travel and are averaged; the aggregator checkpoints exactly these."""
+        """The weights that travel and are averaged; the aggregator checkpoints exactly these.
+        Fresh arrays the caller owns (the client computes its update in them, in place)."""
         return state_to_numpy(model)
 
     def load_federated_weights(self, model: torch.nn.Module, weights: Weights) -> None:
@@ -148,9 +149,9 @@ def state_to_numpy(model: torch.nn.Module) -> Weights:
 
 
 def numpy_to_state(model: torch.nn.Module, weights: Weights) -> None:
-    own = state_to_numpy(model)
-    if set(own) != set(weights):
-        missing, extra = sorted(set(own) - set(weights)), sorted(set(weights) - set(own))
+    own = {name for name, tensor in model.state_dict().items() if tensor.is_floating_point()}
+    if own != set(weights):
+        missing, extra = sorted(own - set(weights)), sorted(set(weights) - own)
         raise TaskError(f"global model does not fit the task's model: missing {missing}, unexpected {extra}")
     model.load_state_dict(
         {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in weights.items()}, strict=False

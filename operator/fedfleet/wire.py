@@ -1,12 +1,18 @@
-"""Upload messages decoded straight from gRPC's bytes, without a protobuf copy of the data.
+"""The bulk streams' chunks to and from gRPC's bytes, without protobuf copies of the data.
 
-gRPC hands the servicer each `UpdateMessage` as one `bytes` object. Parsing it with protobuf
-copies every chunk's data into the message, and every read of `chunk.data` copies it again;
-here a chunk's `data` and `scales` are `memoryview`s into gRPC's own buffer, which the
-checksum, the checks and the fold then read in place. Only `TensorChunk` takes this path;
-the (small) header goes through protobuf. The decoder follows the protobuf wire format
-(unknown fields skipped, the last value of a scalar wins, packed or unpacked `shape`), and
-anything malformed becomes a `Malformed` value the servicer refuses with INVALID_ARGUMENT.
+gRPC hands the receiver each message as one `bytes` object. Parsing it with protobuf copies
+every chunk's data into the message, and every read of `chunk.data` copies it again; here a
+chunk's `data` and `scales` are `memoryview`s into gRPC's own buffer, which the checksum, the
+checks and the fold (or the client's model) then read in place: the aggregator decodes uploads
+so (`parse_update_message`), a client its downloads (`parse_tensor_chunk`). Only `TensorChunk`
+takes this path; the (small) header goes through protobuf. The decoder follows the protobuf
+wire format (unknown fields skipped, the last value of a scalar wins, packed or unpacked
+`shape`), and anything malformed becomes a `Malformed` value the servicer refuses with
+INVALID_ARGUMENT (a client: DATA_LOSS).
+
+Sending, `update_message` serializes a chunk whose data is a view of the client's update with
+one copy of the data (protobuf would copy it into the message, again into its parent, and again
+to serialize): protobuf encodes the small fields, the data field is appended after them.
 """
 
 from __future__ import annotations
@@ -16,10 +22,12 @@ from dataclasses import dataclass
 from google.protobuf.message import DecodeError
 
 from fedfleet.chunks import Chunk
+from fedfleet.refusal import Refusal
 from fedfleet.v1 import aggregator_pb2 as pb
 
 VARINT, I64, LEN, I32 = 0, 1, 2, 5
 HEADER_FIELD, CHUNK_FIELD = 1, 2
+DATA_FIELD = 5  # TensorChunk.data
 _U64 = (1 << 64) - 1
 
 
@@ -140,3 +148,44 @@ def parse_update_message(raw: bytes) -> UpdatePart:
         return _chunk(raw, view, begin, stop)
     except (_Bad, DecodeError) as err:
         return Malformed(f"malformed UpdateMessage: {err}")
+
+
+def parse_tensor_chunk(raw: bytes) -> Chunk:
+    """One `TensorChunk` (a download's message), its data a view of `raw`; malformed: a
+    `Refusal` (DATA_LOSS) that names the flaw."""
+    try:
+        return _chunk(raw, memoryview(raw), 0, len(raw))
+    except _Bad as err:
+        raise Refusal("DATA_LOSS", f"malformed TensorChunk: {err}") from None
+
+
+def _encode_varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _key(field: int, wire_type: int) -> bytes:
+    return _encode_varint(field << 3 | wire_type)
+
+
+def update_message(chunk: Chunk) -> bytes:
+    """`UpdateMessage(chunk=chunk)` serialized, with one copy of the chunk's data."""
+    head = pb.TensorChunk(
+        name=chunk.name,
+        dtype=chunk.dtype,
+        shape=list(chunk.shape),
+        offset=chunk.offset,
+        crc32=chunk.crc32,
+        block_values=chunk.block_values,
+        scales=bytes(chunk.scales),
+        values=chunk.values,
+    ).SerializeToString()
+    if not len(chunk.data):  # proto3 leaves an empty field out
+        return pb.UpdateMessage(chunk=pb.TensorChunk.FromString(head)).SerializeToString()
+    data_key = _key(DATA_FIELD, LEN) + _encode_varint(len(chunk.data))
+    inner = len(head) + len(data_key) + len(chunk.data)
+    return b"".join((_key(CHUNK_FIELD, LEN), _encode_varint(inner), head, data_key, chunk.data))
