@@ -180,3 +180,29 @@ async def test_a_masked_upload_refused_part_way_is_taken_out_exactly(tmp_path: P
     np.testing.assert_array_equal(masked.total, before + words)
     in_flight.abort()  # the upload's own clean-up afterwards changes nothing
     np.testing.assert_array_equal(masked.total, before + words)
+
+
+async def test_an_upload_waiting_for_a_chunk_is_refused_as_soon_as_its_round_closes(tmp_path: Path) -> None:
+    clock = ManualClock()
+    engine = engine_for(tmp_path, clock)
+    await open_round(engine, timeout=30)
+    stalled = asyncio.Event()
+
+    async def first_chunk_then_nothing() -> AsyncIterator[Chunk]:
+        yield update(1.0)[0]
+        await asyncio.Event().wait()  # a client that stops sending, its stream still open
+        yield update(1.0)[1]
+
+    async def upload_stalling() -> None:
+        header = UploadHeader("unit", "a", 1, 1, 0, "a")
+        stalled.set()
+        await engine.receive_update(header, first_chunk_then_nothing())
+
+    stalling = asyncio.create_task(upload_stalling())
+    await stalled.wait()
+    await asyncio.sleep(0.05)
+    await clock.advance(31)  # the deadline closes the round; the idle limit (60 s) is far off
+    with pytest.raises(Refusal, match="round 1 closed during the upload") as refused:
+        await asyncio.wait_for(stalling, 2)
+    assert refused.value.code == "DEADLINE_EXCEEDED"
+    assert engine.current is not None and engine.current.phase == Phase.FAILED

@@ -61,6 +61,20 @@ class Assignment:
     config: RoundConfig = field(default_factory=RoundConfig)
 
 
+class InFlight:
+    """A round's uploads waiting for their next chunk: closing the round ends their waits now."""
+
+    def __init__(self) -> None:
+        self.closed = False
+        self.waiting: set[asyncio.Timeout] = set()
+
+    def close(self) -> None:
+        self.closed = True
+        for timer in self.waiting:
+            if not timer.expired():  # one already expiring raises its TimeoutError anyway
+                timer.reschedule(0)  # in the past: expires at once, the wait raises TimeoutError
+
+
 class NonFiniteModel(RuntimeError):
     """The round's mean update or new model has Inf or NaN: the round fails, nothing is saved."""
 
@@ -116,7 +130,7 @@ class RoundEngine:
         self._changed = asyncio.Event()
         self._deadline_task: asyncio.Task[None] | None = None
         self._close_task: asyncio.Task[None] | None = None
-        self._closed: dict[int, asyncio.Event] = {}  # round -> set when it closes: uploads in flight end
+        self._in_flight: dict[int, InFlight] = {}  # round -> its uploads waiting for a chunk
         self.log.info(
             "engine.ready",
             model_version=self.model_version,
@@ -178,7 +192,7 @@ class RoundEngine:
         round_.secure = secure
         round_.population = population
         round_.phase = Phase.TRAINING
-        self._closed = {number: asyncio.Event()}  # a retried round number starts open again
+        self._in_flight = {number: InFlight()}  # a retried round number starts open again
         self.current = round_
         self._deadline_task = asyncio.create_task(self._close_at_deadline(round_))
         self.log.info(
@@ -428,27 +442,30 @@ class RoundEngine:
 
     async def _within_deadlines(self, round_: Round, chunks: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
         """The upload's chunks, refused once the stream idles for uploadIdleSeconds or runs past
-        uploadTimeoutSeconds or the round's deadline: a stalled client cannot hold a slot."""
-        limits, closed = self.spec.updates, self._closed.setdefault(round_.number, asyncio.Event())
+        uploadTimeoutSeconds or the round's deadline: a stalled client cannot hold a slot. The
+        wait for each chunk is one timer the round's close expires at once (no task per chunk)."""
+        limits, flight = self.spec.updates, self._in_flight.setdefault(round_.number, InFlight())
         started = time.monotonic()
         iterator = aiter(chunks)
         while True:
             total_left = started + limits.upload_timeout_seconds - time.monotonic()
             wait = min(limits.upload_idle_seconds, total_left, round_.deadline - self.clock.now())
-            arrival = asyncio.ensure_future(anext(iterator, None))
-            closing = asyncio.ensure_future(closed.wait())
-            await asyncio.wait({arrival, closing}, timeout=max(wait, 0), return_when=asyncio.FIRST_COMPLETED)
-            closing.cancel()
-            if not arrival.done():
-                arrival.cancel()
-                if closed.is_set():
+            chunk: Chunk | None = None
+            try:
+                async with asyncio.timeout(max(wait, 0) if not flight.closed else 0) as timer:
+                    flight.waiting.add(timer)
+                    try:
+                        chunk = await anext(iterator, None)
+                    finally:
+                        flight.waiting.discard(timer)
+            except TimeoutError:
+                if flight.closed:
                     why = f"round {round_.number} closed during the upload"
                 elif wait == limits.upload_idle_seconds:
                     why = f"no chunk for {wait:g} s (spec.updates.uploadIdleSeconds)"
                 else:
                     why = "past its deadline (spec.updates.uploadTimeoutSeconds or the round's)"
-                raise Refusal("DEADLINE_EXCEEDED", f"upload refused: {why}")
-            chunk = arrival.result()
+                raise Refusal("DEADLINE_EXCEEDED", f"upload refused: {why}") from None
             if chunk is None:
                 return
             yield chunk
@@ -476,7 +493,7 @@ class RoundEngine:
                 self._deadline_task.cancel()
             if round_.secure is not None:
                 round_.secure.cancel()
-            self._closed.setdefault(round_.number, asyncio.Event()).set()  # uploads in flight end
+            self._in_flight.setdefault(round_.number, InFlight()).close()  # uploads in flight end
             self._sum_for(round_.secure).close_uploads()  # uploads in flight leave the sum
             reported = len(round_.reported)
             if round_.eval_reports:  # the model this round started from, whatever becomes of the round
