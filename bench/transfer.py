@@ -7,8 +7,9 @@ its peak RSS belongs to one scenario):
 
 The limit is measured in the same run for every scenario: the same client processes stream the
 same bytes, as the same protobuf `UpdateMessage`s over the same channel options, into a sink
-process whose servicer parses each message with protobuf and drops it. ours/limit is the
-aggregator's cost beyond receiving protobuf messages at all (checks, CRC, fold, bookkeeping).
+process whose servicer parses each message with protobuf and drops it (both with the product's
+allocator settings, `fedfleet.memory`). ours/limit is the aggregator's cost beyond receiving
+protobuf messages at all (checks, CRC, fold, bookkeeping).
 Clients build each message while streaming (one serialization copy per chunk, the same in both).
 
 `--secagg` scenarios stream uint32 words as the masked tensor of a real SecAgg+ round whose key
@@ -19,6 +20,7 @@ The breakdown times each stage of the aggregator's receive path in this process 
 chunk messages (seconds per GiB), next to the measured cost per GiB of ours and of the limit.
 
     python bench/transfer.py [--big] [--quick] [--json-only]
+    python bench/transfer.py --sweep MB [--repeats R]   # chunk size x HTTP/2 window
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -55,13 +58,16 @@ CHUNK_BYTES = [DEFAULT_CHUNK_BYTES]  # what clients send; --chunk-bytes changes 
 # One client process: streams each listed client's update (tensors x elements of `dtype`, one
 # constant per tensor) as UpdateMessages. The header round -1 means: no round, a sink.
 WORKER = r"""
-import json, sys, time, numpy as np, grpc
+import json, os, sys, time, numpy as np, grpc
 from fedfleet.chunks import GRPC_OPTIONS, checksum
+from fedfleet.memory import reuse_message_buffers
 from fedfleet.v1 import aggregator_pb2 as pb
+reuse_message_buffers()  # what the product's clients and aggregator do
 address, training, tensors, elements, dtype, chunk_bytes = sys.argv[1:7]
 tensors, elements, chunk_bytes, dtype = int(tensors), int(elements), int(chunk_bytes), np.dtype(dtype)
 clients = sys.argv[7:]
-channel = grpc.insecure_channel(address, options=GRPC_OPTIONS)
+options = [*GRPC_OPTIONS, *map(tuple, json.loads(os.environ.get("BENCH_GRPC_OPTIONS", "[]")))]
+channel = grpc.insecure_channel(address, options=options)
 upload = channel.stream_unary("/fedfleet.v1.Aggregator/UploadUpdate",
                               request_serializer=None, response_deserializer=pb.UploadReply.FromString)
 join = channel.unary_unary("/fedfleet.v1.Aggregator/JoinRound",
@@ -94,9 +100,12 @@ print(json.dumps({"started": started, "ended": time.time()}))
 """
 # The limit: a server that parses every UpdateMessage with protobuf and keeps nothing.
 SINK = r"""
-import asyncio, sys, grpc
+import asyncio, json, os, sys, grpc
 from fedfleet.chunks import GRPC_OPTIONS
+from fedfleet.memory import reuse_message_buffers
 from fedfleet.v1 import aggregator_pb2 as pb
+reuse_message_buffers()  # what the product's clients and aggregator do
+options = [*GRPC_OPTIONS, *map(tuple, json.loads(os.environ.get("BENCH_GRPC_OPTIONS", "[]")))]
 async def upload(requests, context):
     count = 0
     async for message in requests:
@@ -105,7 +114,7 @@ async def upload(requests, context):
 async def join(request, context):
     return pb.JoinReply(action=pb.JoinReply.ACTION_TRAIN, round=1)
 async def main():
-    server = grpc.aio.server(options=GRPC_OPTIONS)
+    server = grpc.aio.server(options=options)
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("fedfleet.v1.Aggregator", {
         "UploadUpdate": grpc.stream_unary_rpc_method_handler(upload, pb.UpdateMessage.FromString,
                                                               pb.UploadReply.SerializeToString),
@@ -398,6 +407,59 @@ def breakdown(sample_bytes: int = 256 * MB) -> dict[str, float]:
     }
 
 
+SWEEP_CHUNKS = [512 * 1024, 1 << 20, 2 << 20, 4 << 20]
+SWEEP_WINDOWS: dict[str, list[tuple[str, int]]] = {  # added to GRPC_OPTIONS on both ends
+    "configured": [],
+    "win 64 KiB+BDP": [("grpc.http2.lookahead_bytes", 64 << 10)],
+    "win 1 MiB": [("grpc.http2.lookahead_bytes", 1 << 20)],
+    "win 8 MiB": [("grpc.http2.lookahead_bytes", 8 << 20)],
+    "win 8 MiB noBDP": [("grpc.http2.lookahead_bytes", 8 << 20), ("grpc.http2.bdp_probe", 0)],
+}
+
+
+def sweep(workdir: Path, model_bytes: int, repeats: int) -> list[dict[str, Any]]:
+    """Chunk size x HTTP/2 flow-control window, medians of `repeats`: for each chunk size, one
+    update of `model_bytes` into the aggregator (ours, with the product's options) and, for each
+    window setting, the same bytes into the protobuf sink (the limit: what gRPC itself does with
+    that window)."""
+    rows = []
+    elements = model_bytes // 4
+    for chunk in SWEEP_CHUNKS:
+        CHUNK_BYTES[0] = chunk
+        row: dict[str, Any] = {"chunk_bytes": chunk}
+        runs = [scenario(workdir, model_bytes, 1, 1) for _ in range(repeats)]
+        row["ours_s"] = statistics.median(r["seconds"] for r in runs)
+        for label, options in SWEEP_WINDOWS.items():
+            os.environ["BENCH_GRPC_OPTIONS"] = json.dumps(options)
+            try:
+                times = [limit_seconds(1, elements, "float32", ["c000"], 1) for _ in range(repeats)]
+            finally:
+                del os.environ["BENCH_GRPC_OPTIONS"]
+            row[f"limit_s {label}"] = round(statistics.median(times), 3)
+        row["ours_over_limit"] = round(row["limit_s configured"] / row["ours_s"], 3)
+        rows.append(row)
+    CHUNK_BYTES[0] = DEFAULT_CHUNK_BYTES
+    return rows
+
+
+def sweep_table(rows: list[dict[str, Any]], model_bytes: int) -> str:
+    labels = list(SWEEP_WINDOWS)
+    head = f"{'chunk':>9} {'ours s':>7} {'ours/limit':>10} | " + " | ".join(
+        f"{label:>14}" for label in labels
+    )
+    lines = [
+        f"one update of {model_bytes // MB} MB; limit seconds per window setting:",
+        head,
+        "-" * len(head),
+    ]
+    for r in rows:
+        lines.append(
+            f"{r['chunk_bytes'] // 1024:>6} KiB {r['ours_s']:>7.3f} {r['ours_over_limit']:>10.3f} | "
+            + " | ".join(f"{r[f'limit_s {label}']:>15.3f}" for label in labels)
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -408,8 +470,18 @@ def main() -> None:
     parser.add_argument("--json-only", action="store_true")
     parser.add_argument("--chunk-bytes", type=int, default=DEFAULT_CHUNK_BYTES, help="upload chunk size")
     parser.add_argument("--one", type=int, default=0, help="only one update of this many MB, plain")
+    parser.add_argument(
+        "--sweep", type=int, default=0, help="only the chunk size x window sweep, one update of this many MB"
+    )
+    parser.add_argument("--repeats", type=int, default=3, help="with --sweep: runs per cell (median)")
     args = parser.parse_args()
     CHUNK_BYTES[0] = args.chunk_bytes
+    if args.sweep:
+        with tempfile.TemporaryDirectory() as tmp:
+            rows = sweep(Path(tmp), args.sweep * MB, args.repeats)
+        print(json.dumps({"sweep": rows, "load_average": os.getloadavg()}, indent=2))
+        print(sweep_table(rows, args.sweep * MB))
+        return
     if args.one:
         with tempfile.TemporaryDirectory() as tmp:
             print(json.dumps({"chunk_bytes": args.chunk_bytes} | scenario(Path(tmp), args.one * MB, 1, 1)))

@@ -1,0 +1,65 @@
+"""Message-sized buffers are reused, not faulted in afresh for every chunk (`fedfleet.memory`)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+OPERATOR = Path(__file__).resolve().parents[2] / "operator"
+CHUNK = 2 * 1024 * 1024
+CHUNKS = 96
+# One process streams CHUNKS messages of 2 MiB to itself over loopback gRPC (a server that
+# drops each message, as a receiver does once it has folded a chunk) and prints its page faults.
+FAULTS_OF_A_STREAM = r"""
+import asyncio, resource, sys, grpc
+from fedfleet.chunks import GRPC_OPTIONS
+from fedfleet.memory import reuse_message_buffers
+if sys.argv[1] == "tuned":
+    assert reuse_message_buffers()
+chunk, chunks = int(sys.argv[2]), int(sys.argv[3])
+async def sink(requests, context):
+    count = 0
+    async for message in requests:
+        count += len(message)
+    return count.to_bytes(8, "big")
+async def main():
+    server = grpc.aio.server(options=GRPC_OPTIONS)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("t.T", {
+        "Up": grpc.stream_unary_rpc_method_handler(sink)}),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=GRPC_OPTIONS) as channel:
+        up = channel.stream_unary("/t.T/Up")
+        async def messages(n):
+            for i in range(n):
+                yield bytes([i % 256]) * chunk  # a new message each time, as a sender builds them
+        await up(messages(8))  # warm-up: connection, window, the first allocations
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        received = int.from_bytes(await up(messages(chunks)), "big")
+        assert received == chunk * chunks
+        print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    await server.stop(None)
+asyncio.run(main())
+"""
+
+
+def faults_for(mode: str) -> int:
+    run = subprocess.run(
+        [sys.executable, "-c", FAULTS_OF_A_STREAM, mode, str(CHUNK), str(CHUNKS)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONPATH": str(OPERATOR)},
+        timeout=120,
+    )
+    return int(run.stdout.strip())
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator settings")
+def test_streamed_chunks_land_in_reused_memory_not_fresh_pages() -> None:
+    pages = CHUNK * CHUNKS // 4096
+    default, tuned = faults_for("default"), faults_for("tuned")
+    assert tuned < pages // 3 < default, (default, tuned)  # by default, fresh pages for most bytes
