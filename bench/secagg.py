@@ -16,7 +16,8 @@ parameters (bench/synthetic_task.py), with SecAgg+ on and off; the round time is
 aggregator's (start to Succeeded: key exchange, download, upload, unmasking, checkpoint).
 Each is set against the round's limit measured right after it: the round's bytes (downloads
 and uploads) streamed as protobuf messages into a sink (bench/transfer.py), plus with SecAgg+
-one client's mask expansion and the server's unmasking (`round_limits`).
+one client's mask expansion and the server's unmasking (`round_limits`). It also reports the
+peak RSS of the aggregator and of the largest client (the sending side) over the model's bytes.
 
 With --baseline REV it measures the same cases with this tree and with REV (checked out in a
 temporary `git worktree`), alternating, in subprocesses of one run, at the former default
@@ -24,6 +25,7 @@ k = ceil(2 log2 N) so both draw the same graph size: the cost of what changed be
 (for the authenticated SecAgg+: signatures, certificate checks and the consistency round).
 
     python bench/secagg.py [--quick] [--neighbours K] [--repeats R] [--json PATH] [--grpc]
+    python bench/secagg.py --grpc-only 10x1e7 [--grpc-rounds R]
     python bench/secagg.py --baseline REV [--cases 10x1000000,100x100000] [--repeats R]
 """
 
@@ -40,6 +42,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -331,8 +334,44 @@ def measure(n: int, m: int, neighbours: int, repeats: int) -> dict[str, Any]:
     }
 
 
-def grpc_round_seconds(n: int, m: int, secure: bool, rounds: int, workdir: Path) -> list[float]:
-    """Per-round seconds of a real `fedfleet local run`: N client processes, M parameters."""
+class PeakWatcher:
+    """Peak RSS (VmHWM, MB) of the aggregator and of the largest client process of a local run,
+    read from /proc every 0.2 s while it runs (a high-water mark only grows, so the last read
+    of each process is its peak)."""
+
+    def __init__(self, out: Path) -> None:
+        self.marker = str(out)
+        self.peaks: dict[str, float] = {"aggregator": 0.0, "client": 0.0}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> PeakWatcher:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.2):
+            for proc in Path("/proc").glob("[0-9]*"):
+                with contextlib.suppress(OSError):
+                    argv = (proc / "cmdline").read_bytes().split(b"\0")
+                    if len(argv) < 4 or self.marker.encode() not in b" ".join(argv):
+                        continue
+                    role = argv[3].decode()
+                    if role in self.peaks:
+                        for line in (proc / "status").read_text().splitlines():
+                            if line.startswith("VmHWM:"):
+                                self.peaks[role] = max(self.peaks[role], int(line.split()[1]) / 1024)
+
+
+def grpc_round_seconds(
+    n: int, m: int, secure: bool, rounds: int, workdir: Path
+) -> tuple[list[float], dict[str, float]]:
+    """Per-round seconds of a real `fedfleet local run` (N client processes, M parameters), and
+    the peak RSS in MB of its aggregator and of its largest client."""
     manifest = workdir / f"bench-{n}-{m}-{int(secure)}.yaml"
     spec = {
         "task": {"name": "synthetic_task:SyntheticUpdate", "config": {"parameters": m}},
@@ -346,13 +385,25 @@ def grpc_round_seconds(n: int, m: int, secure: bool, rounds: int, workdir: Path)
     manifest.write_text(yaml.safe_dump(document | {"metadata": {"name": "bench"}, "spec": spec}))
     out = workdir / manifest.stem
     path = os.pathsep.join([str(REPO / "bench"), str(REPO / "operator"), os.environ.get("PYTHONPATH", "")])
-    subprocess.run(
-        [sys.executable, "-m", "fedfleet", "local", "run", str(manifest), "--out", str(out), "--no-progress"],
-        check=True,
-        stdout=subprocess.DEVNULL,
-        env=os.environ | {"PYTHONPATH": path},
-    )
-    return [float(r["seconds"]) for r in json.loads((out / "metrics.json").read_text())["rounds"]]
+    with PeakWatcher(out) as watcher:
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "fedfleet",
+                "local",
+                "run",
+                str(manifest),
+                "--out",
+                str(out),
+                "--no-progress",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            env=os.environ | {"PYTHONPATH": path},
+        )
+    seconds = [float(r["seconds"]) for r in json.loads((out / "metrics.json").read_text())["rounds"]]
+    return seconds, watcher.peaks
 
 
 def round_limits(n: int, m: int) -> tuple[float, float]:
@@ -374,25 +425,33 @@ def round_limits(n: int, m: int) -> tuple[float, float]:
 
 def grpc_rounds(cases: list[tuple[int, int]], rounds: int) -> list[dict[str, Any]]:
     """Median round time with SecAgg+ and without, same run; round 1 (cold start) is left out;
-    each against its limit, measured right after."""
+    each against its limit, measured right after; peak RSS of the aggregator and of a client
+    (the sending side) over the model's float32 bytes."""
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for n, m in cases:
-            secure = statistics.median(grpc_round_seconds(n, m, True, rounds, Path(tmp))[1:])
-            plain = statistics.median(grpc_round_seconds(n, m, False, rounds, Path(tmp))[1:])
+            load = os.getloadavg()[0]
+            secure, secure_peaks = grpc_round_seconds(n, m, True, rounds, Path(tmp))
+            plain, plain_peaks = grpc_round_seconds(n, m, False, rounds, Path(tmp))
+            secure_s, plain_s = statistics.median(secure[1:]), statistics.median(plain[1:])
             secure_limit, plain_limit = round_limits(n, m)
             results.append(
                 {
                     "clients": n,
                     "parameters": m,
                     "rounds_timed": rounds - 1,
-                    "secure_round_s": secure,
-                    "plain_round_s": plain,
-                    "secure_over_plain": secure / plain,
+                    "load_average": load,
+                    "secure_round_s": secure_s,
+                    "plain_round_s": plain_s,
+                    "secure_over_plain": secure_s / plain_s,
                     "secure_limit_s": secure_limit,
-                    "secure_over_limit": secure / secure_limit,
+                    "secure_over_limit": secure_s / secure_limit,
                     "plain_limit_s": plain_limit,
-                    "plain_over_limit": plain / plain_limit,
+                    "plain_over_limit": plain_s / plain_limit,
+                    "secure_client_peak_over_model": secure_peaks["client"] * 2**20 / (4 * m),
+                    "secure_aggregator_peak_over_model": secure_peaks["aggregator"] * 2**20 / (4 * m),
+                    "plain_client_peak_over_model": plain_peaks["client"] * 2**20 / (4 * m),
+                    "plain_aggregator_peak_over_model": plain_peaks["aggregator"] * 2**20 / (4 * m),
                 }
             )
     return results
@@ -401,7 +460,7 @@ def grpc_rounds(cases: list[tuple[int, int]], rounds: int) -> list[dict[str, Any
 def grpc_table(results: list[dict[str, Any]]) -> str:
     head = (
         f"{'N':>4} {'M':>9} | {'SecAgg+ s':>9} {'limit':>6} {'ratio':>6} | {'plain s':>7} {'limit':>6}"
-        f" {'ratio':>6} | {'SecAgg+/plain':>13}"
+        f" {'ratio':>6} | {'SecAgg+/plain':>13} | {'peak/model client':>17} {'aggregator':>10} | {'load':>5}"
     )
     lines = [head, "-" * len(head)]
     for r in results:
@@ -409,7 +468,9 @@ def grpc_table(results: list[dict[str, Any]]) -> str:
             f"{r['clients']:>4} {r['parameters']:>9} | {r['secure_round_s']:>9.2f}"
             f" {r['secure_limit_s']:>6.2f} {r['secure_over_limit']:>6.2f} |"
             f" {r['plain_round_s']:>7.2f} {r['plain_limit_s']:>6.2f}"
-            f" {r['plain_over_limit']:>6.2f} | {r['secure_over_plain']:>13.2f}"
+            f" {r['plain_over_limit']:>6.2f} | {r['secure_over_plain']:>13.2f} |"
+            f" {r['secure_client_peak_over_model']:>17.2f} {r['secure_aggregator_peak_over_model']:>10.2f} |"
+            f" {r['load_average']:>5.1f}"
         )
     return "\n".join(lines)
 
@@ -447,7 +508,18 @@ def main() -> None:
     parser.add_argument("--grpc", action="store_true", help="also time whole rounds between processes")
     parser.add_argument("--baseline", help="a git revision to compare this tree against (see above)")
     parser.add_argument("--cases", help="with --baseline: NxM,NxM (default 10x1000000,100x100000)")
+    parser.add_argument("--grpc-only", help="only whole rounds over gRPC, for these NxM,NxM cases")
+    parser.add_argument(
+        "--grpc-rounds", type=int, default=3, help="rounds per gRPC run (the first is not timed)"
+    )
     args = parser.parse_args()
+    if args.grpc_only:
+        cases = [(int(n), int(float(m))) for n, m in (c.split("x") for c in args.grpc_only.split(","))]
+        over_grpc = grpc_rounds(cases, args.grpc_rounds)
+        print(json.dumps([rounded(r) for r in over_grpc], indent=2))
+        print("\nwhole rounds over gRPC between processes (fedfleet local run, synthetic update):")
+        print(grpc_table(over_grpc))
+        return
     if args.baseline:
         cases = COMPARE_CASES
         if args.cases:
@@ -462,7 +534,7 @@ def main() -> None:
     measure(5, 10_000, 0, 1)  # warm-up, not reported: imports, caches, this thread's scratch
     cases = QUICK if args.quick else CASES
     results = [measure(n, m, args.neighbours, args.repeats) for n, m in cases]
-    over_grpc = grpc_rounds(GRPC_QUICK if args.quick else GRPC_CASES, 3) if args.grpc else []
+    over_grpc = grpc_rounds(GRPC_QUICK if args.quick else GRPC_CASES, args.grpc_rounds) if args.grpc else []
     document: Any = [rounded(r) for r in results]
     if args.grpc:
         document = {"compute": document, "grpc": [rounded(r) for r in over_grpc]}
