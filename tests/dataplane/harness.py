@@ -73,7 +73,7 @@ def open_channel(
 
 def wait_healthy(
     address: str,
-    timeout: float = 60,
+    timeout: float = 180,  # a readiness wait: a loaded 2-core machine imports torch slowly
     credentials: grpc.ChannelCredentials | None = None,
     server_name: str = "",
 ) -> None:
@@ -129,7 +129,7 @@ class Aggregator:
     def close(self) -> None:
         self.channel.close()
         self.process.terminate()
-        self.process.wait(10)
+        self.process.wait(60)  # a graceful stop: 2 s of grace, longer on a loaded machine
 
     def start_round(
         self,
