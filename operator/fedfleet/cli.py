@@ -151,6 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
     op.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="health endpoint; empty: none")
     op.add_argument("--metrics-port", type=int, default=9090, help="Prometheus metrics; 0: none")
     _add_log_args(op)
+    from fedfleet.sites.commands import add_parsers
+
+    add_parsers(commands)
     return parser
 
 
@@ -387,6 +390,18 @@ def _operator(args: argparse.Namespace) -> int:
     return 0
 
 
+def _site(args: argparse.Namespace) -> int:
+    from fedfleet.sites.commands import join_token
+
+    return join_token(args)
+
+
+def _site_agent(args: argparse.Namespace) -> int:
+    from fedfleet.sites.commands import site_agent
+
+    return site_agent(args)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logs.configure(args.log_format, args.log_level)
@@ -398,6 +413,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "lineage": _lineage,
         "model": _model,
         "operator": _operator,
+        "site": _site,
+        "site-agent": _site_agent,
     }
     try:
         return handlers[args.command](args)

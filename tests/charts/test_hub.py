@@ -10,6 +10,7 @@ import pytest
 from fedfleet.api import parse_training
 from fedfleet.cli import build_parser
 from fedfleet.controller import resources as res
+from fedfleet.controller.settings import OperatorSettings
 
 from tests.charts.render import HUB, Object, load_values, of_kind, render, variant_id, variants
 
@@ -175,3 +176,17 @@ def test_replicas_prefer_different_nodes_unless_the_values_give_an_affinity() ->
     )
     own = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": []}}}
     assert operator(render(HUB, {"replicas": 2, "affinity": own}))["spec"]["affinity"] == own
+
+
+def test_the_site_gateway_is_served_by_the_operator_and_exposed_by_a_service() -> None:
+    objs = render(HUB, load_values(HUB / "ci" / "site-gateway.yaml"))
+    service = next(o for o in of_kind(objs, "Service") if o["metadata"]["name"].endswith("-site-gateway"))
+    assert service["spec"]["type"] == "LoadBalancer"
+    assert [p["port"] for p in service["spec"]["ports"]] == [7443, 7444]
+    container = of_kind(objs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    settings = OperatorSettings.from_env(env)
+    assert (settings.site_gateway_port, settings.site_gateway_enrol_port) == (7443, 7444)
+    assert settings.site_gateway_names == ("hub.example.org",) and settings.namespace == "fedfleet"
+    assert {"site-gateway", "site-enrol"} <= {p["name"] for p in container["ports"]}
+    assert not [o for o in render(HUB) if o["metadata"]["name"].endswith("-site-gateway")]  # off by default

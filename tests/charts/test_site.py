@@ -8,9 +8,11 @@ from typing import Any
 
 import helm_python as helm
 import pytest
+import yaml
 from fedfleet.api import parse_training
 from fedfleet.api.site import FederationSiteSpec
 from fedfleet.controller import resources as res
+from fedfleet.sites.policy import AgentConfig
 
 from tests.charts.render import HUB, SITE, Object, load_values, of_kind, render, render_files
 
@@ -132,3 +134,38 @@ def test_a_site_with_no_gpu_trains_on_cpu() -> None:
     resources: dict[str, Any] = pod["spec"]["containers"][0]["resources"]
     assert not any("gpu" in key for kind in resources.values() for key in kind)
     assert "kueue.x-k8s.io/queue-name" not in pod["metadata"]["labels"]
+
+
+def remote_site() -> list[Object]:
+    return render(SITE, load_values(SITE / "ci" / "remote.yaml"))
+
+
+def test_a_remote_site_runs_its_agent_with_rights_in_its_own_namespace_and_none_for_the_hub() -> None:
+    objs = remote_site()
+    assert of_kind(objs, "FederationSite") == []  # the hub admin creates it at the hub
+    roles = of_kind(objs, "Role") + of_kind(objs, "ClusterRole")
+    assert [r["metadata"]["name"] for r in roles] == ["site-a-agent"]
+    assert all(r["metadata"]["namespace"] == "site-a" for r in roles)
+    granted = {(v, res_) for rule in roles[0]["rules"] for v in rule["verbs"] for res_ in rule["resources"]}
+    assert {r for _, r in granted} == {"pods", "configmaps", "secrets"}
+    bindings = of_kind(objs, "RoleBinding") + of_kind(objs, "ClusterRoleBinding")
+    subjects = [s for b in bindings for s in b["subjects"]]
+    assert subjects == [{"kind": "ServiceAccount", "name": "site-a-agent", "namespace": "site-a"}]
+    deployment = of_kind(objs, "Deployment")[0]
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "site-a-agent"
+    assert pod["containers"][0]["args"][:3] == ["site-agent", "--config", "/etc/fedfleet/agent.yaml"]
+
+
+def test_the_remote_sites_values_are_the_agents_config_and_decide_placement() -> None:
+    config_map = next(
+        o for o in of_kind(remote_site(), "ConfigMap") if o["metadata"]["name"] == "site-a-agent"
+    )
+    config = AgentConfig.model_validate(yaml.safe_load(config_map["data"]["agent.yaml"]))
+    assert (config.site, config.namespace, config.hub.address) == ("site-a", "site-a", "hub.example.org:7443")
+    assert config.policy.allowed_registries == ["ghcr.io/fedfleet"] and config.policy.max_gpus == 2
+    site = config.site_ref()
+    pod = res.client_pod(REF, SPEC, site, 0, 0, "hub.example.org:50051", 1)
+    assert pod["spec"]["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert pod["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert pod["metadata"]["namespace"] == "site-a"

@@ -180,6 +180,14 @@ SITE_STATUS: Schema = {
         "gpus": {"type": "integer"},
         "message": {"type": "string"},
         "conditions": CONDITIONS,
+        # a remote site (spec.remote), written by the hub's site gateway
+        "connected": {"type": "boolean", "description": "The site's agent holds its stream to the gateway."},
+        "lastHeartbeat": {"type": "string", "format": "date-time"},
+        "agentVersion": {"type": "string"},
+        "clientsRunning": {"type": "integer"},
+        "gpusInUse": {"type": "integer"},
+        "refusedWork": {"type": "integer", "description": "Clients the site's policy refused."},
+        "enrolled": {"type": "string", "format": "date-time", "description": "When the agent enrolled."},
     },
 }
 
@@ -337,6 +345,12 @@ def render() -> dict[str, Schema]:
                 column("Namespace", ".spec.namespace"),
                 column("GPUs", ".spec.gpu.count", "integer"),
                 column("Ready", ".status.ready", "boolean"),
+                column("Remote", ".spec.remote", "boolean"),
+                column("Connected", ".status.connected", "boolean"),
+                column("Clients", ".status.clientsRunning", "integer", description="client pods running"),
+                column("Agent", ".status.agentVersion", priority=1),
+                column("Heartbeat", ".status.lastHeartbeat", "date", priority=1),
+                column("GPUsInUse", ".status.gpusInUse", "integer", priority=1),
                 AGE,
             ],
         ),

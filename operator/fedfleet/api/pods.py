@@ -160,6 +160,15 @@ class AggregatorSettings(PodSettings):
         default="/data", pattern=r"^/", description="Where modelVolumeClaim is mounted in the aggregator."
     )
 
+    external_address: str = Field(
+        default="",
+        max_length=253,
+        pattern=r"^$|^[A-Za-z0-9.-]+:[0-9]{1,5}$",
+        description=(
+            "host:port where clients outside the hub cluster (remote sites) reach the aggregator "
+            "(a LoadBalancer, NodePort or TLS-passthrough Ingress); the server certificate covers host."
+        ),
+    )
     network_policy: bool = Field(
         default=True,
         description="A NetworkPolicy letting only the training's clients and the operator reach the "

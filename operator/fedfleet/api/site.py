@@ -38,6 +38,17 @@ class FederationSiteSpec(SpecModel):
         description="Labels on the site's client pods (e.g. kueue.x-k8s.io/queue-name); fedfleet's own win.",
     )
     policy: SitePolicy = Field(default_factory=SitePolicy)
+    remote: bool = Field(
+        default=False,
+        description=(
+            "The site runs in its own cluster: its agent dials the hub's site gateway and creates the "
+            "client pods there (fedfleet site join-token NAME enrols it); namespace, placement and "
+            "policy are then the site's own, set in its agent."
+        ),
+    )
+    suspended: bool = Field(
+        default=False, description="A remote site's stream is closed and it gets no work until cleared."
+    )
 
     def allows(self, digest: str) -> bool:
         return not self.policy.allowed_base_digests or digest in self.policy.allowed_base_digests

@@ -68,6 +68,7 @@ class Certificates:
         self.clock = clock
         self._controller: dict[tuple[str, str], Bundle] = {}
         self._checked: dict[tuple[str, str], tuple[float, object]] = {}
+        self._issuers: dict[tuple[str, str], Issuer] = {}
 
     async def ensure(
         self, ref: res.TrainingRef, spec: FederatedTrainingSpec, sites: list[res.SiteRef]
@@ -78,26 +79,34 @@ class Certificates:
                 "spec.tls.enabled: false is for `fedfleet local run` only; a cluster always uses mTLS"
             )
         key = (ref.namespace, ref.name)
-        plan = (ref.uid, spec.tls, spec.clients_per_site, tuple((s.name, s.namespace) for s in sites))
+        plan = (
+            ref.uid,
+            spec.tls,
+            spec.clients_per_site,
+            spec.aggregator.external_address,
+            tuple((s.name, s.namespace, s.spec.remote) for s in sites),
+        )
+        local = [s for s in sites if not s.spec.remote]  # a remote site's clients send CSRs (sign_client)
         last = self._checked.get(key)
         if last and last[1] == plan and time.monotonic() - last[0] < self.check_seconds:
             return self._controller[key]
         found = {
             (s["metadata"]["namespace"], s["metadata"]["name"]): s
-            for namespace in sorted({ref.namespace, *(s.namespace for s in sites)})
+            for namespace in sorted({ref.namespace, *(s.namespace for s in local)})
             for s in await self.kube.list("Secret", namespace, f"{res.GROUP}/training={ref.name}")
         }
-        issuer = await self._issuer(ref, spec, found)
+        issuer = self._issuers[key] = await self._issuer(ref, spec, found)
         lifetime = datetime.timedelta(hours=spec.tls.certificate_lifetime_hours)
         wanted = [
             Wanted(
                 res.tls_secret_name(ref.name, "aggregator"),
                 ref.namespace,
                 Identity(ref.namespace, ref.name, "aggregator"),
-                tuple(aggregator_dns_names(ref.name, ref.namespace)),
+                tuple(aggregator_dns_names(ref.name, ref.namespace))
+                + tuple(filter(None, [res.external_host(spec)])),
             )
         ]
-        for site in sites:
+        for site in local:
             for index in range(spec.clients_per_site):
                 cid = res.client_id(site.name, index)
                 identity = Identity.of_client(ref.namespace, ref.name, site.name, cid)
@@ -125,6 +134,28 @@ class Certificates:
         bundle = self._controller_bundle(ref, issuer, lifetime)
         self._checked[key] = (time.monotonic(), plan)
         return bundle
+
+    def sign_client(
+        self,
+        ref: res.TrainingRef,
+        spec: FederatedTrainingSpec,
+        site: res.SiteRef,
+        client: str,
+        csr_pem: bytes,
+    ) -> tuple[bytes, bytes]:
+        """A remote site's client certificate from the site's CSR (its key never leaves the site):
+        the identity is the hub's choice, one of that site's clients of this training."""
+        if client not in {res.client_id(site.name, i) for i in range(spec.clients_per_site)}:
+            raise CertificateError(f"{client} is not a client of site {site.name} in this training")
+        issuer = self._issuers[(ref.namespace, ref.name)]  # `ensure` ran first this pass
+        identity = Identity.of_client(ref.namespace, ref.name, site.name, client)
+        lifetime = datetime.timedelta(hours=spec.tls.certificate_lifetime_hours)
+        try:
+            cert = issuer.sign_request(csr_pem, identity.uri, identity.common_name, lifetime)
+        except IssuerError as err:
+            raise CertificateError(str(err)) from None
+        log.info("certificate.signed", training=ref.name, site=site.name, identity=identity.uri)
+        return cert, issuer.trust_pem
 
     def controller_bundle(self, ref: res.TrainingRef) -> Bundle:
         """The one `ensure` made this pass (ensure runs before any call to the aggregator)."""

@@ -22,6 +22,9 @@ from fedfleet.controller.resources import RETAIN_LABEL
 from fedfleet.controller.settings import OperatorSettings
 from fedfleet.controller.spec_checks import InvalidSpec, parse, resolve_sites
 from fedfleet.logs import get_logger
+from fedfleet.sites.fleet import RemoteSites
+from fedfleet.sites.gateway import SiteGateway, load_or_create_ca
+from fedfleet.sites.gateway import serve as serve_gateway
 
 GROUP, VERSION = vocab.GROUP, vocab.VERSION
 log = get_logger(component="operator")
@@ -39,15 +42,33 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     settings.posting.level = 20  # INFO: kopf's own handler messages become Events too
     memo.settings = OperatorSettings.from_env(os.environ)
     memo.kube = Kube()
-    memo.reconciler = TrainingReconciler(
-        memo.kube, _post_event, memo.settings, wake=lambda training: _wake(memo, training)
-    )
     memo.wake = {}  # training name -> asyncio.Event its daemon sleeps on
+    memo.remote = RemoteSites(lambda training: _wake(memo, training))
+    memo.gateway = memo.gateway_server = None
+    if memo.settings.site_gateway_port:  # sites in their own clusters dial in here
+        ca = await load_or_create_ca(memo.kube, memo.settings.namespace)
+        memo.gateway = SiteGateway(memo.kube, memo.remote, ca)
+        port = memo.settings.site_gateway_port
+        memo.gateway_server = await serve_gateway(
+            memo.gateway,
+            port,
+            memo.settings.site_gateway_enrol_port or port + 1,
+            memo.settings.site_gateway_names,
+        )
+    memo.reconciler = TrainingReconciler(
+        memo.kube,
+        _post_event,
+        memo.settings,
+        wake=lambda training: _wake(memo, training),
+        remote=memo.remote if memo.gateway else None,
+    )
 
 
 @kopf.on.cleanup()
 async def shutdown(memo: Any, **_: Any) -> None:
     await memo.reconciler.close()
+    if memo.gateway_server is not None:
+        await memo.gateway_server.stop(2)
 
 
 def _wake(memo: Any, training: str | None) -> None:
@@ -130,6 +151,8 @@ async def cleanup(name: str, namespace: str | None, body: kopf.Body, memo: Any, 
     namespaces. Listed namespace by namespace (the training's, its sites', and any where the pod
     index shows one of its pods), never across the cluster, so a namespaced install needs no
     cluster-wide read."""
+    meta = body.get("metadata") or {}  # remote sites remove theirs when told the training ended
+    memo.reconciler.ended(res.TrainingRef(name, namespace or "", str(meta.get("uid", ""))))
     kube: Kube = memo.kube
     observed = IndexedObserved(kwargs["training_pods"], kwargs["federation_sites"])
     namespaces = {namespace or ""} | {p["metadata"]["namespace"] for p in observed.pods(name)}
@@ -152,9 +175,22 @@ async def cleanup(name: str, namespace: str | None, body: kopf.Body, memo: Any, 
 @kopf.on.create(GROUP, VERSION, "federationsites")
 @kopf.on.update(GROUP, VERSION, "federationsites")
 async def site_status(spec: kopf.Spec, namespace: str | None, patch: kopf.Patch, memo: Any, **_: Any) -> None:
+    if spec.get("remote"):  # its own cluster: the site gateway writes connected, clients, heartbeat
+        patch.status["ready"] = not spec.get("suspended")
+        patch.status["gpus"] = int((spec.get("gpu") or {}).get("count", 0))
+        patch.status["message"] = "suspended" if spec.get("suspended") else "runs in its own cluster"
+        return
     target = spec.get("namespace") or namespace or ""
     found = await memo.kube.get("Namespace", None, target) if target != namespace else {"ok": True}
     gpus = int((spec.get("gpu") or {}).get("count", 0))
     patch.status["ready"] = found is not None
     patch.status["gpus"] = gpus
     patch.status["message"] = "" if found is not None else f"namespace {target} does not exist"
+
+
+@kopf.on.event(GROUP, VERSION, "federationsites")
+def site_changed(body: kopf.Body, type: str | None, memo: Any, **_: Any) -> None:
+    """A remote site deleted or suspended at the hub loses its stream within a second."""
+    gateway: SiteGateway | None = getattr(memo, "gateway", None)
+    if gateway is not None:
+        gateway.site_event(dict(body), deleted=type == "DELETED")

@@ -1,6 +1,6 @@
 """Prometheus metrics of the operator, served on its metrics port."""
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 ROUNDS = Counter("fedfleet_rounds_total", "Rounds that ended, by final phase", ["training", "phase"])
 ROUND_SECONDS = Histogram(
@@ -13,3 +13,13 @@ CLIENT_RESTARTS = Counter(
     "fedfleet_client_restarts_total", "Client pods started again after a failure", ["training"]
 )
 RECONCILE_ERRORS = Counter("fedfleet_reconcile_errors_total", "Reconcile passes that raised", ["training"])
+# sites in their own clusters (the site gateway), by FederationSite "<namespace>/<name>"
+SITE_CONNECTED = Gauge("fedfleet_site_connected", "1 while the site's agent holds its stream", ["site"])
+SITE_CLIENTS_RUNNING = Gauge(
+    "fedfleet_site_clients_running", "Client pods the site reports Running", ["site"]
+)
+SITE_GPUS_IN_USE = Gauge("fedfleet_site_gpus_in_use", "GPUs the site's running clients hold", ["site"])
+SITE_REFUSED_WORK = Gauge("fedfleet_site_refused_work", "Clients the site's policy refuses", ["site"])
+SITE_HEARTBEAT = Gauge(
+    "fedfleet_site_last_heartbeat_seconds", "Unix time of the site's last message", ["site"]
+)

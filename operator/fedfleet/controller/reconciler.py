@@ -31,6 +31,7 @@ from fedfleet.controller.status import set_condition
 from fedfleet.controller.status_writer import EmitEvent, Pass, StatusWriter
 from fedfleet.controller.task_check import task_config_error
 from fedfleet.logs import get_logger
+from fedfleet.sites.fleet import RemoteSites, SitePods
 
 Object = dict[str, Any]
 log = get_logger(component="operator")
@@ -45,14 +46,19 @@ class TrainingReconciler:
         emit: EmitEvent,
         settings: OperatorSettings | None = None,
         wake: Callable[[str], None] | None = None,
+        remote: RemoteSites | None = None,
     ) -> None:
         self.kube = kube
+        self.remote = remote  # sites in their own clusters, reached through the site gateway
         self.settings = settings or OperatorSettings()
         self._emit = emit
         self.certificates = Certificates(kube, self.settings.certificate_check_seconds)
         self.link = AggregatorLink(self.certificates)
         self.writer = StatusWriter(kube)
-        self.clients = ClientPods(KubePods(kube), emit, self.settings)
+        local = KubePods(kube)
+        self.clients = ClientPods(
+            SitePods(local, remote) if remote is not None else local, emit, self.settings
+        )
         self.rounds = Rounds(kube, self.writer, emit, wake)
         self._made: set[tuple[str, str, str, str]] = set()  # (training uid, kind, namespace, name)
         self._task_checked: dict[str, tuple[int, str | None]] = {}  # uid -> (generation, error)
@@ -86,10 +92,11 @@ class TrainingReconciler:
     # -- the pass ------------------------------------------------------------------------------
     async def reconcile(self, body: Object, observed: Observed) -> bool:
         """Returns True when the training has reached a final phase (nothing left to do)."""
-        if (body.get("status") or {}).get("phase") in vocab.FINAL_PHASES:
-            return True
         meta = body["metadata"]
         ref = res.TrainingRef(meta["name"], meta["namespace"], meta["uid"])
+        if (body.get("status") or {}).get("phase") in vocab.FINAL_PHASES:
+            self.ended(ref)
+            return True
         step = Pass(body, {"observedGeneration": int(meta.get("generation", 1))})
         try:
             training = parse(body)
@@ -100,7 +107,7 @@ class TrainingReconciler:
                 await self.certificates.ensure(ref, training.spec, sites)  # before any pod mounts them
             except CertificateError as err:
                 raise InvalidSpec(str(err)) from None
-            pods = observed.pods(ref.name)
+            pods = observed.pods(ref.name) + self._remote_pods(ref, training, sites, step)
             await self._ensure_aggregator(ref, training, sites, pods)
             address = self.address(ref, training.spec.aggregator.port)
             fleet = await self.clients.ensure(ref, training, sites, pods, address, step)
@@ -134,6 +141,38 @@ class TrainingReconciler:
         step = Pass(body, {"message": message, "conditions": refused})
         if await self.writer.training(ref, step):  # not again while the watched body lags our write
             await self.emit(body, "Warning", "Forbidden", message)
+
+    def ended(self, ref: res.TrainingRef) -> None:
+        """The training is over or deleted: remote sites remove its pods and secrets."""
+        if self.remote is not None:
+            self.remote.forget(ref)
+
+    def _remote_pods(
+        self, ref: res.TrainingRef, training: FederatedTraining, sites: list[res.SiteRef], step: Pass
+    ) -> list[Object]:
+        """What the remote sites report of the training's clients (pod summaries), after giving
+        them the training's work; a remote site without a gateway or an external address is an
+        InvalidSpec."""
+        remote = [s.name for s in sites if s.spec.remote]
+        if not remote:
+            return []
+        if self.remote is None:
+            raise InvalidSpec(
+                f"FederationSite {remote[0]} is remote (spec.remote) and this operator runs no site "
+                "gateway (FEDFLEET_SITE_GATEWAY_PORT)"
+            )
+        address = training.spec.aggregator.external_address
+        if not address:
+            raise InvalidSpec(
+                f"spec.aggregator.externalAddress: site {remote[0]} runs in its own cluster and needs "
+                "an address of the aggregator reachable from outside the hub cluster"
+            )
+
+        def sign(site: res.SiteRef, client: str, csr: bytes) -> tuple[bytes, bytes]:
+            return self.certificates.sign_client(ref, training.spec, site, client, csr)
+
+        starts = {k: int(v) for k, v in (step.current.get("clientStarts") or {}).items()}
+        return self.remote.observe(ref, training, sites, address, sign, starts)
 
     async def _task_error(self, ref: res.TrainingRef, step: Pass, training: FederatedTraining) -> str | None:
         """The task's config check at admission: once per spec generation of a training that is
@@ -181,10 +220,8 @@ class TrainingReconciler:
     async def _ensure_aggregator(
         self, ref: res.TrainingRef, training: FederatedTraining, sites: list[res.SiteRef], pods: list[Object]
     ) -> None:
-        manifest = training.model_dump(by_alias=True, mode="json", exclude={"metadata"}) | {
-            "metadata": {"name": ref.name, "namespace": ref.namespace}
-        }
-        for namespace in sorted({ref.namespace, *(s.namespace for s in sites)}):
+        manifest = res.training_manifest(ref, training)
+        for namespace in sorted({ref.namespace, *(s.namespace for s in sites if not s.spec.remote)}):
             await self._ensure(ref, res.manifest_config_map(ref, manifest, namespace))
         if (claim := res.state_claim(ref, training.spec)) is not None:
             await self._ensure(ref, claim)

@@ -21,7 +21,7 @@ from fedfleet.api.pods import (
     PodTemplate,
 )
 from fedfleet.api.site import FederationSiteSpec
-from fedfleet.api.training import FederatedTrainingSpec
+from fedfleet.api.training import FederatedTraining, FederatedTrainingSpec
 from fedfleet.identity.names import server_name
 
 Object = dict[str, Any]
@@ -77,6 +77,10 @@ def manifest_name(training: str) -> str:
 
 def client_id(site: str, index: int) -> str:
     return f"{site}-{index}"
+
+
+def client_ids(site: str, clients_per_site: int) -> list[str]:
+    return [client_id(site, index) for index in range(clients_per_site)]
 
 
 def client_pod_name(training: str, client: str) -> str:
@@ -212,6 +216,18 @@ def secret(
 def owned_in(ref: TrainingRef, namespace: str) -> Object:
     """Owner references only work within a namespace; elsewhere the finalizer cleans up."""
     return {"ownerReferences": [ref.owner_reference()]} if namespace == ref.namespace else {}
+
+
+def training_manifest(ref: TrainingRef, training: FederatedTraining) -> Object:
+    """The training as its pods read it (the manifest ConfigMap's `manifest.json`)."""
+    return training.model_dump(by_alias=True, mode="json", exclude={"metadata"}) | {
+        "metadata": {"name": ref.name, "namespace": ref.namespace}
+    }
+
+
+def external_host(spec: FederatedTrainingSpec) -> str:
+    """The host of `spec.aggregator.externalAddress` (remote sites dial it), or empty."""
+    return spec.aggregator.external_address.rsplit(":", 1)[0]
 
 
 def manifest_config_map(ref: TrainingRef, manifest: Object, namespace: str) -> Object:
@@ -468,6 +484,11 @@ def aggregator_network_policy(ref: TrainingRef, spec: FederatedTrainingSpec) -> 
         return None
     clients = {f"{GROUP}/training": ref.name, "app.kubernetes.io/component": "client"}
     operator = {"app.kubernetes.io/name": "fedfleet", "app.kubernetes.io/component": "operator"}
+    sources: list[Object] = [
+        {"namespaceSelector": {}, "podSelector": {"matchLabels": clients}},
+        {"namespaceSelector": {}, "podSelector": {"matchLabels": operator}},
+    ]
+    grpc: Object = {"from": sources} if not settings.external_address else {}  # remote sites: from outside
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
@@ -476,13 +497,7 @@ def aggregator_network_policy(ref: TrainingRef, spec: FederatedTrainingSpec) -> 
             "podSelector": {"matchLabels": aggregator_selector(ref)},
             "policyTypes": ["Ingress"],
             "ingress": [
-                {
-                    "from": [
-                        {"namespaceSelector": {}, "podSelector": {"matchLabels": clients}},
-                        {"namespaceSelector": {}, "podSelector": {"matchLabels": operator}},
-                    ],
-                    "ports": [{"protocol": "TCP", "port": settings.port}],
-                },
+                grpc | {"ports": [{"protocol": "TCP", "port": settings.port}]},
                 {"ports": [{"protocol": "TCP", "port": settings.metrics_port}]},
             ],
         },

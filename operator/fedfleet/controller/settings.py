@@ -26,6 +26,11 @@ class OperatorSettings:
     round_watch_interval_seconds: float = 15.0
     # how long a complete certificate check is trusted before the Secrets are listed again
     certificate_check_seconds: float = 60.0
+    # the site gateway remote sites dial (0: none); its names, and where its CA Secret lives
+    site_gateway_port: int = 0
+    site_gateway_enrol_port: int = 0  # 0: the gateway's port + 1
+    site_gateway_names: tuple[str, ...] = ()
+    namespace: str = "default"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> OperatorSettings:
@@ -41,6 +46,12 @@ class OperatorSettings:
             certificate_check_seconds=_seconds(
                 env, "FEDFLEET_CERTIFICATE_CHECK_SECONDS", defaults.certificate_check_seconds
             ),
+            site_gateway_port=_port(env, "FEDFLEET_SITE_GATEWAY_PORT"),
+            site_gateway_enrol_port=_port(env, "FEDFLEET_SITE_GATEWAY_ENROL_PORT"),
+            site_gateway_names=tuple(
+                n.strip() for n in env.get("FEDFLEET_SITE_GATEWAY_NAMES", "").split(",") if n.strip()
+            ),
+            namespace=env.get("FEDFLEET_NAMESPACE") or defaults.namespace,
         )
 
     def address(self, service: str, namespace: str, port: int) -> str:
@@ -58,3 +69,10 @@ def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
     if not 0 < value < 1e7:
         raise SettingsError(f"{name}={raw[:40]!r}: must be a positive number of seconds")
     return value
+
+
+def _port(env: Mapping[str, str], name: str) -> int:
+    raw = env.get(name) or "0"
+    if not raw.isdigit() or int(raw) > 65535:
+        raise SettingsError(f"{name}={raw[:40]!r}: not a port number (0: off)")
+    return int(raw)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import ipaddress
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -38,6 +39,14 @@ def _key_pem(key: SigningKey) -> bytes:
     return key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
+
+
+def _general_name(name: str) -> x509.GeneralName:
+    """A DNS name, or an IP address SAN for a literal address (an external address may be one)."""
+    try:
+        return x509.IPAddress(ipaddress.ip_address(name))
+    except ValueError:
+        return x509.DNSName(name)
 
 
 def _hash_for(key: SigningKey) -> hashes.SHA256 | None:
@@ -160,22 +169,49 @@ class Issuer:
         now: datetime.datetime | None = None,
     ) -> Bundle:
         """A leaf for `identity`, usable as TLS client and server; never outlives the CA."""
-        now = now or _now()
         key = _new_key()
-        sans: list[x509.GeneralName] = [x509.UniformResourceIdentifier(identity.uri)]
-        sans += [x509.DNSName(n) for n in dns_names]
+        leaf = self.sign(key.public_key(), identity.uri, identity.common_name, lifetime, dns_names, now)
+        return Bundle(leaf, _key_pem(key), self.trust_pem)
+
+    def sign_request(self, csr_pem: bytes, uri: str, common_name: str, lifetime: datetime.timedelta) -> bytes:
+        """A leaf for a key generated elsewhere (a site's CSR): only the CSR's public key is
+        used; the names are the issuer's to choose, never the requester's."""
+        try:
+            csr = x509.load_pem_x509_csr(csr_pem)
+        except ValueError as err:
+            raise IssuerError(f"not a PEM certificate signing request: {str(err)[:80]}") from None
+        if not csr.is_signature_valid:
+            raise IssuerError("the certificate signing request's signature does not verify")
+        public = csr.public_key()
+        if not isinstance(public, ec.EllipticCurvePublicKey | rsa.RSAPublicKey | ed25519.Ed25519PublicKey):
+            raise IssuerError(f"unsupported key type {type(public).__name__}")
+        return self.sign(public, uri, common_name, lifetime)
+
+    def sign(
+        self,
+        public_key: ec.EllipticCurvePublicKey | rsa.RSAPublicKey | ed25519.Ed25519PublicKey,
+        uri: str,
+        common_name: str,
+        lifetime: datetime.timedelta,
+        dns_names: tuple[str, ...] = (),
+        now: datetime.datetime | None = None,
+    ) -> bytes:
+        """The PEM leaf (and any intermediate) for one URI SAN identity and `dns_names`."""
+        now = now or _now()
+        sans: list[x509.GeneralName] = [x509.UniformResourceIdentifier(uri)]
+        sans += [_general_name(n) for n in dns_names]
         cert = (
             x509.CertificateBuilder()
             .subject_name(
                 x509.Name(
                     [
                         x509.NameAttribute(NameOID.ORGANIZATION_NAME, "fedfleet"),
-                        x509.NameAttribute(NameOID.COMMON_NAME, identity.common_name),
+                        x509.NameAttribute(NameOID.COMMON_NAME, common_name),
                     ]
                 )
             )
             .issuer_name(self.cert.subject)
-            .public_key(key.public_key())
+            .public_key(public_key)
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - CLOCK_SKEW)
             .not_valid_after(min(now + lifetime, self.cert.not_valid_after_utc))
@@ -194,8 +230,7 @@ class Issuer:
             )
             .sign(self.key, _hash_for(self.key))
         )
-        leaf = cert.public_bytes(serialization.Encoding.PEM)
-        return Bundle(leaf + self.chain_pem, _key_pem(key), self.trust_pem)
+        return cert.public_bytes(serialization.Encoding.PEM) + self.chain_pem
 
     def as_bundle(self) -> Bundle:
         """The CA itself as a tls Secret (the operator's record of a CA it generated)."""

@@ -51,7 +51,7 @@ def renewal_reason(
         return "issued under another CA"
     try:
         sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        names = tuple(sans.get_values_for_type(x509.DNSName))
+        names = (*sans.get_values_for_type(x509.DNSName), *map(str, sans.get_values_for_type(x509.IPAddress)))
     except x509.ExtensionNotFound:
         names = ()
     if sorted(names) != sorted(dns_names):

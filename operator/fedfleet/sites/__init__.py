@@ -1,0 +1,1 @@
+"""Sites in their own clusters: the hub's site gateway, enrolment, and the site agent."""

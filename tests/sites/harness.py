@@ -1,0 +1,214 @@
+"""A hub cluster and site clusters for the remote-site tests: one test API server and one test
+kubelet per cluster, the hub operator (given only the hub's kubeconfig) with its site gateway,
+and one `fedfleet site-agent` process per site (given only its own cluster's kubeconfig)."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.controller.cluster import GROUP, VERSION, Cluster, start_operator, wait_for
+from tests.dataplane.harness import free_port
+from tests.kube.fixtures import ApiServerHandle, load_crds, start_kubelet, write_kubeconfig
+from tests.kube.kubelet import Kubelet
+
+AGENT_TOKEN = "fedfleet-site-agent"  # the agent's identity at its own API server
+HUB_NAMESPACE = "default"
+
+
+def remote_site(name: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "FederationSite",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {"remote": True} | spec,
+    }
+
+
+@dataclass
+class SiteCluster:
+    name: str
+    root: Path
+    api: ApiServerHandle
+    kubelet: Kubelet
+    agent_kubeconfig: Path
+    config: Path
+    log: Path
+    agent: subprocess.Popen[bytes] | None = None
+
+    @property
+    def cluster(self) -> Cluster:
+        return Cluster(self.api.kubeconfig)
+
+    def start_agent(self) -> None:
+        env = os.environ | {"KUBECONFIG": str(self.agent_kubeconfig), "FEDFLEET_LOG_FORMAT": "json"}
+        with self.log.open("ab") as out:
+            self.agent = subprocess.Popen(
+                [sys.executable, "-m", "fedfleet", "site-agent", "--config", str(self.config)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+
+    def kill_agent(self) -> None:
+        if self.agent is not None:
+            self.agent.send_signal(signal.SIGKILL)
+            self.agent.wait()
+            self.agent = None
+
+    def client_pods(self) -> list[dict[str, Any]]:
+        return self.cluster.items("Pod", selector="app.kubernetes.io/component=client")
+
+    def callers(self) -> set[str]:
+        """Who called this site's API server, apart from the test's kubelet."""
+        return {c.user for c in self.api.calls} - {"test"}
+
+
+@dataclass
+class Federation:
+    root: Path
+    hub: ApiServerHandle
+    hub_kubelet: Kubelet
+    gateway_port: int
+    operator_log: Path
+    operator: subprocess.Popen[bytes] | None = None
+    sites: dict[str, SiteCluster] = field(default_factory=dict)
+
+    @property
+    def cluster(self) -> Cluster:
+        return Cluster(self.hub.kubeconfig)
+
+    def start_operator(self) -> None:
+        self.operator = start_operator(
+            self.hub.kubeconfig,
+            self.operator_log,
+            FEDFLEET_SITE_GATEWAY_PORT=str(self.gateway_port),
+            FEDFLEET_NAMESPACE=HUB_NAMESPACE,
+        )
+
+    def kill_operator(self) -> None:
+        if self.operator is not None:
+            self.operator.send_signal(signal.SIGKILL)
+            self.operator.wait()
+            self.operator = None
+
+    def join_token(self, site: str, ttl_minutes: int = 10) -> tuple[str, str, str]:
+        """`fedfleet site join-token` as the hub admin runs it: (token, CA fingerprint, CA PEM)."""
+        ca_out = self.root / f"{site}-hub-ca.pem"
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "fedfleet",
+                "site",
+                "join-token",
+                site,
+                "--namespace",
+                "default",
+                "--hub-namespace",
+                HUB_NAMESPACE,
+                "--ttl-minutes",
+                str(ttl_minutes),
+                "--ca-out",
+                str(ca_out),
+            ],
+            env=os.environ | {"KUBECONFIG": str(self.hub.kubeconfig)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        token = re.search(r"^token: (\S+)$", done.stdout, re.M)
+        fingerprint = re.search(r"fingerprint \(sha256\): ([0-9a-f]{64})$", done.stdout, re.M)
+        assert token and fingerprint, done.stdout
+        return token[1], fingerprint[1], ca_out.read_text()
+
+    def add_site(self, name: str, policy: dict[str, Any] | None = None, **site_spec: Any) -> SiteCluster:
+        """A site cluster with its agent configured as the site chart would, enrolled with a fresh token."""
+        root = self.root / name
+        root.mkdir()
+        api = ApiServerHandle(root)
+        kubelet = start_kubelet(api.kubeconfig, root / "kubelet")
+        agent_kubeconfig = write_kubeconfig(root / "agent.kubeconfig", api.url, AGENT_TOKEN)
+        self.cluster.apply(remote_site(name, **site_spec))
+        token, fingerprint, ca = self.join_token(name)
+        (root / "token").write_text(token)
+        config = {
+            "site": name,
+            "namespace": "default",
+            "hub": {
+                "address": f"127.0.0.1:{self.gateway_port}",
+                "caCertificate": ca,
+                "caFingerprint": fingerprint,
+            },
+            "tokenFile": str(root / "token"),
+            "policy": {"maxClients": 4} | (policy or {}),
+            "heartbeatSeconds": 1,
+            "resyncSeconds": 0.5,
+        }
+        (root / "agent.yaml").write_text(yaml.safe_dump(config))
+        site = SiteCluster(
+            name, root, api, kubelet, agent_kubeconfig, root / "agent.yaml", root / "agent.log"
+        )
+        self.sites[name] = site
+        return site
+
+    def wait_gateway(self) -> None:
+        wait_for(
+            lambda: any(
+                s["metadata"]["name"] == "fedfleet-site-gateway-ca" for s in self.cluster.items("Secret")
+            ),
+            60,
+            "the site gateway's CA",
+        )
+
+    def site_status(self, name: str) -> dict[str, Any]:
+        found = self.cluster.get("FederationSite", "default", name) or {}
+        return dict(found.get("status") or {})
+
+    def close(self) -> None:
+        for site in reversed(self.sites.values()):  # kmock's DNS interceptors unwind in reverse
+            site.kill_agent()
+            site.kubelet.stop()
+            site.api.close()
+        if self.operator is not None:
+            self.operator.terminate()
+            try:
+                self.operator.wait(15)
+            except subprocess.TimeoutExpired:
+                self.operator.kill()
+        self.hub_kubelet.stop()
+        self.hub.close()
+
+    def logs(self) -> str:
+        parts = [self.operator_log.read_text()[-4000:] if self.operator_log.exists() else ""]
+        for site in self.sites.values():
+            parts.append(
+                f"--- {site.name} agent\n" + (site.log.read_text()[-3000:] if site.log.exists() else "")
+            )
+        return "\n".join(parts)
+
+
+def start_federation(root: Path) -> Federation:
+    hub_root = root / "hub"
+    hub_root.mkdir()
+    hub = ApiServerHandle(hub_root)
+    for crd in load_crds():
+        hub.register_crd(crd)
+    kubelet = start_kubelet(hub.kubeconfig, hub_root / "kubelet")
+    port = free_port()
+    while port + 1 == 65536:
+        port = free_port()
+    federation = Federation(root, hub, kubelet, port, hub_root / "operator.log")
+    federation.start_operator()
+    federation.wait_gateway()
+    return federation
