@@ -84,7 +84,7 @@ class SiteAgent:
         self.kube = kube
         self.site = config.site_ref()
         self._keys: dict[ClientKey, bytes] = {}  # client keys awaiting their certificate (never sent)
-        self._refused: dict[ClientKey, str] = {}
+        self._refused: dict[ClientKey, tuple[str, pb.SiteClientWork]] = {}  # why, and the work refused
         self._manifests: dict[str, FederatedTraining | str] = {}  # sha256 -> parsed, or why not
 
     # -- trust -------------------------------------------------------------------------------
@@ -265,7 +265,7 @@ class SiteAgent:
             await self._remove(ended.split("/", 1)[-1], pods)
         budget_clients, budget_gpus = self.config.policy.max_clients, self.config.policy.max_gpus
         gpus_each = self.site.spec.gpu.count
-        self._refused = {}
+        previous, self._refused = self._refused, {}
         for training in work.trainings:
             spec_or_reason = self._parse(training.manifest_json)
             ref = res.TrainingRef(training.name, training.namespace, training.uid)
@@ -283,7 +283,7 @@ class SiteAgent:
                     del pods[name]
             if isinstance(spec_or_reason, str):
                 for c in training.clients:
-                    self._refused[(training.namespace, training.name, c.client_id)] = spec_or_reason
+                    self._refused[(training.namespace, training.name, c.client_id)] = (spec_or_reason, c)
                 continue
             spec = spec_or_reason.spec
             reason = refusal(self.config.policy, spec)
@@ -292,7 +292,7 @@ class SiteAgent:
                 key = (training.namespace, training.name, client.client_id)
                 pod_name = res.client_pod_name(training.name, client.client_id)
                 if reason is not None:
-                    self._refused[key] = reason
+                    self._refused[key] = (reason, client)
                     continue
                 if client.attempt == 0 or client.given_up:
                     if client.given_up and pod_name in pods:
@@ -303,10 +303,10 @@ class SiteAgent:
                     budget_gpus -= gpus_each
                     continue
                 if budget_clients < 1 or budget_gpus < gpus_each:
-                    self._refused[key] = (
-                        f"site policy: maxClients {self.config.policy.max_clients} / maxGpus "
-                        f"{self.config.policy.max_gpus} reached at site {self.site.name}"
+                    limits = (
+                        f"maxClients {self.config.policy.max_clients} / maxGpus {self.config.policy.max_gpus}"
                     )
+                    self._refused[key] = (f"site policy: {limits} reached at site {self.site.name}", client)
                     continue
                 stored = secrets.get(res.tls_secret_name(ref.name, client.client_id))
                 if not await self._certificate(ref, client, key, stored, session):
@@ -340,8 +340,9 @@ class SiteAgent:
                     )
                 budget_clients -= 1
                 budget_gpus -= gpus_each
-        for key, why in self._refused.items():
-            log.info("agent.work_refused", training=key[1], client=key[2], reason=why[:200])
+        for key, (why, _) in self._refused.items():
+            if previous.get(key, ("",))[0] != why:  # once per refusal, not per pass
+                log.info("agent.work_refused", training=key[1], client=key[2], reason=why[:200])
         return self._state(pods, session)
 
     def _parse(self, manifest: bytes) -> FederatedTraining | str:
@@ -460,12 +461,15 @@ class SiteAgent:
                     partition=int(annotations.get(PARTITION, "0")),
                 )
             )
-        for (namespace, training, cid), why in sorted(self._refused.items()):
+        for (namespace, training, cid), (why, work) in sorted(self._refused.items()):
             clients.append(
                 pb.SiteClientState(
                     training_namespace=namespace,
                     training=training,
                     client_id=cid,
+                    attempt=work.attempt,
+                    index=work.index,
+                    partition=work.partition,
                     phase=wire.REFUSED,
                     exit_code=78,
                     message=why[: wire.MAX_MESSAGE],
