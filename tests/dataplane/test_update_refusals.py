@@ -176,3 +176,37 @@ def test_round_fails_at_deadline_below_min_clients_and_keeps_the_model(tmp_path:
         final = list(agg.control.WatchRound(pb.WatchRequest(round=1)))[-1]
         assert final.phase == pb.ROUND_PHASE_SUCCEEDED and list(final.reported) == [PARTICIPANTS[0]]
         assert agg.status().model_version == 1
+
+
+def test_an_aborted_round_fails_with_its_uploads_discarded_and_runs_again_from_its_start(
+    tmp_path: Path,
+) -> None:
+    """AbortRound (a suspend that does not wait): the round fails even with minClients updates
+    in, nothing of them reaches the model, and the same round then runs as if it never had."""
+    with running_aggregator(tmp_path, rounds=5, secureAggregation=PLAIN) as agg:
+        before = agg.status().model_digest
+        agg.start_round(1, PARTICIPANTS, min_clients=1, timeout=60)
+        agg.join(PARTICIPANTS[0])
+        model = agg.download(PARTICIPANTS[0], 1)
+        agg.upload(PARTICIPANTS[0], 1, chunks_of(good_update(model, 5.0)))
+        aborted = agg.control.AbortRound(pb.AbortRequest(round=1, reason="training suspended"))
+        assert aborted.phase == pb.ROUND_PHASE_FAILED and aborted.reason == "aborted: training suspended"
+        assert list(agg.control.WatchRound(pb.WatchRequest(round=1)))[-1].phase == pb.ROUND_PHASE_FAILED
+        status = agg.status()
+        assert status.model_version == 0 and status.model_digest == before
+        # aborting again, or a round that is not the current one, changes nothing / is refused
+        assert agg.control.AbortRound(pb.AbortRequest(round=1)).reason == "aborted: training suspended"
+        with pytest.raises(grpc.RpcError) as refused:
+            agg.control.AbortRound(pb.AbortRequest(round=2))
+        assert refused.value.code() == grpc.StatusCode.NOT_FOUND
+        agg.start_round(1, PARTICIPANTS, min_clients=1, timeout=1.5)
+        for client in PARTICIPANTS:
+            agg.join(client, session="s2")
+            agg.upload(client, 1, chunks_of(good_update(model, 1.0)), session="s2")
+        final = list(agg.control.WatchRound(pb.WatchRequest(round=1)))[-1]
+        assert final.phase == pb.ROUND_PHASE_SUCCEEDED and sorted(final.reported) == PARTICIPANTS
+        agg.start_round(2, PARTICIPANTS, min_clients=1, timeout=1.5)
+        agg.join(PARTICIPANTS[0], session="s2")
+        after = agg.download(PARTICIPANTS[0], 2)
+        for name, value in model.items():  # the mean of the second try's updates alone
+            np.testing.assert_allclose(after[name], value + 1.0, rtol=1e-6, atol=1e-6)

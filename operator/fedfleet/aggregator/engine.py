@@ -226,6 +226,20 @@ class RoundEngine:
         self._after_client_change(round_)
         return round_
 
+    async def abort(self, number: int, reason: str) -> Round:
+        """Fail the open round now, uploads and all (a suspend that does not wait for it); the
+        model stays, so the round runs again from its start. A closing or closed round is
+        returned as it is."""
+        round_ = self.current
+        if round_ is None or round_.number != number:
+            raise Refusal("NOT_FOUND", f"round {number} is not the current round")
+        if round_.is_open and self._close_task is None:
+            round_.aborted = reason[:200] or "aborted by the controller"
+            self.log.info("round.aborting", round=number, reason=round_.aborted)
+            self._close_task = closing = asyncio.create_task(self._close(round_, "aborted"))
+            await asyncio.shield(closing)
+        return round_
+
     def finish(self) -> None:
         self.finished = True
         self.log.info("training.finished", model_version=self.model_version)
@@ -498,7 +512,10 @@ class RoundEngine:
             reported = len(round_.reported)
             if round_.eval_reports:  # the model this round started from, whatever becomes of the round
                 await asyncio.to_thread(self._save_evaluation, round_)
-            if reported < round_.min_clients:
+            if round_.aborted:
+                round_.phase = Phase.FAILED
+                round_.reason = f"aborted: {round_.aborted}"
+            elif reported < round_.min_clients:
                 round_.phase = Phase.FAILED
                 round_.reason = (
                     f"{cause} with {reported} of {len(round_.participants)} participants reported; "

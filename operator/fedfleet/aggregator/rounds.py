@@ -73,6 +73,7 @@ class Round:
     produced_evaluation: dict[str, float] = field(default_factory=dict)  # eval_* of the model it made
     population: int = 0  # clients cohorts are drawn from, as the controller said (DP accounting); 0 unknown
     epsilon: float | None = None  # the training's epsilon once this DP round was released
+    aborted: str = ""  # why the controller aborted it (AbortRound): it fails whatever was uploaded
 
     def __post_init__(self) -> None:
         self.clients = {cid: ClientRecord(cid) for cid in self.participants}

@@ -339,6 +339,11 @@ class ControlServicer(pb_grpc.ControlServicer):
         return round_to_pb(self.engine.drop(request.round, request.client_id, request.reason))
 
     @refusals_to_status
+    async def AbortRound(self, request: pb.AbortRequest, context: Context) -> pb.RoundState:
+        self.guard.controller(context)
+        return round_to_pb(await self.engine.abort(request.round, request.reason))
+
+    @refusals_to_status
     async def GetStatus(self, request: pb.StatusRequest, context: Context) -> pb.AggregatorStatus:
         self.guard.controller(context)
         return self.status()

@@ -482,6 +482,14 @@ class DropRequest(_message.Message):
     reason: str
     def __init__(self, round: _Optional[int] = ..., client_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
+class AbortRequest(_message.Message):
+    __slots__ = ("round", "reason")
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    round: int
+    reason: str
+    def __init__(self, round: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
+
 class FinishRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

@@ -297,6 +297,11 @@ class ControlStub:
                 request_serializer=fedfleet_dot_v1_dot_aggregator__pb2.DropRequest.SerializeToString,
                 response_deserializer=fedfleet_dot_v1_dot_aggregator__pb2.RoundState.FromString,
                 _registered_method=True)
+        self.AbortRound = channel.unary_unary(
+                '/fedfleet.v1.Control/AbortRound',
+                request_serializer=fedfleet_dot_v1_dot_aggregator__pb2.AbortRequest.SerializeToString,
+                response_deserializer=fedfleet_dot_v1_dot_aggregator__pb2.RoundState.FromString,
+                _registered_method=True)
         self.GetStatus = channel.unary_unary(
                 '/fedfleet.v1.Control/GetStatus',
                 request_serializer=fedfleet_dot_v1_dot_aggregator__pb2.StatusRequest.SerializeToString,
@@ -341,6 +346,12 @@ class ControlServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DropClient(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AbortRound(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -393,6 +404,11 @@ def add_ControlServicer_to_server(servicer, server):
             'DropClient': grpc.unary_unary_rpc_method_handler(
                     servicer.DropClient,
                     request_deserializer=fedfleet_dot_v1_dot_aggregator__pb2.DropRequest.FromString,
+                    response_serializer=fedfleet_dot_v1_dot_aggregator__pb2.RoundState.SerializeToString,
+            ),
+            'AbortRound': grpc.unary_unary_rpc_method_handler(
+                    servicer.AbortRound,
+                    request_deserializer=fedfleet_dot_v1_dot_aggregator__pb2.AbortRequest.FromString,
                     response_serializer=fedfleet_dot_v1_dot_aggregator__pb2.RoundState.SerializeToString,
             ),
             'GetStatus': grpc.unary_unary_rpc_method_handler(
@@ -502,6 +518,33 @@ class Control:
             target,
             '/fedfleet.v1.Control/DropClient',
             fedfleet_dot_v1_dot_aggregator__pb2.DropRequest.SerializeToString,
+            fedfleet_dot_v1_dot_aggregator__pb2.RoundState.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AbortRound(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedfleet.v1.Control/AbortRound',
+            fedfleet_dot_v1_dot_aggregator__pb2.AbortRequest.SerializeToString,
             fedfleet_dot_v1_dot_aggregator__pb2.RoundState.FromString,
             options,
             channel_credentials,
