@@ -88,3 +88,11 @@ def test_restart_backoff_doubles_and_stops_at_max_attempts() -> None:
 def test_clients_given_up_on_are_not_waited_for() -> None:
     two_left = obs(ready_clients=("a-0", "b-0"), live_clients=2)
     assert decide(PLAIN, two_left, 3) == StartRound(1, "train", ("a-0", "b-0"), 30, 2)
+
+
+def test_rounds_grown_after_the_final_evaluation_are_trained_not_finished() -> None:
+    """spec.rounds grew while the final evaluation ran: that evaluation was of an earlier model."""
+    grown = SPEC.model_copy(update={"rounds": 4})
+    action = decide(grown, obs(model_version=2, evaluated=True), 3)
+    assert action == StartRound(3, "train", ALL, 30, 2)
+    assert decide(grown, obs(model_version=4, evaluated=True), 3) == Finish()

@@ -68,6 +68,7 @@ def round_snapshot(state: pb.RoundState) -> RoundSnapshot:
         deadline_unix=state.deadline_unix,
         bytes_received=int(state.bytes_received),
         privacy=round_privacy(state),
+        aborted=state.aborted,
     )
 
 

@@ -34,9 +34,10 @@ FINALIZER: Final = f"{GROUP}/cleanup"
 COMPONENT_AGGREGATOR: Final = "aggregator"
 COMPONENT_CLIENT: Final = "client"
 
-TrainingPhase = Literal["Pending", "Running", "Succeeded", "Failed"]
+TrainingPhase = Literal["Pending", "Running", "Suspended", "Succeeded", "Failed"]
 PENDING: Final = "Pending"
 RUNNING: Final = "Running"
+SUSPENDED: Final = "Suspended"  # spec.suspend: no client pods, the aggregator and its state kept
 SUCCEEDED: Final = "Succeeded"
 FAILED: Final = "Failed"
 FINAL_PHASES: Final = frozenset({SUCCEEDED, FAILED})

@@ -50,13 +50,13 @@ class Fleet:
     def _event(self, obj: Any, type_: str, reason: str, message: str) -> None:
         self.events.append((reason, message))
 
-    async def run(self, index: list[dict[str, Any]] | None = None) -> set[str]:
+    async def run(self, index: list[dict[str, Any]] | None = None, training: Any = TRAINING) -> set[str]:
         """One pass; `index` is what the watch has shown (default: the store as it is)."""
         body = {"metadata": {"name": "t", "namespace": "default", "generation": 1}, "status": self.status}
         step = Pass(body)
         seen = list(self.store.pods.values()) if index is None else index
-        state = await self.pods.ensure(REF, TRAINING, SITES, seen, "agg:1", step)
-        self.status = self.status | step.status
+        state = await self.pods.ensure(REF, training, SITES, seen, "agg:1", step)
+        self.status = step.status.dump()
         self.down = dict(state.down)
         return set(state.live)
 
@@ -75,12 +75,12 @@ async def test_missing_pods_are_created_once_and_a_pass_with_nothing_to_do_makes
     fleet = Fleet()
     assert await fleet.run() == {"a-0", "b-0"}
     assert fleet.store.calls == [("create", "t-a-0"), ("create", "t-b-0")]
-    assert fleet.status["clientStarts"] == {"a-0": 1, "b-0": 1}
+    assert fleet.status["controller"]["clientStarts"] == {"a-0": 1, "b-0": 1}
     assert fleet.pod("a-0")["metadata"]["annotations"]["fedfleet.io/attempt"] == "1"
     await fleet.run(index=[])  # the watch has not shown the new pods yet: nothing created twice
     await fleet.run()
     assert fleet.store.verbs() == ["create", "create"]
-    assert fleet.status["clientStarts"] == {"a-0": 1, "b-0": 1}
+    assert fleet.status["controller"]["clientStarts"] == {"a-0": 1, "b-0": 1}
 
 
 async def test_a_restarted_operator_adopts_pods_and_their_attempts() -> None:
@@ -90,7 +90,7 @@ async def test_a_restarted_operator_adopts_pods_and_their_attempts() -> None:
     fleet.store.calls.clear()
     restarted = Fleet(store=fleet.store)  # a new operator: nothing remembered but the cluster
     assert await restarted.run() == {"a-0", "b-0"}
-    assert restarted.status["clientStarts"] == {"a-0": 1, "b-0": 2}
+    assert restarted.status["controller"]["clientStarts"] == {"a-0": 1, "b-0": 2}
     assert fleet.store.calls == []
 
 
@@ -109,7 +109,7 @@ async def test_a_failed_client_is_down_deleted_after_backoff_and_started_again()
     assert ("default", "t-a-0") not in fleet.store.pods and fleet.down == {}
     await fleet.run()
     assert fleet.pod("a-0")["metadata"]["annotations"]["fedfleet.io/attempt"] == "2"
-    assert fleet.status["clientStarts"] == {"a-0": 2, "b-0": 1}
+    assert fleet.status["controller"]["clientStarts"] == {"a-0": 2, "b-0": 1}
     assert ("ClientRestarted", "client a-0 started again (attempt 2 of 2)") in fleet.events
 
 
@@ -147,3 +147,26 @@ async def test_a_pod_pending_past_the_scheduling_timeout_is_named() -> None:
     fleet.pod("b-0")["metadata"]["creationTimestamp"] = stamp(31)
     assert await fleet.run() == {"a-0", "b-0"}
     assert fleet.status["message"] == "cannot schedule for 30s: b-0 at site b"
+
+
+async def test_a_suspend_removes_the_running_pods_and_their_resume_is_not_a_restart() -> None:
+    fleet = Fleet()
+    await fleet.run()
+    fleet.pod("b-0")["metadata"]["annotations"]["fedfleet.io/attempt"] = "2"
+    fleet.end("b-0", code=1)  # out of attempts: given up, its pod kept as the record
+    await fleet.run()
+    fleet.store.calls.clear()
+    suspended = TRAINING.model_copy(update={"spec": TRAINING.spec.model_copy(update={"suspend": True})})
+    body = {"metadata": {"name": "t", "namespace": "default", "generation": 2}, "status": fleet.status}
+    step = Pass(body)
+    await fleet.pods.suspend(REF, list(fleet.store.pods.values()), step)
+    fleet.status = step.status.dump()
+    assert fleet.store.calls == [("delete", "t-a-0")] and list(fleet.store.pods) == [("default", "t-b-0")]
+    assert fleet.status["controller"]["suspendedClients"] == ["a-0"]
+    assert await fleet.run(training=suspended) == set()  # while suspended: not started again
+    assert fleet.store.verbs() == ["delete"]
+    assert await fleet.run() == {"a-0"}  # resumed: the same start, no restart announced
+    assert fleet.pod("a-0")["metadata"]["annotations"]["fedfleet.io/attempt"] == "1"
+    assert fleet.status["controller"]["clientStarts"] == {"a-0": 1, "b-0": 2}
+    assert fleet.status["controller"]["suspendedClients"] == []
+    assert [r for r, _ in fleet.events] == ["ClientGivenUp"]

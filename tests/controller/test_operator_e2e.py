@@ -120,7 +120,7 @@ def test_a_training_runs_to_success_with_a_client_retried_and_kubectl_shows_it(
     status = done["status"]
     assert status["completedRounds"] == 3 and status["roundProgress"] == "3/3"
     if not REAL_CLUSTER:  # pod failures are injected by the test kubelet only
-        assert status["clientStarts"] == {"site-a-0": 1, "site-b-0": 3, "site-c-0": 1}
+        assert status["controller"]["clientStarts"] == {"site-a-0": 1, "site-b-0": 3, "site-c-0": 1}
     assert status["modelDigest"].startswith("sha256:") and status["lastLoss"] > 0
     ready = {c["type"]: c for c in status["conditions"]}["Ready"]
     assert ready["status"] == "True" and ready["reason"] == "Succeeded" and ready["observedGeneration"] == 1
@@ -228,7 +228,7 @@ def test_an_operator_killed_mid_round_resumes_without_duplicates(fleet_factory: 
     fleet.restart_operator()
     done = fleet.wait_phase("resume", "Succeeded")
 
-    assert done["status"]["clientStarts"] == {"site-a-0": 1, "site-b-0": 1, "site-c-0": 1}
+    assert done["status"]["controller"]["clientStarts"] == {"site-a-0": 1, "site-b-0": 1, "site-c-0": 1}
     rounds = {r["metadata"]["name"]: r for r in fleet.cluster.items("FederatedRound", "default")}
     assert sorted(rounds) == ["resume-eval", "resume-r0001", "resume-r0002", "resume-r0003"]
     assert all(r["status"]["phase"] == "Succeeded" and r["spec"]["attempt"] == 1 for r in rounds.values())
@@ -269,7 +269,7 @@ def test_a_client_failing_beyond_max_attempts_leaves_the_round_to_min_clients(fl
     fleet.cluster.apply(training_manifest("toofew", free_port(), SITES, minClients=3, rounds=2, retry=retry))
 
     done = fleet.wait_phase("fewer", "Succeeded")
-    assert done["status"]["clientStarts"]["site-c-0"] == 2
+    assert done["status"]["controller"]["clientStarts"]["site-c-0"] == 2
     for number in (1, 2):
         round_status = fleet.cluster.get("FederatedRound", "default", f"fewer-r{number:04d}")["status"]
         assert round_status["reported"] == 2 and round_status["expected"] == 2, round_status

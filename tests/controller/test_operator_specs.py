@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fedfleet.api.crds import BAKED_FIELDS, OPERATOR_FIELDS
+from fedfleet.api.training import FederatedTrainingSpec
 from kubernetes.client.exceptions import ApiException
 
 from tests.controller.cluster import Cluster, install_sites, start_operator, training_manifest, wait_for
@@ -126,9 +128,12 @@ def test_a_semantically_invalid_spec_gets_invalidspec_and_nothing_is_scheduled(
         operator.wait(15)
 
 
-def test_a_running_training_refuses_an_edit_of_a_field_its_pods_read_naming_it(kubeconfig: Path) -> None:
-    """The CRD's CEL rules, evaluated by the API server: while Running, fields baked into the
-    pods are immutable and rounds may only grow; before it runs, anything may change."""
+def test_a_started_training_refuses_an_edit_of_a_field_its_pods_read_naming_it(kubeconfig: Path) -> None:
+    """The CRD's CEL rules, evaluated by the API server (both lanes: the test server runs them
+    with a CEL implementation, the real lane's kube-apiserver natively): from status.startTime
+    on (the operator writes it before it makes any pod), fields baked into the pods are
+    immutable, through a suspend too, and rounds may only grow; before, anything may change;
+    once finished, nothing in the spec may."""
     cluster = Cluster(kubeconfig)
     cluster.apply(training_manifest("fixed", 5010, ["site-a"]))
     group, version, plural = "fedfleet.io", "v1alpha1", "federatedtrainings"
@@ -138,22 +143,58 @@ def test_a_running_training_refuses_an_edit_of_a_field_its_pods_read_naming_it(k
             group, version, "default", plural, "fixed", {"spec": spec}
         )
 
-    edit({"task": {"name": "digits-mlp", "config": {"hidden": 16}}})  # Pending: accepted
-    cluster.custom.patch_namespaced_custom_object_status(
-        group, version, "default", plural, "fixed", {"status": {"phase": "Running"}}
-    )
+    def status(fields: dict[str, Any]) -> None:
+        cluster.custom.patch_namespaced_custom_object_status(
+            group, version, "default", plural, "fixed", {"status": fields}
+        )
+
+    edit({"task": {"name": "digits-mlp", "config": {"hidden": 16}}})  # not started: accepted
+    status({"phase": "Pending", "startTime": "2026-12-03T15:00:00Z"})
     for spec, field in [
         ({"task": {"name": "digits-mlp", "config": {"hidden": 32}}}, "spec.task"),
         ({"clientsPerSite": 2}, "spec.clientsPerSite"),
         ({"privacy": {"enabled": True}}, "spec.privacy"),
+        ({"updates": {"maxExamples": 5}}, "spec.updates"),
     ]:
         with pytest.raises(ApiException) as refused:
             edit(spec)
         assert refused.value.status == 422
-        assert f"{field} is immutable while the training runs" in str(refused.value.body), refused.value.body
+        assert f"{field} is immutable once the training has started" in str(refused.value.body), (
+            refused.value.body
+        )
     with pytest.raises(ApiException, match=r"spec\.rounds may grow but not shrink"):
         edit({"rounds": 2})
-    edit({"rounds": 5, "minClients": 1, "retry": {"maxAttempts": 4}})  # the operator's own knobs
+    # the operator's own knobs, and suspending, apply from its next pass
+    edit(
+        {
+            "rounds": 5,
+            "minClients": 1,
+            "retry": {"maxAttempts": 4},
+            "suspend": True,
+            "suspendPolicy": "AbortRound",
+        }
+    )
+    status({"phase": "Suspended"})
+    with pytest.raises(ApiException, match=r"spec\.model is immutable once the training has started"):
+        edit({"model": {"seed": 7}})
+    edit({"suspend": False})
     found = cluster.get("FederatedTraining", "default", "fixed")
     assert found is not None
     assert found["spec"]["rounds"] == 5 and found["spec"]["task"]["config"]["hidden"] == 16
+    assert found["spec"]["suspendPolicy"] == "AbortRound"
+
+    status({"phase": "Succeeded"})
+    with pytest.raises(ApiException) as refused:
+        edit({"rounds": 6})
+    assert "spec is immutable once the training has finished" in str(refused.value.body), refused.value.body
+    cluster.custom.patch_namespaced_custom_object(  # metadata stays the user's
+        group, version, "default", plural, "fixed", {"metadata": {"labels": {"team": "a"}}}
+    )
+
+
+def test_every_spec_field_is_either_baked_into_the_pods_or_the_operators_own() -> None:
+    """A new spec field must be classified: immutable once started (CEL rule) or applied by
+    the operator from its next pass (and then frozen once finished)."""
+    fields = {f.alias or name for name, f in FederatedTrainingSpec.model_fields.items()}
+    assert fields == set(BAKED_FIELDS) | set(OPERATOR_FIELDS)
+    assert not set(BAKED_FIELDS) & set(OPERATOR_FIELDS)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from fedfleet import convert
+from fedfleet.api.status import TrainingStatus
 from fedfleet.controller import resources as res
 from fedfleet.controller.settings import OperatorSettings, SettingsError
-from fedfleet.controller.status_writer import Pass, StatusWriter
+from fedfleet.controller.status_writer import Pass, StatusWriter, merge_patch
 from fedfleet.v1 import aggregator_pb2 as pb
 
 from tests.controller.memory import MemoryKube
@@ -55,10 +58,38 @@ async def test_status_is_patched_only_when_it_differs() -> None:
     )
     writer = StatusWriter(kube)
     ref = res.TrainingRef("t", "d", "u")
-    body = {"metadata": {"name": "t", "namespace": "d"}, "status": {"phase": "Running", "completedRounds": 2}}
-    assert not await writer.training(ref, Pass(body, {"phase": "Running", "completedRounds": 2}))
-    assert await writer.training(ref, Pass(body, {"phase": "Running", "completedRounds": 3}))
+    seen = TrainingStatus(phase="Running", completed_rounds=2)
+    seen.controller.waiting_since = 5.0
+    await kube.patch_status("FederatedTraining", "d", "t", seen.dump())
+    kube.requests.clear()
+    body = {"metadata": {"name": "t", "namespace": "d"}, "status": seen.dump()}
+
+    def step(**changes: Any) -> Pass:
+        made = Pass(body)
+        for name, value in changes.items():
+            setattr(made.status, name, value)
+        return made
+
+    assert not await writer.training(ref, step())
+    later = step(completed_rounds=3)
+    later.status.controller.waiting_since = None
+    assert await writer.training(ref, later)
     # the watch has not brought our own write back yet: not sent again
-    assert not await writer.training(ref, Pass(body, {"phase": "Running", "completedRounds": 3}))
-    assert [m for m, _ in kube.requests] == ["POST", "PATCH"]
-    assert kube.objects[("federatedtrainings", "d", "t")]["status"]["completedRounds"] == 3
+    again = step(completed_rounds=3)
+    again.status.controller.waiting_since = None
+    assert not await writer.training(ref, again)
+    assert [m for m, _ in kube.requests] == ["PATCH"]
+    # the difference went out as a merge patch: the new count, and the cleared timer as a null
+    assert kube.objects[("federatedtrainings", "d", "t")]["status"] == later.status.dump()
+    assert "waitingSince" not in later.status.dump()["controller"]
+
+
+def test_a_merge_patch_deletes_what_is_gone_but_not_keys_others_wrote() -> None:
+    current = {"phase": "Running", "metrics": {"a": 1.0, "b": 2.0}, "kopf": {"x": 1}, "message": "m"}
+    wanted = {"phase": "Running", "metrics": {"a": 1.5}}
+    assert merge_patch(current, wanted, frozenset({"phase", "metrics", "message"})) == {
+        "metrics": {"a": 1.5, "b": None},
+        "message": None,
+    }
+    assert merge_patch(wanted, wanted) == {}
+    assert merge_patch({}, {"refusedClients": {}}) == {"refusedClients": {}}

@@ -191,6 +191,7 @@ def test_an_aborted_round_fails_with_its_uploads_discarded_and_runs_again_from_i
         agg.upload(PARTICIPANTS[0], 1, chunks_of(good_update(model, 5.0)))
         aborted = agg.control.AbortRound(pb.AbortRequest(round=1, reason="training suspended"))
         assert aborted.phase == pb.ROUND_PHASE_FAILED and aborted.reason == "aborted: training suspended"
+        assert aborted.aborted  # the controller counts it as no failure
         assert list(agg.control.WatchRound(pb.WatchRequest(round=1)))[-1].phase == pb.ROUND_PHASE_FAILED
         status = agg.status()
         assert status.model_version == 0 and status.model_digest == before

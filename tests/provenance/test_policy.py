@@ -139,7 +139,7 @@ def test_the_operator_records_a_site_refusal_and_publishes_the_lineage(
         # the client's own reason, from its termination message (what a kubelet copies to status)
         reason = final["refusedClients"]["site-c-0"]
         assert reason.startswith("site policy allowedBaseDigests: the training pins no base model"), reason
-        assert final["clientStarts"]["site-c-0"] == 1, "a refusal is not retried"
+        assert final["controller"]["clientStarts"]["site-c-0"] == 1, "a refusal is not retried"
         assert any(reason == "ClientRefused" for reason, _ in cluster.events("gov"))
         state = tmp_path / "kubelet" / "pods" / "default" / "gov-aggregator" / "volumes" / "state"
         verified = verify_state(state)

@@ -106,6 +106,18 @@ class FakeAggregator:
             else:
                 self.succeed()
 
+    async def abort(self, number: int, reason: str) -> RoundSnapshot:
+        """As the aggregator: the open round fails now, marked aborted; repeating it changes nothing."""
+        self._check()
+        round_ = self.current
+        if round_ is None or round_.number != number:
+            raise AggregatorRefused(f"NOT_FOUND: round {number} is not the current round")
+        if round_.active:
+            self.fail(f"aborted: {reason}")
+            self.current = dataclasses.replace(self.current, aborted=True)  # type: ignore[arg-type]
+        assert self.current is not None
+        return self.current
+
     async def finish(self) -> None:
         self._check()
         self.finished = True
@@ -210,3 +222,9 @@ class FakeRecorder:
     async def training_failed(self, reason: str) -> None:
         self.failed = reason
         self.log.append(("training failed", reason))
+
+    async def round_aborted(self, state: RoundSnapshot) -> None:
+        self.log.append(("aborted", state.kind, state.number))
+
+    async def training_suspended(self, view: AggregatorView) -> None:
+        self.log.append(("suspended", view.model_version))

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from fedfleet.api import parse_training
+from fedfleet.api.status import ControllerState
 from fedfleet.api.training import FederatedTrainingSpec
 from fedfleet.controller import core
 from fedfleet.controller.core import SCHEDULING_GRACE_SECONDS
@@ -57,7 +58,9 @@ class World:
 
     def reload(self) -> None:
         """The caller restarted: its bookkeeping comes back from where it kept it (JSON status)."""
-        self.book = Bookkeeping.from_status(json.loads(json.dumps(self.book.to_status())))
+        record = ControllerState()
+        self.book.store(record)
+        self.book = Bookkeeping.of(ControllerState.model_validate(json.loads(json.dumps(record.dump()))))
 
 
 async def test_a_training_runs_every_round_evaluates_the_final_model_and_finishes() -> None:
@@ -207,3 +210,26 @@ async def test_an_unreachable_aggregator_is_reported_and_nothing_is_recorded() -
     result = await world.driver().step(world.book)
     assert isinstance(result, Unreachable) and "UNAVAILABLE" in str(result.error)
     assert world.recorder.log == [] and world.recorder.progress == []
+
+
+async def test_a_suspend_finishes_or_aborts_the_round_in_flight_and_a_resume_runs_it_again() -> None:
+    world = World()
+    assert await world.step() == core.StartRound(1, "train", ALL, 30, 2)
+    world.spec = world.spec.model_copy(update={"suspend": True})  # FinishRound: it closes first
+    assert await world.step() == core.WatchRound(1)
+    world.aggregator.succeed()
+    assert await world.step() == core.Suspend()
+    assert await world.step() == core.Suspend()  # nothing starts while suspended
+    assert world.recorder.events("suspended") == [("suspended", 1)] * 2
+    world.spec = world.spec.model_copy(update={"suspend": False, "suspend_policy": "AbortRound"})
+    assert await world.step() == core.StartRound(2, "train", ALL, 30, 2)
+    world.aggregator.report("a-0", "b-0")  # minClients reported: only an abort fails it now
+    world.spec = world.spec.model_copy(update={"suspend": True})
+    assert await world.step() == core.AbortRound(2)
+    assert await world.step() == core.Suspend()
+    assert world.recorder.events("aborted", "failed") == [("aborted", "train", 2)]
+    assert world.book.round_failures == {} and world.aggregator.model_version == 1
+    world.reload()
+    world.spec = world.spec.model_copy(update={"suspend": False})
+    assert await world.step() == core.StartRound(2, "train", ALL, 30, 2)  # the same round, attempt 1
+    assert world.recorder.attempts[(2, "train")] == 1

@@ -137,6 +137,7 @@ def round_to_pb(round_: Round) -> pb.RoundState:
         deadline_unix=round_.deadline,
         privacy=privacy_to_pb(round_.privacy),
         bytes_received=round_.bytes_received,
+        aborted=bool(round_.aborted),
     )
 
 

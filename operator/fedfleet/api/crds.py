@@ -1,9 +1,9 @@
 """The CRDs, generated from the pydantic spec models so that schema and code cannot drift.
 
 `python -m fedfleet.api.crds crds/` writes them; a test fails when the committed files differ.
-Spec schemas come from the models (types, ranges, enums, defaults, descriptions), converted
-to Kubernetes structural OpenAPI; status schemas are written here, as only the operator
-writes status.
+Spec and status schemas come from the models (`api/training.py`, `api/status.py`, ...: types,
+ranges, enums, defaults, descriptions), converted to Kubernetes structural OpenAPI, so every
+status field the operator writes is declared (an API server prunes undeclared ones).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pydantic import BaseModel
 
 from fedfleet.api.round import FederatedRoundSpec
 from fedfleet.api.site import FederationSiteSpec
+from fedfleet.api.status import RoundStatus, SiteStatus, TrainingStatus
 from fedfleet.api.training import FederatedTrainingSpec
 
 GROUP = "fedfleet.io"
@@ -69,127 +70,25 @@ def structural(schema: Schema, defs: dict[str, Schema]) -> Schema:
     return out
 
 
-def spec_schema(model: type[BaseModel]) -> Schema:
+def model_schema(model: type[BaseModel]) -> Schema:
     schema = model.model_json_schema(by_alias=True)
     return structural(schema, schema.get("$defs", {}))
 
 
-CONDITIONS: Schema = {
-    "type": "array",
-    "items": {
-        "type": "object",
-        "required": ["type", "status"],
-        "properties": {
-            "type": {"type": "string"},
-            "status": {"type": "string", "enum": ["True", "False", "Unknown"]},
-            "reason": {"type": "string"},
-            "message": {"type": "string"},
-            "lastTransitionTime": {"type": "string", "format": "date-time"},
-            "observedGeneration": {"type": "integer"},
-        },
-    },
-    "x-kubernetes-list-type": "map",
-    "x-kubernetes-list-map-keys": ["type"],
-}
-METRICS: Schema = {"type": "object", "additionalProperties": {"type": "number"}}
-STRINGS: Schema = {"type": "array", "items": {"type": "string"}}
+def without_defaults(schema: Schema) -> Schema:
+    """A status schema: only the operator writes status, always whole, so an API server's
+    defaulting would only add values nobody wrote."""
+    out = {k: v for k, v in schema.items() if k != "default"}
+    if "properties" in out:
+        out["properties"] = {k: without_defaults(v) for k, v in out["properties"].items()}
+    for key in ("items", "additionalProperties"):
+        if isinstance(out.get(key), dict):
+            out[key] = without_defaults(out[key])
+    return out
 
-TRAINING_STATUS: Schema = {
-    "type": "object",
-    "properties": {
-        "phase": {"type": "string", "enum": ["Pending", "Running", "Succeeded", "Failed"]},
-        "currentRound": {"type": "integer"},
-        "completedRounds": {"type": "integer"},
-        "roundProgress": {"type": "string", "description": "completed/total rounds, for printing"},
-        "clientsReady": {"type": "string", "description": "ready/expected clients, for printing"},
-        "expectedClients": {"type": "integer"},
-        "lastLoss": {"type": "number"},
-        "epsilon": {"type": "number", "description": "Privacy budget spent so far (DP)."},
-        "modelDigest": {"type": "string"},
-        "lineageHead": {"type": "string", "description": "Digest of the newest lineage record."},
-        "lineagePublicKey": {"type": "string", "description": "PEM of the key signing the lineage records."},
-        "lineageKeyFingerprint": {"type": "string", "description": "sha256 of the raw lineage public key."},
-        "refusedClients": {
-            "type": "object",
-            "additionalProperties": {"type": "string"},
-            "description": "Clients whose site policy refused this training, with the reason.",
-        },
-        "roundFailures": {"type": "object", "additionalProperties": {"type": "integer"}},
-        "lastFailure": {"type": "string"},
-        "evaluated": {"type": "boolean", "description": "The final model's evaluation round is done."},
-        "waitingSince": {"type": "number", "nullable": True},
-        "clientStarts": {"type": "object", "additionalProperties": {"type": "integer"}},
-        "metrics": METRICS,
-        "message": {"type": "string"},
-        "observedGeneration": {"type": "integer"},
-        "conditions": CONDITIONS,
-    },
-}
-ROUND_STATUS: Schema = {
-    "type": "object",
-    "properties": {
-        "phase": {
-            "type": "string",
-            "enum": ["Pending", "Scheduling", "Training", "Aggregating", "Succeeded", "Failed"],
-        },
-        "expected": {"type": "integer"},
-        "reported": {"type": "integer"},
-        "reportedClients": STRINGS,
-        "droppedClients": STRINGS,
-        "dropped": {"type": "integer"},
-        "retries": {"type": "integer"},
-        "clients": {
-            "type": "object",
-            "additionalProperties": {
-                "type": "object",
-                "properties": {
-                    "state": {"type": "string"},
-                    "reason": {"type": "string"},
-                    "attempts": {"type": "integer"},
-                },
-            },
-        },
-        "reason": {"type": "string"},
-        "metrics": METRICS,
-        "aggregateDigest": {"type": "string"},
-        "bytesReceived": {"type": "integer", "description": "Update bytes accepted (after compression)."},
-        "epsilon": {"type": "number", "description": "Training epsilon once this round was released (DP)."},
-        "privacy": {
-            "type": "object",
-            "description": "Differential privacy the released round carried.",
-            "properties": {
-                "mode": {"type": "string"},
-                "clipNorm": {"type": "number"},
-                "noiseMultiplier": {"type": "number"},
-                "effectiveNoiseMultiplier": {"type": "number"},
-                "expectedClients": {"type": "integer"},
-                "survivors": {"type": "integer"},
-                "maxUpdateNorm": {"type": "number"},
-            },
-        },
-        "startTime": {"type": "string", "format": "date-time"},
-        "completionTime": {"type": "string", "format": "date-time"},
-        "duration": {"type": "string"},
-        "conditions": CONDITIONS,
-    },
-}
-SITE_STATUS: Schema = {
-    "type": "object",
-    "properties": {
-        "ready": {"type": "boolean"},
-        "gpus": {"type": "integer"},
-        "message": {"type": "string"},
-        "conditions": CONDITIONS,
-        # a remote site (spec.remote), written by the hub's site gateway
-        "connected": {"type": "boolean", "description": "The site's agent holds its stream to the gateway."},
-        "lastHeartbeat": {"type": "string", "format": "date-time"},
-        "agentVersion": {"type": "string"},
-        "clientsRunning": {"type": "integer"},
-        "gpusInUse": {"type": "integer"},
-        "refusedWork": {"type": "integer", "description": "Clients the site's policy refused."},
-        "enrolled": {"type": "string", "format": "date-time", "description": "When the agent enrolled."},
-    },
-}
+
+def status_schema(model: type[BaseModel]) -> Schema:
+    return without_defaults(model_schema(model))
 
 
 def column(name: str, path: str, type_: str = "string", priority: int = 0, description: str = "") -> Schema:
@@ -204,9 +103,11 @@ def column(name: str, path: str, type_: str = "string", priority: int = 0, descr
 AGE = column("Age", ".metadata.creationTimestamp", "date")
 
 
-# Baked into running pods (the manifest ConfigMap the aggregator and clients read at start):
-# refused by the API server while the training runs. rounds may grow; minClients,
-# roundTimeoutSeconds and retry are the operator's own and apply from its next pass.
+# Baked into running pods (the manifest ConfigMap the aggregator and clients read at start, the
+# Secrets made for the sites): refused by the API server from the moment the operator first
+# made pods from the spec (status.startTime) on, through a suspend. What stays editable is the
+# operator's own and applies from its next pass: rounds (may grow, not shrink), minClients,
+# roundTimeoutSeconds, retry, suspend and suspendPolicy, release (read at the end).
 BAKED_FIELDS = (
     "task",
     "model",
@@ -214,6 +115,7 @@ BAKED_FIELDS = (
     "clientsPerSite",
     "strategy",
     "secureAggregation",
+    "updates",
     "compression",
     "privacy",
     "lineage",
@@ -221,25 +123,51 @@ BAKED_FIELDS = (
     "aggregator",
     "client",
 )
-RUNNING = "has(oldSelf.status) && has(oldSelf.status.phase) && oldSelf.status.phase == 'Running'"
+STARTED = "has(oldSelf.status) && has(oldSelf.status.startTime)"
+FINISHED = (
+    "has(oldSelf.status) && has(oldSelf.status.phase) && oldSelf.status.phase in ['Succeeded', 'Failed']"
+)
+
+
+# What stays editable while the training runs: frozen too once it has finished.
+OPERATOR_FIELDS = (
+    "rounds",
+    "minClients",
+    "roundTimeoutSeconds",
+    "retry",
+    "suspend",
+    "suspendPolicy",
+    "release",
+)
+
+
+def unchanged(name: str) -> str:
+    return (
+        f"(has(self.spec.{name}) == has(oldSelf.spec.{name}) && "
+        f"(!has(self.spec.{name}) || self.spec.{name} == oldSelf.spec.{name}))"
+    )
 
 
 def running_training_rules() -> list[Schema]:
-    """CEL transition rules: what a running training's spec may not change, each naming its field."""
+    """CEL transition rules: what a started training's spec may not change, each naming its field."""
     rules = [
         {
-            "rule": f"!({RUNNING}) || (has(self.spec.{name}) == has(oldSelf.spec.{name}) && "
-            f"(!has(self.spec.{name}) || self.spec.{name} == oldSelf.spec.{name}))",
-            "message": f"spec.{name} is immutable while the training runs (its pods read it at start)",
+            "rule": f"!({STARTED}) || {unchanged(name)}",
+            "message": f"spec.{name} is immutable once the training has started (its pods read it at start)",
         }
         for name in BAKED_FIELDS
     ]
-    rules.append(
+    rules += [
         {
-            "rule": f"!({RUNNING}) || self.spec.rounds >= oldSelf.spec.rounds",
-            "message": "spec.rounds may grow but not shrink while the training runs",
-        }
-    )
+            "rule": f"!({STARTED}) || self.spec.rounds >= oldSelf.spec.rounds",
+            "message": "spec.rounds may grow but not shrink once the training has started",
+        },
+        {
+            "rule": f"!({FINISHED}) || (" + " && ".join(unchanged(n) for n in OPERATOR_FIELDS) + ")",
+            "message": "spec is immutable once the training has finished (Succeeded or Failed); "
+            "start a new FederatedTraining from its model (spec.model.source) to train on",
+        },
+    ]
     return rules
 
 
@@ -301,8 +229,8 @@ def render() -> dict[str, Schema]:
             "FederatedTraining",
             "federatedtrainings",
             "ft",
-            spec_schema(FederatedTrainingSpec),
-            TRAINING_STATUS,
+            model_schema(FederatedTrainingSpec),
+            status_schema(TrainingStatus),
             [
                 column("Phase", ".status.phase"),
                 column("Round", ".status.roundProgress"),
@@ -319,8 +247,8 @@ def render() -> dict[str, Schema]:
             "FederatedRound",
             "federatedrounds",
             "fr",
-            spec_schema(FederatedRoundSpec),
-            ROUND_STATUS,
+            model_schema(FederatedRoundSpec),
+            status_schema(RoundStatus),
             [
                 column("Training", ".spec.training"),
                 column("Round", ".spec.round", "integer"),
@@ -339,8 +267,8 @@ def render() -> dict[str, Schema]:
             "FederationSite",
             "federationsites",
             "site",
-            spec_schema(FederationSiteSpec),
-            SITE_STATUS,
+            model_schema(FederationSiteSpec),
+            status_schema(SiteStatus),
             [
                 column("Namespace", ".spec.namespace"),
                 column("GPUs", ".spec.gpu.count", "integer"),

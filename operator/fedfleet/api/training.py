@@ -212,6 +212,18 @@ class FederatedTrainingSpec(SpecModel):
     tls: TlsSpec = Field(default_factory=TlsSpec)
     aggregator: AggregatorSettings = Field(default_factory=AggregatorSettings)
     client: PodSettings = Field(default_factory=PodSettings)
+    suspend: bool = Field(
+        default=False,
+        description="Pause the training (cluster only): the round in flight finishes or is aborted "
+        "(suspendPolicy), the client pods are removed, the aggregator and its checkpoints stay; "
+        "false again resumes exactly where it stopped.",
+    )
+    suspend_policy: Literal["FinishRound", "AbortRound"] = Field(
+        default="FinishRound",
+        description="What a suspend does with the round in flight: FinishRound lets it close; "
+        "AbortRound fails it at once (its uploads discarded, not counted against "
+        "retry.maxRoundAttempts) and runs it again from its start on resume.",
+    )
 
     def expected_clients(self, site_count: int | None = None) -> int:
         sites = len(self.sites.names) if site_count is None else site_count

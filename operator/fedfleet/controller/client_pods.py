@@ -73,6 +73,7 @@ class ClientPods:
         self.settings = settings
         self._created: dict[tuple[str, str, str], float] = {}  # (training uid, namespace, name) -> when
         self._deleted: dict[tuple[str, str, str], float] = {}
+        self._parked: dict[str, set[str]] = {}  # training uid -> clients a suspend removed
 
     async def emit(self, obj: Object, type_: str, reason: str, message: str) -> None:
         result = self._emit(obj, type_, reason, message)
@@ -91,9 +92,9 @@ class ClientPods:
         """Create missing client pods, restart failed ones with backoff; returns the live client
         ids and the failed ones (down: not running now) with why."""
         spec = training.spec
-        status = step.current
-        starts: dict[str, int] = {k: int(v) for k, v in (status.get("clientStarts") or {}).items()}
-        refused: dict[str, str] = dict(status.get("refusedClients") or {})
+        book = step.status.controller
+        starts = book.client_starts  # edited in place: the pass writes it
+        refused = step.status.refused_clients
         by_client = {
             p["metadata"]["labels"].get(vocab.LABEL_CLIENT): p
             for p in pods
@@ -130,16 +131,24 @@ class ClientPods:
                 if (ref.uid, site.namespace, name) in self._created:
                     live.add(cid)  # created moments ago; the index has not shown it yet
                     continue
-                if starts.get(cid, 0) >= spec.retry.max_attempts:
+                parked = self._parked.setdefault(ref.uid, set())
+                resumed = cid in book.suspended_clients or cid in parked  # a resume, not a restart
+                if resumed and spec.suspend:
+                    continue  # removed by the suspend: not started, not waited for
+                if starts.get(cid, 0) >= spec.retry.max_attempts and not resumed:
                     continue  # given up
                 partition = site_index * spec.clients_per_site + index
-                starts[cid] = starts.get(cid, 0) + 1
-                step.status["clientStarts"] = starts  # recorded even if the create below is interrupted
+                if resumed:
+                    parked.discard(cid)
+                    if cid in book.suspended_clients:
+                        book.suspended_clients.remove(cid)
+                else:
+                    starts[cid] = starts.get(cid, 0) + 1
                 await self.writer.create(
                     res.client_pod(ref, spec, site, index, partition, address, starts[cid])
                 )
                 self._created[(ref.uid, site.namespace, name)] = time.monotonic()
-                if starts[cid] > 1:
+                if starts[cid] > 1 and not resumed:
                     metrics.CLIENT_RESTARTS.labels(training=ref.name).inc()
                     await self.emit(
                         step.body,
@@ -148,13 +157,35 @@ class ClientPods:
                         f"client {cid} started again (attempt {starts[cid]} of {spec.retry.max_attempts})",
                     )
                 live.add(cid)
-        step.status["clientStarts"] = starts
-        if refused:
-            step.status["refusedClients"] = refused
         if unschedulable:
             timeout = self.settings.scheduling_timeout_seconds
-            step.status["message"] = f"cannot schedule for {timeout:.0f}s: " + ", ".join(unschedulable)
+            step.status.message = f"cannot schedule for {timeout:.0f}s: " + ", ".join(unschedulable)
         return FleetState(frozenset(live), down)
+
+    def forget(self, ref: res.TrainingRef) -> None:
+        self._parked.pop(ref.uid, None)
+
+    async def suspend(self, ref: res.TrainingRef, pods: list[Object], step: Pass) -> None:
+        """spec.suspend with no round in flight: remove the client pods that run or wait to run
+        (their next start is a resume, not a restart). Failed pods stay: they hold the record of
+        a refusal or a client given up, and their restart waits for the resume."""
+        book = step.status.controller
+        for pod in pods:
+            meta = pod["metadata"]
+            if meta["labels"].get(vocab.LABEL_COMPONENT) != vocab.COMPONENT_CLIENT:
+                continue
+            if meta.get("deletionTimestamp") or (pod.get("status") or {}).get("phase") in (
+                "Failed",
+                "Succeeded",
+            ):
+                continue
+            cid = meta["labels"].get(vocab.LABEL_CLIENT, "")
+            self._parked.setdefault(ref.uid, set()).add(cid)  # until the status shows the list
+            if cid not in book.suspended_clients:
+                book.suspended_clients.append(cid)
+            if not self._recently(self._deleted, ref.uid, pod):
+                await self.writer.delete(meta["namespace"], meta["name"])
+                self._deleted[(ref.uid, meta["namespace"], meta["name"])] = time.monotonic()
 
     def _recently(self, marks: dict[tuple[str, str, str], float], uid: str, pod: Object) -> bool:
         key = (uid, pod["metadata"]["namespace"], pod["metadata"]["name"])

@@ -72,15 +72,31 @@ class FailTraining:
     reason: str
 
 
-Action = StartRound | WatchRound | WaitForClients | Finish | FailTraining
+@dataclass(frozen=True)
+class AbortRound:
+    """spec.suspend with suspendPolicy AbortRound: fail the round in flight now."""
+
+    number: int
+
+
+@dataclass(frozen=True)
+class Suspend:
+    """spec.suspend and no round in flight: start nothing."""
+
+
+Action = StartRound | WatchRound | WaitForClients | Finish | FailTraining | AbortRound | Suspend
 
 
 def decide(spec: FederatedTrainingSpec, obs: Observation, expected_clients: int) -> Action:
     if obs.current is not None and obs.current.phase in ACTIVE_PHASES:
-        return WatchRound(obs.current.number)
-    if obs.evaluated:  # the final evaluation runs once training is over (all rounds, or the budget)
-        return _finish(spec, obs, expected_clients)
+        if spec.suspend and spec.suspend_policy == "AbortRound":
+            return AbortRound(obs.current.number)
+        return WatchRound(obs.current.number)  # suspended with FinishRound: it closes first
+    if spec.suspend:
+        return Suspend()
     training_done = obs.model_version >= spec.rounds or _budget_stop(spec, obs, expected_clients) is not None
+    if obs.evaluated and training_done:  # the final evaluation runs once training is over (all rounds, or
+        return _finish(spec, obs, expected_clients)  # the budget); spec.rounds may have grown since
     kind = "evaluate" if training_done else "train"
     number = obs.model_version if training_done else obs.model_version + 1
     failures = obs.round_failures.get(number, 0)

@@ -13,6 +13,7 @@ from typing import Any, cast
 import kopf
 
 from fedfleet import vocabulary as vocab
+from fedfleet.api.status import SiteStatus
 from fedfleet.controller import metrics
 from fedfleet.controller import resources as res
 from fedfleet.controller.kube import Kube
@@ -182,10 +183,12 @@ async def site_status(spec: kopf.Spec, namespace: str | None, patch: kopf.Patch,
         return
     target = spec.get("namespace") or namespace or ""
     found = await memo.kube.get("Namespace", None, target) if target != namespace else {"ok": True}
-    gpus = int((spec.get("gpu") or {}).get("count", 0))
-    patch.status["ready"] = found is not None
-    patch.status["gpus"] = gpus
-    patch.status["message"] = "" if found is not None else f"namespace {target} does not exist"
+    status = SiteStatus(
+        ready=found is not None,
+        gpus=int((spec.get("gpu") or {}).get("count", 0)),
+        message="" if found is not None else f"namespace {target} does not exist",
+    )
+    patch.status.update(status.dump())
 
 
 @kopf.on.event(GROUP, VERSION, "federationsites")

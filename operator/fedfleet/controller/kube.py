@@ -140,10 +140,13 @@ class Kube:
                 return False
             raise
 
-    async def patch_status(self, kind: str, namespace: str, name: str, status: Object) -> Object:
+    async def patch_status(
+        self, kind: str, namespace: str, name: str, status: Object, resource_version: str | None = None
+    ) -> Object:
+        """A merge patch of the status; with `resource_version`, refused (409) if the object changed."""
+        body: Object = {"status": status}
+        if resource_version:
+            body["metadata"] = {"resourceVersion": resource_version}
         return await self.request(
-            "PATCH",
-            path(kind, namespace, name, "status"),
-            {"status": status},
-            content_type="application/merge-patch+json",
+            "PATCH", path(kind, namespace, name, "status"), body, content_type="application/merge-patch+json"
         )

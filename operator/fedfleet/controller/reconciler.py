@@ -27,7 +27,7 @@ from fedfleet.controller.observed import Observed
 from fedfleet.controller.rounds import Rounds
 from fedfleet.controller.settings import OperatorSettings
 from fedfleet.controller.spec_checks import InvalidSpec, parse, resolve_sites
-from fedfleet.controller.status import set_condition
+from fedfleet.controller.status import now_rfc3339, set_condition
 from fedfleet.controller.status_writer import EmitEvent, Pass, StatusWriter
 from fedfleet.controller.task_check import task_config_error
 from fedfleet.logs import get_logger
@@ -86,6 +86,7 @@ class TrainingReconciler:
         await self.link.forget(self.address(ref, port))
         self.writer.forget(ref)
         self.rounds.forget(ref.uid)
+        self.clients.forget(ref)
         self._made = {m for m in self._made if m[0] != ref.uid}
         self._task_checked.pop(ref.uid, None)
 
@@ -97,12 +98,15 @@ class TrainingReconciler:
         if (body.get("status") or {}).get("phase") in vocab.FINAL_PHASES:
             self.ended(ref)
             return True
-        step = Pass(body, {"observedGeneration": int(meta.get("generation", 1))})
+        step = Pass(body)
+        step.status.message = ""  # what this pass finds worth saying
         try:
             training = parse(body)
             sites = resolve_sites(training, observed.sites())
             if (error := await self._task_error(ref, step, training)) is not None:  # the costly check last
                 raise InvalidSpec(error)
+            if not await self._mark_started(ref, step):
+                return False  # the spec changed after this pass read it: the next pass acts on it
             try:
                 await self.certificates.ensure(ref, training.spec, sites)  # before any pod mounts them
             except CertificateError as err:
@@ -111,19 +115,16 @@ class TrainingReconciler:
             await self._ensure_aggregator(ref, training, sites, pods)
             address = self.address(ref, training.spec.aggregator.port)
             fleet = await self.clients.ensure(ref, training, sites, pods, address, step)
-            await self.rounds.drive(
-                ref,
-                training,
-                self.link.aggregator(ref, address, training.spec.expected_clients()),
-                fleet,
-                step,
-            )
+            aggregator = self.link.aggregator(ref, address, training.spec.expected_clients())
+            if await self.rounds.drive(ref, training, aggregator, fleet, step):
+                await self.clients.suspend(ref, pods, step)  # suspended, no round in flight
         except InvalidSpec as err:
             await self._invalid(step, str(err))
         except ApiException as err:
             if err.status == 403:  # RBAC said no: the user reads why on the training, not only in our log
                 await self._forbidden(ref, step.body, refusal_message(err))
             raise
+        step.status.observed_generation = step.generation  # the pass acted on this generation
         await self.writer.training(ref, step)
         return step.done
 
@@ -131,14 +132,14 @@ class TrainingReconciler:
         """Ready=False (Forbidden) naming the refused call, and one Warning Event per refusal.
         Only that is written: the rest of the interrupted pass (a client start counted for a
         pod that was never created) is not."""
-        current = dict(body.get("status") or {})
-        conditions = current.get("conditions", [])
-        ready: Object = next((c for c in conditions if c.get("type") == "Ready"), {})
-        if ready.get("reason") == "Forbidden" and ready.get("message") == message:
+        step = Pass(body)
+        ready = step.current.condition("Ready")
+        if ready is not None and ready.reason == "Forbidden" and ready.message == message:
             return
-        generation = int(body["metadata"].get("generation", 1))
-        refused = set_condition(conditions, "Ready", False, "Forbidden", message, generation)
-        step = Pass(body, {"message": message, "conditions": refused})
+        step.status.message = message
+        step.status.conditions = set_condition(
+            step.status.conditions, "Ready", False, "Forbidden", message, step.generation
+        )
         if await self.writer.training(ref, step):  # not again while the watched body lags our write
             await self.emit(body, "Warning", "Forbidden", message)
 
@@ -171,13 +172,29 @@ class TrainingReconciler:
         def sign(site: res.SiteRef, client: str, csr: bytes) -> tuple[bytes, bytes]:
             return self.certificates.sign_client(ref, training.spec, site, client, csr)
 
-        starts = {k: int(v) for k, v in (step.current.get("clientStarts") or {}).items()}
+        starts = dict(step.current.controller.client_starts)
         return self.remote.observe(ref, training, sites, address, sign, starts)
+
+    async def _mark_started(self, ref: res.TrainingRef, step: Pass) -> bool:
+        """Write status.startTime before the first object is made from the spec: from then on the
+        CRD refuses edits of what the pods read. The write carries the body's resourceVersion,
+        so an edit that landed after this pass read the body wins (409, False) and the next
+        pass makes the objects from it, never from the stale spec."""
+        if step.current.start_time is not None:
+            return True
+        step.status.start_time = now_rfc3339()
+        try:
+            await self.writer.training(ref, step, step.body["metadata"].get("resourceVersion"))
+        except ApiException as err:
+            if err.status != 409:
+                raise
+            return False
+        return True
 
     async def _task_error(self, ref: res.TrainingRef, step: Pass, training: FederatedTraining) -> str | None:
         """The task's config check at admission: once per spec generation of a training that is
         not running yet (a running one cannot change its task: the CRD refuses the edit)."""
-        if step.current.get("phase") == vocab.RUNNING:
+        if step.current.start_time is not None:
             return None
         checked = self._task_checked.get(ref.uid)
         if checked is None or checked[0] != step.generation:
@@ -186,23 +203,17 @@ class TrainingReconciler:
         return checked[1]
 
     async def _invalid(self, step: Pass, message: str) -> None:
-        conditions = step.current.get("conditions", [])
-        already = any(
-            c["type"] == "Ready" and c.get("reason") == "InvalidSpec" and c.get("message") == message
-            for c in conditions
+        ready = step.current.condition("Ready")
+        already = ready is not None and ready.reason == "InvalidSpec" and ready.message == message
+        step.status.phase, step.status.message = vocab.PENDING, message
+        step.status.conditions = set_condition(
+            set_condition(step.status.conditions, "Ready", False, "InvalidSpec", message, step.generation),
+            "Progressing",
+            False,
+            "InvalidSpec",
+            "nothing is scheduled until the spec is fixed",
+            step.generation,
         )
-        step.status |= {
-            "phase": vocab.PENDING,
-            "message": message,
-            "conditions": set_condition(
-                set_condition(conditions, "Ready", False, "InvalidSpec", message, step.generation),
-                "Progressing",
-                False,
-                "InvalidSpec",
-                "nothing is scheduled until the spec is fixed",
-                step.generation,
-            ),
-        }
         if not already:
             log.warning("training.invalid", training=step.body["metadata"]["name"], reason=message)
             await self.emit(step.body, "Warning", "InvalidSpec", message)

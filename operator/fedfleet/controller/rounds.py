@@ -29,6 +29,7 @@ from fedfleet.rounds.driver import Bookkeeping, RoundDriver, Unreachable
 from fedfleet.rounds.ports import AggregatorView, FleetState, RoundSnapshot, WatchableAggregator
 
 Object = dict[str, Any]
+SUSPENDED = "Suspended"  # the condition's type
 log = get_logger(component="operator")
 
 
@@ -53,6 +54,7 @@ class KubeRecorder:
         ref: res.TrainingRef,
         spec: FederatedTrainingSpec,
         step: Pass,
+        announced: dict[str, str],
     ) -> None:
         self.kube = kube
         self.writer = writer
@@ -60,6 +62,7 @@ class KubeRecorder:
         self.ref = ref
         self.spec = spec
         self.step = step
+        self.announced = announced  # training uid -> the last suspension change announced
 
     async def emit(self, obj: Object, type_: str, reason: str, message: str) -> None:
         result = self._emit(obj, type_, reason, message)
@@ -71,7 +74,9 @@ class KubeRecorder:
 
     async def recorded(self, number: int, kind: vocab.RoundKind) -> str | None:
         known = await self.writer.round_known(self.ref.namespace, self._name(number, kind))
-        return None if known is None else str(known.get("phase") or "")
+        if known is None:
+            return None
+        return known.phase if "phase" in known.model_fields_set else ""  # "": no state written yet
 
     async def round_started(self, start: core.StartRound, attempt: int) -> None:
         ref = self.ref
@@ -97,11 +102,12 @@ class KubeRecorder:
             },
         }
         existing, created = await self.kube.create(round_obj)
-        if not created and existing["spec"].get("attempt") != attempt:  # a retried round: replace its record
+        rerun = (existing.get("status") or {}).get("phase") in vocab.FINAL_PHASES  # aborted, or re-evaluated
+        if not created and (existing["spec"].get("attempt") != attempt or rerun):  # replace the record
             await self.kube.delete(vocab.ROUND, ref.namespace, name)
             existing, _ = await self.kube.create(round_obj)
         self.writer.round_replaced(existing)
-        self.step.status["currentRound"] = start.number
+        self.step.status.current_round = start.number
         self.step.progressing("RoundRunning", f"round {start.number} started")
         log.info(
             "round.started",
@@ -152,38 +158,38 @@ class KubeRecorder:
         known = await self.writer.round_known(self.ref.namespace, name)
         if known is None:
             return
-        metrics_ = dict(known.get("metrics") or {})
-        if all(metrics_.get(k) == v for k, v in evaluation.items()):
+        if all(known.metrics.get(k) == v for k, v in evaluation.items()):
             return
         try:
-            await self.writer.round(self.ref.namespace, name, {"metrics": metrics_ | dict(evaluation)})
+            await self.writer.round(
+                self.ref.namespace,
+                name,
+                known.model_copy(update={"metrics": known.metrics | dict(evaluation)}),
+            )
         except ApiException as err:
             log.warning("round.evaluation_not_recorded", round=name, status=err.status)
 
     async def training_progress(self, view: AggregatorView, epsilon: float | None) -> None:
-        spec, step = self.spec, self.step
+        spec, out = self.spec, self.step.status
         expected = spec.expected_clients()
         current = view.current
-        step.status |= {
-            "phase": vocab.RUNNING,
-            "completedRounds": view.model_version,
-            "currentRound": current.number if current is not None and current.active else 0,
-            "roundProgress": f"{view.model_version}/{spec.rounds}",
-            "clientsReady": f"{len(view.ready_clients)}/{expected}",
-            "expectedClients": expected,
-            "modelDigest": view.model_digest,
-            "lineageHead": view.lineage_head,
-            "lineagePublicKey": view.lineage_public_key,
-            "lineageKeyFingerprint": view.lineage_key_fingerprint,
-            "message": step.status.get("message", ""),
-        }
+        out.phase = vocab.RUNNING
+        out.completed_rounds = view.model_version
+        out.current_round = current.number if current is not None and current.active else 0
+        out.round_progress = f"{view.model_version}/{spec.rounds}"
+        out.clients_ready = f"{len(view.ready_clients)}/{expected}"
+        out.expected_clients = expected
+        out.model_digest = view.model_digest
+        out.lineage_head = view.lineage_head
+        out.lineage_public_key = view.lineage_public_key
+        out.lineage_key_fingerprint = view.lineage_key_fingerprint
         if epsilon is not None:
-            step.status["epsilon"] = epsilon
+            out.epsilon = epsilon
         if view.recent:
             last = view.recent[-1].metrics
-            step.status["metrics"] = dict(last)
+            out.metrics = dict(last)
             if "train_loss" in last:
-                step.status["lastLoss"] = round(last["train_loss"], 6)
+                out.last_loss = round(last["train_loss"], 6)
 
     async def training_finished(self, finish: core.Finish, view: AggregatorView) -> None:
         reason = finish.reason or vocab.SUCCEEDED  # PrivacyBudgetExhausted: stopped early, model usable
@@ -197,13 +203,39 @@ class KubeRecorder:
         self._final(vocab.FAILED, "Failed", "RoundsFailed", reason, reason)
         await self.emit(self.step.body, "Warning", "TrainingFailed", reason)
 
-    def _final(self, phase: str, condition: str, reason: str, message: str, progress: str) -> None:
-        step = self.step
-        step.status |= {"phase": phase, "currentRound": 0, "message": message}
-        conditions = set_condition(
-            step.current.get("conditions", []), condition, True, reason, message, step.generation
+    async def round_aborted(self, state: RoundSnapshot) -> None:
+        involved = self.writer.round_ref(self.ref.namespace, self._name(state.number, state.kind))
+        await self.emit(involved, "Normal", "RoundAborted", f"round {state.number}: {state.reason}")
+
+    async def training_suspended(self, view: AggregatorView) -> None:
+        """No round in flight: phase Suspended, announced once (the body may lag our write)."""
+        step, out = self.step, self.step.status
+        message = (
+            f"suspended after round {view.model_version} of {self.spec.rounds}; spec.suspend: false resumes"
         )
-        step.status["conditions"] = set_condition(
+        out.phase, out.current_round = vocab.SUSPENDED, 0
+        out.conditions = set_condition(out.conditions, SUSPENDED, True, "Suspended", message, step.generation)
+        out.conditions = set_condition(
+            out.conditions, "Progressing", False, "Suspended", message, step.generation
+        )
+        before = step.current.condition(SUSPENDED)
+        if (before is None or before.status != "True") and self.announce("Suspended"):
+            await self.emit(step.body, "Normal", "TrainingSuspended", message)
+
+    def announce(self, change: str) -> bool:
+        """True the first time this operator sees the training's suspension change this way."""
+        if self.announced.get(self.ref.uid) == change:
+            return False
+        self.announced[self.ref.uid] = change
+        return True
+
+    def _final(
+        self, phase: vocab.TrainingPhase, condition: str, reason: str, message: str, progress: str
+    ) -> None:
+        step = self.step
+        step.status.phase, step.status.current_round, step.status.message = phase, 0, message
+        conditions = set_condition(step.status.conditions, condition, True, reason, message, step.generation)
+        step.status.conditions = set_condition(
             conditions,
             "Progressing",
             False,
@@ -228,6 +260,7 @@ class Rounds:
         self._wake = wake  # training name -> wake its daemon; None: passes poll
         self.events = RoundEvents()
         self._quiet: set[str] = set()  # training uids whose running round is followed, nothing pending
+        self._announced: dict[str, str] = {}  # training uid -> the last suspension change announced
 
     def interval(self, uid: str, base: float, followed: float) -> float:
         """How long the training's daemon may sleep when nothing wakes it."""
@@ -236,6 +269,7 @@ class Rounds:
     def forget(self, uid: str) -> None:
         self.events.stop(uid)
         self._quiet.discard(uid)
+        self._announced.pop(uid, None)
 
     async def drive(
         self,
@@ -244,20 +278,29 @@ class Rounds:
         aggregator: WatchableAggregator,
         fleet: FleetState,
         step: Pass,
-    ) -> None:
-        """One driver step; the bookkeeping goes back into the status fragment."""
+    ) -> bool:
+        """One driver step; the bookkeeping goes back into status.controller. True when the
+        training is suspended with no round in flight (its client pods may go)."""
         spec = training.spec
-        recorder = KubeRecorder(self.kube, self.writer, self._emit, ref, spec, step)
+        recorder = KubeRecorder(self.kube, self.writer, self._emit, ref, spec, step, self._announced)
         driver = RoundDriver(spec, aggregator, KnownFleet(fleet), recorder)
-        book = Bookkeeping.from_status(step.current)
+        book = Bookkeeping.of(step.status.controller)
         self._quiet.discard(ref.uid)
         result = await driver.step(book)
         if isinstance(result, Unreachable):
             self._waiting(step, training, str(result.error))
-            return
-        step.status |= book.to_status()
+            return False
+        book.store(step.status.controller)
         action = result.action
-        if isinstance(action, core.WaitForClients):
+        generation = step.generation
+        if isinstance(action, core.AbortRound | core.WatchRound) and spec.suspend:
+            verb = "aborting" if isinstance(action, core.AbortRound) else "finishing"
+            message = f"{verb} round {action.number} before suspending"
+            step.status.conditions = set_condition(
+                step.status.conditions, SUSPENDED, False, "Suspending", message, generation
+            )
+            step.progressing("Suspending", message)
+        elif isinstance(action, core.WaitForClients):
             step.progressing("WaitingForClients", action.reason)
         elif isinstance(action, core.WatchRound):
             step.progressing("RoundRunning", f"round {action.number} is running")
@@ -268,17 +311,22 @@ class Rounds:
                 self._quiet.add(ref.uid)
         elif step.done:
             self.forget(ref.uid)
+        suspended = step.current.condition(SUSPENDED)
+        if not spec.suspend and suspended is not None and suspended.status == "True":
+            step.status.conditions = set_condition(
+                step.status.conditions, SUSPENDED, False, "Resumed", "spec.suspend is false", generation
+            )
+            if recorder.announce("Resumed"):
+                message = f"resumed after round {result.view.model_version}"
+                await recorder.emit(step.body, "Normal", "TrainingResumed", message)
+        return isinstance(action, core.Suspend)
 
     @staticmethod
     def _waiting(step: Pass, training: FederatedTraining, why: str) -> None:
-        spec = training.spec
+        spec, out = training.spec, step.status
         expected = spec.expected_clients()
-        step.status |= {
-            "phase": vocab.PENDING,
-            "message": "waiting for the aggregator",
-            "clientsReady": f"0/{expected}",
-            "expectedClients": expected,
-            "roundProgress": f"{step.current.get('completedRounds', 0)}/{spec.rounds}",
-        }
+        out.phase, out.message = vocab.PENDING, "waiting for the aggregator"
+        out.clients_ready, out.expected_clients = f"0/{expected}", expected
+        out.round_progress = f"{step.current.completed_rounds}/{spec.rounds}"
         step.progressing("WaitingForAggregator", "the aggregator is starting")
         log.debug("aggregator.waiting", training=training.metadata.name, reason=why)

@@ -1,14 +1,14 @@
-"""Status shapes written to CRs: Kubernetes-style conditions and round status from the aggregator."""
+"""Status values written to CRs: Kubernetes-style conditions and round status from the aggregator
+(the shapes are the typed models of `fedfleet.api.status`)."""
 
 from __future__ import annotations
 
 import datetime
 import math
-from typing import Any
+from typing import Literal
 
+from fedfleet.api.status import Condition, RoundClient, RoundPrivacyStatus, RoundStatus
 from fedfleet.rounds.ports import RoundSnapshot
-
-Object = dict[str, Any]
 
 
 def now_rfc3339() -> str:
@@ -20,24 +20,24 @@ def rfc3339(unix: float) -> str:
 
 
 def set_condition(
-    conditions: list[Object], type_: str, status: bool, reason: str, message: str, generation: int
-) -> list[Object]:
+    conditions: list[Condition], type_: str, status: bool, reason: str, message: str, generation: int
+) -> list[Condition]:
     """Upsert by type; lastTransitionTime changes only when the status flips."""
-    value = "True" if status else "False"
-    out = [c for c in conditions if c.get("type") != type_]
-    previous = next((c for c in conditions if c.get("type") == type_), None)
-    changed = previous is None or previous.get("status") != value
+    value: Literal["True", "False"] = "True" if status else "False"
+    previous = next((c for c in conditions if c.type == type_), None)
+    kept = previous.last_transition_time if previous is not None and previous.status == value else None
+    out = [c for c in conditions if c.type != type_]
     out.append(
-        {
-            "type": type_,
-            "status": value,
-            "reason": reason,
-            "message": message,
-            "lastTransitionTime": now_rfc3339() if changed else previous["lastTransitionTime"],  # type: ignore[index]
-            "observedGeneration": generation,
-        }
+        Condition(
+            type=type_,
+            status=value,
+            reason=reason,
+            message=message,
+            last_transition_time=kept or now_rfc3339(),
+            observed_generation=generation,
+        )
     )
-    return sorted(out, key=lambda c: str(c["type"]))
+    return sorted(out, key=lambda c: c.type)
 
 
 def duration(seconds: float) -> str:
@@ -45,29 +45,28 @@ def duration(seconds: float) -> str:
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
-def round_status(state: RoundSnapshot, retries: int, epsilon: float | None = None) -> Object:
+def round_status(state: RoundSnapshot, retries: int, epsilon: float | None = None) -> RoundStatus:
     """FederatedRound status from the aggregator's round; `epsilon`: the training's epsilon
     once this round is released."""
-    status: Object = {
-        "phase": state.phase,
-        "expected": len(state.participants),
-        "reported": len(state.reported),
-        "reportedClients": list(state.reported),
-        "droppedClients": list(state.dropped),
-        "dropped": len(state.dropped),
-        "retries": retries,
-        "clients": {c.client_id: {"state": c.state, "reason": c.reason} for c in state.clients},
-        "reason": state.reason,
-        "metrics": dict(state.metrics),
-        "aggregateDigest": state.model_digest,
-        "bytesReceived": int(state.bytes_received),
-        "startTime": rfc3339(state.started_unix),
-    }
-    if state.privacy is not None:
-        status["privacy"] = state.privacy.to_record()
-    if epsilon is not None and math.isfinite(epsilon):  # noiseMultiplier 0: infinite, not JSON
-        status["epsilon"] = epsilon
-    if state.finished_unix:
-        status["completionTime"] = rfc3339(state.finished_unix)
-        status["duration"] = duration(state.finished_unix - state.started_unix)
-    return status
+    privacy = state.privacy
+    finished = bool(state.finished_unix)
+    return RoundStatus(
+        phase=state.phase,
+        expected=len(state.participants),
+        reported=len(state.reported),
+        reported_clients=list(state.reported),
+        dropped_clients=list(state.dropped),
+        dropped=len(state.dropped),
+        retries=retries,
+        clients={c.client_id: RoundClient(state=c.state, reason=c.reason) for c in state.clients},
+        reason=state.reason,
+        metrics=dict(state.metrics),
+        aggregate_digest=state.model_digest,
+        bytes_received=int(state.bytes_received),
+        start_time=rfc3339(state.started_unix),
+        privacy=None if privacy is None else RoundPrivacyStatus.model_validate(privacy.to_record()),
+        # noiseMultiplier 0 gives an infinite epsilon: not JSON, left out
+        epsilon=epsilon if epsilon is not None and math.isfinite(epsilon) else None,
+        completion_time=rfc3339(state.finished_unix) if finished else None,
+        duration=duration(state.finished_unix - state.started_unix) if finished else None,
+    )

@@ -75,3 +75,9 @@ class MemoryRecorder:
 
     async def training_failed(self, reason: str) -> None:
         self.failure = reason
+
+    async def round_aborted(self, state: RoundSnapshot) -> None:
+        log.warning("round.aborted", round=state.number, reason=state.reason)
+
+    async def training_suspended(self, view: AggregatorView) -> None:
+        """Never reached: a local run refuses spec.suspend before it starts (runner.py)."""

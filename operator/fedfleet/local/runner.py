@@ -74,6 +74,11 @@ class LocalRunner:
         self.spec = self.training.spec
         if not self.spec.sites.names:
             raise LocalRunError("spec.sites: a local run needs site names (label selectors need a cluster)")
+        if self.spec.suspend:
+            raise LocalRunError(
+                "spec.suspend: a local run does not suspend (stop it with Ctrl-C; running it again "
+                "resumes from its state folder)"
+            )
         if errors := self.spec.semantic_errors():
             raise LocalRunError("; ".join(errors))
         self.port = self.port or _free_port()

@@ -115,6 +115,15 @@ class ControlAggregator:
                 pb.DropRequest(round=number, client_id=client, reason=reason), timeout=DROP_TIMEOUT_SECONDS
             )
 
+    async def abort(self, number: int, reason: str) -> RoundSnapshot:
+        try:
+            state: pb.RoundState = await self.stub.AbortRound(
+                pb.AbortRequest(round=number, reason=reason), timeout=CALL_TIMEOUT_SECONDS
+            )
+        except grpc.aio.AioRpcError as err:
+            raise _error(err) from None
+        return convert.round_snapshot(state)
+
     async def finish(self) -> None:
         try:
             await self.stub.FinishTraining(pb.FinishRequest(), timeout=CALL_TIMEOUT_SECONDS)

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from fedfleet import vocabulary as vocab
+from fedfleet.api.status import ControllerState
 from fedfleet.api.training import FederatedTrainingSpec
 from fedfleet.controller import core
 from fedfleet.privacy.release import ReleasedRounds, RoundPrivacy
@@ -44,23 +44,20 @@ class Bookkeeping:
     def attempt(self, number: int) -> int:
         return self.round_failures.get(number, 0) + 1
 
-    def to_status(self) -> dict[str, Any]:
-        """The status keys the operator keeps them under."""
-        return {
-            "roundFailures": {str(k): v for k, v in self.round_failures.items()},
-            "lastFailure": self.last_failure,
-            "waitingSince": self.waiting_since,
-            "evaluated": self.evaluated,
-        }
+    def store(self, record: ControllerState) -> None:
+        """Into the operator's record of the training (`status.controller`)."""
+        record.round_failures = {str(k): v for k, v in self.round_failures.items()}
+        record.last_failure = self.last_failure
+        record.waiting_since = self.waiting_since
+        record.evaluated = self.evaluated
 
     @classmethod
-    def from_status(cls, status: Mapping[str, Any]) -> Bookkeeping:
-        waiting = status.get("waitingSince")
+    def of(cls, record: ControllerState) -> Bookkeeping:
         return cls(
-            round_failures={int(k): int(v) for k, v in (status.get("roundFailures") or {}).items()},
-            last_failure=str(status.get("lastFailure") or ""),
-            waiting_since=float(waiting) if isinstance(waiting, int | float) else None,
-            evaluated=bool(status.get("evaluated")),
+            round_failures={int(k): int(v) for k, v in record.round_failures.items()},
+            last_failure=record.last_failure,
+            waiting_since=record.waiting_since,
+            evaluated=record.evaluated,
         )
 
 
@@ -134,7 +131,9 @@ class RoundDriver:
                 book.evaluated = True
             return
         await self.recorder.round_changed(state, attempt, self._round_epsilon(view, state))
-        if state.phase == vocab.FAILED:
+        if state.phase == vocab.FAILED and state.aborted:  # a suspend's choice: runs again, not counted
+            await self.recorder.round_aborted(state)
+        elif state.phase == vocab.FAILED:
             book.round_failures[state.number] = attempt
             book.last_failure = state.reason
             await self.recorder.round_failed(state, attempt)
@@ -157,6 +156,8 @@ class RoundDriver:
             await self.recorder.round_started(action, book.attempt(action.number))
             state = await self.aggregator.start_round(action)
             book.waiting_since = None
+            if action.kind == vocab.TRAIN:
+                book.evaluated = False  # a final evaluation before spec.rounds grew was of another model
             await self.recorder.round_changed(
                 state, book.attempt(action.number), self._round_epsilon(view, state)
             )
@@ -168,6 +169,11 @@ class RoundDriver:
         elif isinstance(action, core.FailTraining):
             await self.aggregator.finish()
             await self.recorder.training_failed(action.reason)
+        elif isinstance(action, core.AbortRound):
+            await self.aggregator.abort(action.number, "the training is suspended (AbortRound)")
+        elif isinstance(action, core.Suspend):
+            book.waiting_since = None
+            await self.recorder.training_suspended(view)
 
     def epsilon(self, released: Released) -> float | None:
         return epsilon_after(self.spec, released, self.expected)

@@ -53,6 +53,7 @@ class RoundSnapshot:
     deadline_unix: float = 0.0
     bytes_received: int = 0
     privacy: RoundPrivacy | None = None  # the DP a released training round carried
+    aborted: bool = False  # failed by AbortRound (a suspend): not a failure of the round
 
     @property
     def active(self) -> bool:
@@ -104,6 +105,10 @@ class AggregatorPort(Protocol):
         """Best effort: a client that is no participant or a round that is over is no error."""
         ...
 
+    async def abort(self, number: int, reason: str) -> RoundSnapshot:
+        """Fail the open round now, its uploads discarded (a suspend that does not wait)."""
+        ...
+
     async def finish(self) -> None:
         """Every client's next join answers FINISHED."""
         ...
@@ -148,6 +153,10 @@ class RoundRecorder(Protocol):
 
     async def round_failed(self, state: RoundSnapshot, attempt: int) -> None: ...
 
+    async def round_aborted(self, state: RoundSnapshot) -> None:
+        """The round was aborted for a suspend: it runs again from its start on resume."""
+        ...
+
     async def round_succeeded(self, state: RoundSnapshot) -> None: ...
 
     async def evaluation_attached(self, number: int, evaluation: Mapping[str, float]) -> None:
@@ -161,3 +170,7 @@ class RoundRecorder(Protocol):
     async def training_finished(self, finish: core.Finish, view: AggregatorView) -> None: ...
 
     async def training_failed(self, reason: str) -> None: ...
+
+    async def training_suspended(self, view: AggregatorView) -> None:
+        """spec.suspend with no round in flight: nothing runs until it is false again."""
+        ...

@@ -295,7 +295,7 @@ class RoundPrivacy(_message.Message):
     def __init__(self, mode: _Optional[str] = ..., clip_norm: _Optional[float] = ..., noise_multiplier: _Optional[float] = ..., effective_noise_multiplier: _Optional[float] = ..., expected_clients: _Optional[int] = ..., survivors: _Optional[int] = ..., max_update_norm: _Optional[float] = ...) -> None: ...
 
 class RoundState(_message.Message):
-    __slots__ = ("round", "kind", "phase", "participants", "reported", "dropped", "reason", "metrics", "model_digest", "started_unix", "finished_unix", "model_version", "clients", "min_clients", "deadline_unix", "privacy", "bytes_received")
+    __slots__ = ("round", "kind", "phase", "participants", "reported", "dropped", "reason", "metrics", "model_digest", "started_unix", "finished_unix", "model_version", "clients", "min_clients", "deadline_unix", "privacy", "bytes_received", "aborted")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -320,6 +320,7 @@ class RoundState(_message.Message):
     DEADLINE_UNIX_FIELD_NUMBER: _ClassVar[int]
     PRIVACY_FIELD_NUMBER: _ClassVar[int]
     BYTES_RECEIVED_FIELD_NUMBER: _ClassVar[int]
+    ABORTED_FIELD_NUMBER: _ClassVar[int]
     round: int
     kind: RoundKind
     phase: RoundPhase
@@ -337,7 +338,8 @@ class RoundState(_message.Message):
     deadline_unix: float
     privacy: RoundPrivacy
     bytes_received: int
-    def __init__(self, round: _Optional[int] = ..., kind: _Optional[_Union[RoundKind, str]] = ..., phase: _Optional[_Union[RoundPhase, str]] = ..., participants: _Optional[_Iterable[str]] = ..., reported: _Optional[_Iterable[str]] = ..., dropped: _Optional[_Iterable[str]] = ..., reason: _Optional[str] = ..., metrics: _Optional[_Mapping[str, float]] = ..., model_digest: _Optional[str] = ..., started_unix: _Optional[float] = ..., finished_unix: _Optional[float] = ..., model_version: _Optional[int] = ..., clients: _Optional[_Iterable[_Union[ClientState, _Mapping]]] = ..., min_clients: _Optional[int] = ..., deadline_unix: _Optional[float] = ..., privacy: _Optional[_Union[RoundPrivacy, _Mapping]] = ..., bytes_received: _Optional[int] = ...) -> None: ...
+    aborted: bool
+    def __init__(self, round: _Optional[int] = ..., kind: _Optional[_Union[RoundKind, str]] = ..., phase: _Optional[_Union[RoundPhase, str]] = ..., participants: _Optional[_Iterable[str]] = ..., reported: _Optional[_Iterable[str]] = ..., dropped: _Optional[_Iterable[str]] = ..., reason: _Optional[str] = ..., metrics: _Optional[_Mapping[str, float]] = ..., model_digest: _Optional[str] = ..., started_unix: _Optional[float] = ..., finished_unix: _Optional[float] = ..., model_version: _Optional[int] = ..., clients: _Optional[_Iterable[_Union[ClientState, _Mapping]]] = ..., min_clients: _Optional[int] = ..., deadline_unix: _Optional[float] = ..., privacy: _Optional[_Union[RoundPrivacy, _Mapping]] = ..., bytes_received: _Optional[int] = ..., aborted: _Optional[bool] = ...) -> None: ...
 
 class RoundSummary(_message.Message):
     __slots__ = ("round", "kind", "phase", "reason", "metrics", "model_digest", "model_version", "started_unix", "finished_unix", "deadline_unix", "participants", "reported", "dropped", "min_clients", "privacy", "bytes_received")
