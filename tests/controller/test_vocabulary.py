@@ -93,3 +93,10 @@ def test_a_merge_patch_deletes_what_is_gone_but_not_keys_others_wrote() -> None:
     }
     assert merge_patch(wanted, wanted) == {}
     assert merge_patch({}, {"refusedClients": {}}) == {"refusedClients": {}}
+
+
+def test_a_status_the_operator_cannot_read_is_rewritten_not_a_stalled_pass() -> None:
+    body = {"metadata": {"name": "t", "namespace": "d"}, "status": {"phase": "Exploded", "currentRound": 2}}
+    step = Pass(body)
+    assert step.current == TrainingStatus() and step.status == TrainingStatus()
+    assert merge_patch(body["status"], step.status.dump())["phase"] == "Pending"

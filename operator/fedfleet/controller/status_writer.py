@@ -15,15 +15,19 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import ValidationError
+
 from fedfleet import vocabulary as vocab
 from fedfleet.api.status import RoundStatus, TrainingStatus
 from fedfleet.controller import resources as res
 from fedfleet.controller.kube import Kube
 from fedfleet.controller.status import set_condition
+from fedfleet.logs import get_logger
 
 Object = dict[str, Any]
 EmitEvent = Callable[[Object, str, str, str], Awaitable[None] | None]
 SENT_TRUSTED_SECONDS = 30.0  # how long our own last patch stands in for a lagging body
+log = get_logger(component="operator")
 TRAINING_FIELDS = frozenset(f.alias or name for name, f in TrainingStatus.model_fields.items())
 
 
@@ -37,7 +41,11 @@ class Pass:
     done: bool = False
 
     def __post_init__(self) -> None:
-        self.current = TrainingStatus.model_validate(self.body.get("status") or {})
+        try:
+            self.current = TrainingStatus.model_validate(self.body.get("status") or {})
+        except ValidationError as err:  # not what this operator writes: start over rather than stall
+            log.warning("status.unreadable", training=self.body["metadata"].get("name"), error=str(err)[:300])
+            self.current = TrainingStatus()
         self.status = self.current.model_copy(deep=True)
 
     @property
