@@ -53,6 +53,13 @@ async def check_contract(port: AggregatorPort) -> None:
     ended = (await until_ended(port)).current
     assert ended is not None and ended.phase == "Failed" and ended.reason
     assert ended.dropped == ("site-a-0", "site-b-0") and ended.reported == ()
+    assert (await port.start_round(FIRST)).active, "a failed round runs again"
+    aborted = await port.abort(1, "the training is suspended")
+    assert (aborted.phase, aborted.aborted) == ("Failed", True)
+    assert aborted.reason == "aborted: the training is suspended"
+    assert (await port.abort(1, "again")).reason == aborted.reason, "an ended round stays as it is"
+    with pytest.raises(AggregatorRefused, match="NOT_FOUND"):
+        await port.abort(5, "not the current round")
     await port.finish()
     assert (await port.status()).finished
     with pytest.raises(AggregatorRefused):
