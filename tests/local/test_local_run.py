@@ -129,6 +129,11 @@ def test_a_failing_manifest_exits_nonzero_with_a_one_line_reason(tmp_path: Path)
     assert "spec.minClients: 5 is more than the 3 clients the sites run" in output
 
 
+def test_a_local_run_refuses_spec_suspend_instead_of_ignoring_it(tmp_path: Path) -> None:
+    run = local_run(write_manifest(tmp_path / "paused.yaml", suspend=True), tmp_path / "out")
+    assert "spec.suspend: a local run does not suspend" in finish_failed(run)
+
+
 def finish_failed(run: subprocess.Popen[str]) -> str:
     output, _ = run.communicate(timeout=60)
     assert run.returncode != 0
