@@ -55,7 +55,7 @@ class Operator:
             {"metadata": {"name": "t", "namespace": "default", "generation": 1}, "status": self.status}
         )
         await self.rounds.drive(REF, TRAINING, self.aggregator, FleetState(ALL), step)
-        self.status = {k: v for k, v in (self.status | step.status).items() if v is not None}
+        self.status = step.status.dump()
         return step
 
     def round(self, name: str) -> dict[str, Any]:
@@ -75,7 +75,8 @@ async def test_rounds_are_recorded_retried_and_finished_on_the_cluster() -> None
 
     op.aggregator.fail("deadline passed with 1 of 3 participants reported; minClients is 2")
     await op.run()
-    assert op.status["roundFailures"] == {"1": 1} and op.status["lastFailure"].startswith("deadline")
+    book = op.status["controller"]
+    assert book["roundFailures"] == {"1": 1} and book["lastFailure"].startswith("deadline")
     retried = op.round("t-r0001")
     assert retried["spec"]["attempt"] == 2 and retried["status"]["retries"] == 1
     assert retried["status"]["phase"] == "Training", "the retry's record replaced the failed one"
