@@ -207,7 +207,7 @@ def test_a_verb_missing_from_the_charts_role_is_refused_and_the_training_says_wh
     # the refused creates were not counted as client starts: site-c's client ran, and Ready is back
     status = cluster.get("FederatedTraining", "default", "denied")["status"]
     assert phase(cluster, "denied") == "Succeeded", status
-    assert status["clientStarts"]["site-c-0"] == 1, status["clientStarts"]
+    assert status["controller"]["clientStarts"]["site-c-0"] == 1, status["controller"]["clientStarts"]
     ready = next(c for c in status["conditions"] if c["type"] == "Ready")
     assert ready["status"] == "True", ready
 

@@ -67,7 +67,7 @@ def test_three_remote_sites_train_to_success_through_an_agent_kill_and_a_hub_res
     status = federation.cluster.get("FederatedTraining", "default", "digits")["status"]  # type: ignore[index]
     assert status["phase"] == "Succeeded", (status, federation.logs())
     assert status["completedRounds"] == 3
-    assert status["clientStarts"] == {"site-a-0": 1, "site-b-0": 1, "site-c-0": 1}
+    assert status["controller"]["clientStarts"] == {"site-a-0": 1, "site-b-0": 1, "site-c-0": 1}
     for site in federation.sites.values():  # one pod each, never replaced
         pods = site.client_pods()
         assert [p["metadata"]["annotations"]["fedfleet.io/attempt"] for p in pods] == ["1"], pods
@@ -136,7 +136,7 @@ def test_work_the_site_policy_refuses_starts_nothing_there_and_the_reason_reache
     }
     events = federation.cluster.events("refused")
     assert ("ClientRefused", f"client site-a-0: {refused['site-a-0']}") in events
-    assert training_status(federation, "refused").get("clientStarts") == {"site-a-0": 1}
+    assert training_status(federation, "refused").get("controller", {}).get("clientStarts") == {"site-a-0": 1}
     assert site.client_pods() == []
     assert not [c for c in site.api.calls if c.verb == "create" and c.resource == "pods"]
     assert site.cluster.items("Secret", selector="fedfleet.io/training=refused") == []
