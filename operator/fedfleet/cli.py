@@ -129,6 +129,12 @@ def build_parser() -> argparse.ArgumentParser:
     release.add_argument("state_dir", type=Path, help="the aggregator's state directory (holds rounds/)")
     release.add_argument("--to", required=True, help="registry/repository:tag")
     release.add_argument("--key", type=Path, required=True, help="the lineage signing key (PEM, Ed25519)")
+    release.add_argument(
+        "--manifest",
+        type=Path,
+        default=None,
+        help="the training's manifest: the release carries its task's files (a LoRA adapter_config.json)",
+    )
     pull = model_commands.add_parser("pull", help="fetch a released model; --verify checks it first")
     pull.add_argument("reference", help="registry/repository:tag (or @sha256:...)")
     pull.add_argument("--out", type=Path, required=True, help="directory for the model and its lineage")
@@ -336,24 +342,15 @@ def _lineage(args: argparse.Namespace) -> int:
 
 
 def _model(args: argparse.Namespace) -> int:
-    import tempfile
-
-    from fedfleet.provenance.signing import LineageKeyError, load_public_key, load_signing_key
+    from fedfleet.provenance.policy import write_termination_message
+    from fedfleet.provenance.signing import LineageKeyError, load_public_key
     from fedfleet.release import oci
-    from fedfleet.release.bundle import build_bundle
     from fedfleet.release.dsse import ReleaseError
     from fedfleet.release.verify import verify_release
 
     try:
         if args.model_command == "release":
-            key = load_signing_key(args.key)
-            with tempfile.TemporaryDirectory() as work:
-                bundle = build_bundle(args.state_dir, key, Path(work))
-                digest = oci.push(args.to, bundle, args.insecure)
-            print(
-                f"released {bundle.model_digest} to {oci.repository(args.to)}@{digest} (attestation signed)"
-            )
-            return 0
+            return _model_release(args)
         pinned = load_public_key(args.public_key) if args.public_key else None
         pulled = oci.pull(args.reference, args.out, args.insecure)
         if args.verify:
@@ -368,8 +365,38 @@ def _model(args: argparse.Namespace) -> int:
         if args.model_command == "pull" and args.verify:  # never leave an unverified model behind
             for path in pulled_files(args.out):
                 path.unlink(missing_ok=True)
+        if args.model_command == "release":  # the operator's release pod: the reason reaches status
+            write_termination_message(str(err))
         print(f"fedfleet: {err}", file=sys.stderr)
         return 1
+
+
+def _model_release(args: argparse.Namespace) -> int:
+    """Push STATE_DIR's final model; the termination message (what the operator reads from its
+    release pod) is the pushed manifest digest, model digest and lineage head as JSON."""
+    import json
+    import tempfile
+
+    from fedfleet.provenance.policy import write_termination_message
+    from fedfleet.provenance.signing import load_signing_key
+    from fedfleet.release import oci
+    from fedfleet.release.bundle import build_bundle
+
+    extra: dict[str, bytes] = {}
+    if args.manifest is not None:
+        from fedfleet.tasks.base import load_task
+
+        training = load_training(args.manifest)
+        extra = load_task(training.spec.task, training.spec.model).release_files()
+    key = load_signing_key(args.key)
+    with tempfile.TemporaryDirectory() as work:
+        bundle = build_bundle(args.state_dir, key, Path(work), extra)
+        digest = oci.push(args.to, bundle, args.insecure)
+    write_termination_message(
+        json.dumps({"digest": digest, "modelDigest": bundle.model_digest, "lineageHead": bundle.lineage_head})
+    )
+    print(f"released {bundle.model_digest} to {oci.repository(args.to)}@{digest} (attestation signed)")
+    return 0
 
 
 def pulled_files(out: Path) -> list[Path]:

@@ -26,6 +26,9 @@ UNEXERCISED: dict[Permission, str] = {
         "federatedrounds",
     ): "a retried round replaces its record (reconciler._start_round)",
     ("create", "", "persistentvolumeclaims"): "spec.aggregator.stateVolumeSize (resources.state_claim)",
+    ("delete", "", "persistentvolumeclaims"): "spec.retention.stateVolume: Delete (handlers.cleanup)",
+    ("list", "fedfleet.io", "federatedrounds"): "spec.history pruning (history.History.prune)",
+    ("get", "", "persistentvolumeclaims"): "a site's dataVolumeClaim (site_status.site_readiness)",
     ("get", "", "namespaces"): "a FederationSite naming another namespace (handlers.site_status)",
     (
         "get",

@@ -108,7 +108,10 @@ def test_the_site_role_lets_the_hub_operator_run_pods_here_and_nothing_else() ->
         (("",), ("pods",)),
         (("",), ("configmaps",)),  # the training's manifest, mounted by the client pods
         (("",), ("secrets",)),  # each client's certificate, mounted too
+        (("",), ("persistentvolumeclaims",)),  # read only: READY needs the site's data claim to exist
     }
+    claims = next(r for r in role["rules"] if r["resources"] == ["persistentvolumeclaims"])
+    assert claims["verbs"] == ["get"]
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": "fedfleet-hub", "namespace": "platform"}

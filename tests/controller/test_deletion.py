@@ -2,7 +2,8 @@
 both lanes: what the training owns through the garbage collector (the test API server's, or
 the real kube-controller-manager's), the rest (client pods, manifests and certificates in the
 sites' namespaces, where owner references cannot reach) through the operator's finalizer. No
-pod is orphaned; only the lineage key stays (it verifies the models already released)."""
+pod is orphaned; only the lineage key stays (it verifies the models already released). The
+state claim, retained by default, goes too when `spec.retention.stateVolume` says Delete."""
 
 from __future__ import annotations
 
@@ -41,6 +42,7 @@ def test_deleting_a_training_leaves_nothing_it_made_but_its_lineage_key(
             "doomed", free_port(), SITES, rounds=1, secureAggregation={"enabled": False}
         )
         manifest["spec"]["aggregator"] |= {"stateVolumeSize": "1Gi", "networkPolicy": True}
+        manifest["spec"]["retention"] = {"stateVolume": "Delete"}  # kept unless the spec says so
         cluster.apply(manifest)
         site_namespaces = {s["metadata"]["namespace"] for s in cluster.items("FederationSite")}
 

@@ -8,8 +8,10 @@ from typing import Any
 import pytest
 from fedfleet.api import parse_training
 from fedfleet.api.load import ManifestError
+from fedfleet.api.release import ReleaseSpec
 from fedfleet.api.site import FederationSiteSpec
 from fedfleet.controller import resources as res
+from fedfleet.controller.spec_checks import InvalidSpec, resolve_sites
 
 pytestmark = pytest.mark.unit
 
@@ -42,6 +44,13 @@ GPU_SITE = res.SiteRef(
     ),
 )
 LOCAL_SITE = res.SiteRef("b", "hub", FederationSiteSpec())
+RELEASING = SPEC.model_copy(
+    update={
+        "release": ReleaseSpec.model_validate(
+            {"oci": {"reference": "registry.example/team/digits:v1", "credentialsSecret": "push"}}
+        )
+    }
+)
 
 
 def pods() -> list[dict[str, Any]]:
@@ -49,6 +58,7 @@ def pods() -> list[dict[str, Any]]:
         res.aggregator_pod(REF, SPEC),
         res.client_pod(REF, SPEC, GPU_SITE, 1, 1, "agg:6000", 1),
         res.client_pod(REF, SPEC, LOCAL_SITE, 0, 2, "agg:6000", 3),
+        res.release_pod(REF, RELEASING, 1),
     ]
 
 
@@ -111,6 +121,38 @@ def test_aggregator_service_and_state_claim() -> None:
     assert claim is not None and claim["spec"]["resources"]["requests"]["storage"] == "1Gi"
     assert {"name": "state", "persistentVolumeClaim": {"claimName": "digits-state"}} in pod["spec"]["volumes"]
     assert "model" not in {v["name"] for v in pod["spec"]["volumes"]}
+
+
+def test_the_state_claim_and_lineage_key_outlive_the_training_unless_retention_says_delete() -> None:
+    claim = res.state_claim(REF, SPEC)
+    assert claim is not None and "ownerReferences" not in claim["metadata"]  # not garbage-collected
+    assert claim["metadata"]["labels"][res.RETAIN_LABEL] == "true"
+
+
+def test_the_release_pod_reads_the_state_read_only_and_alone_holds_the_registry_credentials() -> None:
+    pod = res.release_pod(REF, RELEASING, 2)
+    container = pod["spec"]["containers"][0]
+    assert container["args"][:5] == [
+        "model",
+        "release",
+        "/var/lib/fedfleet",
+        "--to",
+        "registry.example/team/digits:v1",
+    ]
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    assert volumes["state"]["persistentVolumeClaim"] == {"claimName": "digits-state", "readOnly": True}
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    assert all(mounts[n]["readOnly"] for n in ("state", "lineage", "registry", "manifest"))
+    assert volumes["registry"]["secret"]["items"] == [
+        {"key": ".dockerconfigjson", "path": ".docker/config.json"}
+    ]
+    assert {"name": "HOME", "value": mounts["registry"]["mountPath"]} in container[
+        "env"
+    ]  # oras reads it there
+    assert pod["metadata"]["annotations"]["fedfleet.io/attempt"] == "2"
+    assert pod["spec"]["restartPolicy"] == "Never"  # the operator retries, a bounded number of times
+    others = [res.aggregator_pod(REF, RELEASING), res.client_pod(REF, RELEASING, LOCAL_SITE, 0, 0, "a:1", 1)]
+    assert not any("registry" in {v["name"] for v in p["spec"]["volumes"]} for p in others)
 
 
 def test_the_aggregator_mounts_a_base_model_claim_read_only_where_the_source_points() -> None:
@@ -239,3 +281,21 @@ def test_the_network_policy_can_be_left_out_for_clients_outside_the_cluster() ->
         update={"aggregator": SPEC.aggregator.model_copy(update={"network_policy": False})}
     )
     assert res.aggregator_network_policy(REF, spec) is None
+
+
+def test_a_release_without_a_state_volume_is_an_invalid_spec() -> None:
+    sites = [{"metadata": {"name": n, "namespace": "hub"}, "spec": {"capacity": 2}} for n in ("a", "b")]
+    no_volume = RELEASING.model_copy(
+        update={"aggregator": RELEASING.aggregator.model_copy(update={"state_volume_size": ""})}
+    )
+    training = parse_training(
+        {
+            "apiVersion": "fedfleet.io/v1alpha1",
+            "kind": "FederatedTraining",
+            "metadata": {"name": "digits"},
+            "spec": no_volume.model_dump(by_alias=True, mode="json"),
+        }
+    )
+    with pytest.raises(InvalidSpec, match=r"spec.release.oci: .* set spec.aggregator.stateVolumeSize"):
+        resolve_sites(training, sites)
+    assert resolve_sites(training.model_copy(update={"spec": RELEASING}), sites)

@@ -142,8 +142,12 @@ class Kubelet:
             self._kill(pod)
 
     def logs(self, name: str) -> str:
+        """The pod's log, also after the pod was deleted (as a log collector would keep it)."""
         pod = next((p for p in self.pods.values() if p.name == name), None)
-        return pod.log.read_text() if pod and pod.log and pod.log.exists() else ""
+        if pod and pod.log and pod.log.exists():
+            return pod.log.read_text()
+        kept = sorted((self.root / "logs").glob(f"*-{name}.log"))
+        return kept[0].read_text() if kept else ""
 
     # -- loop ------------------------------------------------------------------------------------
     def _loop(self) -> None:
@@ -217,6 +221,8 @@ class Kubelet:
         if policy == "Always" or (policy == "OnFailure" and code != 0):
             running.restarts += 1
             self._spawn(running)
+            last = {"terminated": {"exitCode": code, "reason": "Error", "finishedAt": _now()}}
+            self._report(running, "Running", {"running": {"startedAt": _now()}}, last)
             return
         running.finished = True
         phase = "Succeeded" if code == 0 else "Failed"
@@ -254,8 +260,8 @@ class Kubelet:
             running.process.kill()
             running.process.wait()
 
-    def _report(self, running: RunningPod, phase: str, state: Object) -> None:
-        status = {
+    def _report(self, running: RunningPod, phase: str, state: Object, last: Object | None = None) -> None:
+        status: Object = {
             "phase": phase,
             "podIP": "127.0.0.1",
             "containerStatuses": [
@@ -267,6 +273,7 @@ class Kubelet:
                     "image": "local",
                     "imageID": "",
                     "started": phase == "Running",
+                    **({"lastState": last} if last else {}),
                 }
             ],
         }
@@ -294,8 +301,14 @@ class Kubelet:
                     (path / key).write_text(value)
             if "secret" in volume:
                 secret = self.core.read_namespaced_secret(volume["secret"]["secretName"], meta["namespace"])
+                # `items` projects chosen keys to paths, as a kubelet does; without, every key by name
+                paths = {i["key"]: i["path"] for i in volume["secret"].get("items") or []}
                 for key, value in (secret.data or {}).items():
-                    (path / key).write_bytes(base64.b64decode(value))
+                    if paths and key not in paths:
+                        continue
+                    target = path / paths.get(key, key)
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target.write_bytes(base64.b64decode(value))
             dirs[name] = path
         return dirs
 

@@ -151,12 +151,15 @@ class RealLane:
                 self.core.delete_namespaced_pod(
                     pod.metadata.name, pod.metadata.namespace, grace_period_seconds=0
                 )
-        for kind in ("config_map", "secret", "service"):
+        for kind in ("config_map", "secret", "service", "persistent_volume_claim"):  # retained ones too
             lister = getattr(self.core, f"list_{kind}_for_all_namespaces")
             deleter = getattr(self.core, f"delete_namespaced_{kind}")
             for item in lister(label_selector=selector).items:
                 with contextlib.suppress(ApiException):
                     deleter(item.metadata.name, item.metadata.namespace)
+        for volume in self.core.list_persistent_volume().items:  # tests bind their own, by claim
+            with contextlib.suppress(ApiException):
+                self.core.delete_persistent_volume(volume.metadata.name)
         until = time.monotonic() + CLEAN_TIMEOUT
         while self.core.list_pod_for_all_namespaces(label_selector=selector).items or any(
             self.custom.list_cluster_custom_object(group, version, p)["items"]

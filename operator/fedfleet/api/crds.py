@@ -138,6 +138,8 @@ OPERATOR_FIELDS = (
     "suspend",
     "suspendPolicy",
     "release",
+    "retention",
+    "history",
 )
 
 
@@ -236,10 +238,13 @@ def render() -> dict[str, Schema]:
                 column("Round", ".status.roundProgress"),
                 column("Clients", ".status.clientsReady", description="ready/expected clients"),
                 column("Loss", ".status.lastLoss", "number"),
-                column("Epsilon", ".status.epsilon", "number"),
+                column("Held-out", ".status.heldOut", description="the newest model's held-out metric"),
+                column("Epsilon", ".status.epsilonRounded", "number", description="3 significant digits"),
+                column("Reason", ".status.reason", description="why the training is in its phase"),
                 AGE,
                 column("Model", ".status.modelDigest", priority=1),
                 column("Lineage", ".status.lineageHead", priority=1),
+                column("Released", ".status.release.message", priority=1),
             ],
             running_training_rules(),
         ),

@@ -17,6 +17,12 @@ class OciRelease(SpecModel):
     insecure: bool = Field(
         default=False, description="Plain HTTP to the registry (a loopback or test registry only)."
     )
+    credentials_secret: str = Field(
+        default="",
+        max_length=253,
+        description="A kubernetes.io/dockerconfigjson Secret in the training's namespace with the "
+        "registry's push credentials, mounted only into the operator's release pod.",
+    )
 
 
 class ReleaseSpec(SpecModel):

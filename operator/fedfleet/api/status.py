@@ -68,6 +68,18 @@ class ControllerState(StatusModel):
     )
 
 
+class ReleaseStatus(StatusModel):
+    """The model pushed to spec.release once the training succeeded."""
+
+    phase: Literal["Running", "Succeeded", "Failed"] = "Running"
+    reference: str = ""
+    digest: str | None = Field(default=None, description="The artifact's manifest digest.")
+    model_digest: str | None = None
+    lineage_head: str | None = None
+    attempts: int = 0
+    message: str = ""
+
+
 class TrainingStatus(StatusModel):
     """FederatedTraining status."""
 
@@ -79,6 +91,13 @@ class TrainingStatus(StatusModel):
     expected_clients: int | None = None
     last_loss: float | None = None
     epsilon: float | None = Field(default=None, description="Privacy budget spent so far (DP).")
+    epsilon_rounded: float | None = Field(
+        default=None, description="epsilon to 3 significant digits, for printing"
+    )
+    held_out: str | None = Field(default=None, description="the newest model's held-out metric, for printing")
+    reason: str | None = Field(default=None, description="why the training is in its phase")
+    aggregator_restarts: int = Field(default=0, description="Restarts of the aggregator pod seen.")
+    release: ReleaseStatus | None = None
     metrics: dict[str, float] = Field(
         default_factory=dict, description="The latest round's metrics (at the end: the final model's)."
     )

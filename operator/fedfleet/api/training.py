@@ -15,6 +15,7 @@ from fedfleet.api.lineage import LineageSpec
 from fedfleet.api.pods import AggregatorSettings, PodSettings
 from fedfleet.api.privacy import PrivacySpec
 from fedfleet.api.release import ReleaseSpec
+from fedfleet.api.retention import HistorySpec, RetentionSpec
 from fedfleet.api.tls import TlsSpec
 from fedfleet.secagg.params import CLIP_RANGE, MAX_WEIGHT_RANGE
 from fedfleet.strategies import STRATEGY_NAMES
@@ -209,6 +210,8 @@ class FederatedTrainingSpec(SpecModel):
     privacy: PrivacySpec = Field(default_factory=PrivacySpec)
     lineage: LineageSpec = Field(default_factory=LineageSpec)
     release: ReleaseSpec = Field(default_factory=ReleaseSpec)
+    retention: RetentionSpec = Field(default_factory=RetentionSpec)
+    history: HistorySpec = Field(default_factory=HistorySpec)
     tls: TlsSpec = Field(default_factory=TlsSpec)
     aggregator: AggregatorSettings = Field(default_factory=AggregatorSettings)
     client: PodSettings = Field(default_factory=PodSettings)

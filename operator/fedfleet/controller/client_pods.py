@@ -247,6 +247,12 @@ class ClientPods:
             meta = pod["metadata"]
             await self.writer.delete(meta["namespace"], meta["name"])
             self._deleted[(ref.uid, meta["namespace"], meta["name"])] = time.monotonic()
+            await self.emit(  # once per failed pod: it is deleted here, and a new one started
+                step.body,
+                "Warning",
+                "ClientFailed",
+                f"client {cid} failed with exit code {code} (attempt {starts[cid]} of {retry.max_attempts})",
+            )
 
 
 def exit_code(pod: Object) -> int | None:

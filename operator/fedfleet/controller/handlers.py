@@ -13,7 +13,6 @@ from typing import Any, cast
 import kopf
 
 from fedfleet import vocabulary as vocab
-from fedfleet.api.status import SiteStatus
 from fedfleet.controller import metrics
 from fedfleet.controller import resources as res
 from fedfleet.controller.kube import Kube
@@ -21,6 +20,7 @@ from fedfleet.controller.observed import SITES_KEY, IndexedObserved, Object, pod
 from fedfleet.controller.reconciler import TrainingReconciler
 from fedfleet.controller.resources import RETAIN_LABEL
 from fedfleet.controller.settings import OperatorSettings
+from fedfleet.controller.site_status import SITE_CHECK_SECONDS, site_readiness
 from fedfleet.controller.spec_checks import InvalidSpec, parse, resolve_sites
 from fedfleet.logs import get_logger
 from fedfleet.sites.fleet import RemoteSites
@@ -147,11 +147,14 @@ def training_changed(name: str, memo: Any, **_: Any) -> None:
 
 
 @kopf.on.delete(GROUP, VERSION, "federatedtrainings")
-async def cleanup(name: str, namespace: str | None, body: kopf.Body, memo: Any, **kwargs: Any) -> None:
+async def cleanup(
+    name: str, namespace: str | None, body: kopf.Body, spec: kopf.Spec, memo: Any, **kwargs: Any
+) -> None:
     """What owner references cannot reach: client pods, manifests and certificates in the sites'
     namespaces. Listed namespace by namespace (the training's, its sites', and any where the pod
     index shows one of its pods), never across the cluster, so a namespaced install needs no
-    cluster-wide read."""
+    cluster-wide read. The state volume and the lineage key are not owned (the garbage collector
+    keeps them): removed only when `spec.retention` says Delete."""
     meta = body.get("metadata") or {}  # remote sites remove theirs when told the training ended
     memo.reconciler.ended(res.TrainingRef(name, namespace or "", str(meta.get("uid", ""))))
     kube: Kube = memo.kube
@@ -169,26 +172,34 @@ async def cleanup(name: str, namespace: str | None, body: kopf.Body, memo: Any, 
         for kind, kept in (("Pod", ""), ("ConfigMap", ""), ("Secret", f",!{RETAIN_LABEL}")):
             for obj in await kube.list(kind, ns, selector + kept):  # the lineage key stays
                 removed += await kube.delete(kind, ns, obj["metadata"]["name"])
+    retention = dict(spec.get("retention") or {})
+    if namespace and retention.get("stateVolume") == "Delete":
+        removed += await kube.delete("PersistentVolumeClaim", namespace, res.state_claim_name(name))
+    if namespace and retention.get("lineageKey") == "Delete":
+        removed += await kube.delete("Secret", namespace, res.lineage_secret_name(name))
     log.info("training.cleaned_up", training=name, namespace=namespace, objects=removed)
 
 
 @kopf.on.resume(GROUP, VERSION, "federationsites")
 @kopf.on.create(GROUP, VERSION, "federationsites")
 @kopf.on.update(GROUP, VERSION, "federationsites")
-async def site_status(spec: kopf.Spec, namespace: str | None, patch: kopf.Patch, memo: Any, **_: Any) -> None:
-    if spec.get("remote"):  # its own cluster: the site gateway writes connected, clients, heartbeat
-        patch.status["ready"] = not spec.get("suspended")
-        patch.status["gpus"] = int((spec.get("gpu") or {}).get("count", 0))
-        patch.status["message"] = "suspended" if spec.get("suspended") else "runs in its own cluster"
-        return
-    target = spec.get("namespace") or namespace or ""
-    found = await memo.kube.get("Namespace", None, target) if target != namespace else {"ok": True}
-    status = SiteStatus(
-        ready=found is not None,
-        gpus=int((spec.get("gpu") or {}).get("count", 0)),
-        message="" if found is not None else f"namespace {target} does not exist",
-    )
-    patch.status.update(status.dump())
+@kopf.timer(GROUP, VERSION, "federationsites", interval=SITE_CHECK_SECONDS, initial_delay=SITE_CHECK_SECONDS)
+async def site_status(
+    spec: kopf.Spec, status: kopf.Status, namespace: str | None, patch: kopf.Patch, memo: Any, **_: Any
+) -> None:
+    """READY only when the site's namespace and data claim exist; re-checked every minute, since
+    a claim made after the site changes nothing on the site itself. Written only when it changed.
+    A remote site (its own cluster): the site gateway writes connected, clients, heartbeat."""
+    if spec.get("remote"):
+        wanted: dict[str, Any] = {
+            "ready": not spec.get("suspended"),
+            "gpus": int((spec.get("gpu") or {}).get("count", 0)),
+            "message": "suspended" if spec.get("suspended") else "runs in its own cluster",
+        }
+    else:
+        wanted = await site_readiness(memo.kube, dict(spec), namespace or "")
+    if any(status.get(k) != v for k, v in wanted.items()):
+        patch.status.update(wanted)
 
 
 @kopf.on.event(GROUP, VERSION, "federationsites")

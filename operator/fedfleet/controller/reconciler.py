@@ -22,6 +22,9 @@ from fedfleet.controller import resources as res
 from fedfleet.controller.aggregator_link import AggregatorLink
 from fedfleet.controller.certificates import CertificateError, Certificates
 from fedfleet.controller.client_pods import ClientPods, KubePods
+from fedfleet.controller.columns import COLUMN_FIELDS, printed
+from fedfleet.controller.ending import Ending
+from fedfleet.controller.history import History
 from fedfleet.controller.kube import Kube
 from fedfleet.controller.observed import Observed
 from fedfleet.controller.rounds import Rounds
@@ -62,6 +65,11 @@ class TrainingReconciler:
         self.rounds = Rounds(kube, self.writer, emit, wake)
         self._made: set[tuple[str, str, str, str]] = set()  # (training uid, kind, namespace, name)
         self._task_checked: dict[str, tuple[int, str | None]] = {}  # uid -> (generation, error)
+        self._ended: dict[str, str] = {}  # uid -> the final phase this operator wrote
+        self._told_ended: set[str] = set()  # uids whose end the remote sites were told
+        self._restarts_seen: dict[str, int] = {}  # uid -> aggregator restarts already warned about
+        self.ending = Ending(kube, emit)
+        self.history = History(kube, self.writer)
 
     async def emit(self, obj: Object, type_: str, reason: str, message: str) -> None:
         result = self._emit(obj, type_, reason, message)
@@ -89,16 +97,24 @@ class TrainingReconciler:
         self.clients.forget(ref)
         self._made = {m for m in self._made if m[0] != ref.uid}
         self._task_checked.pop(ref.uid, None)
+        self._ended.pop(ref.uid, None)
+        self._told_ended.discard(ref.uid)
+        self._restarts_seen.pop(ref.uid, None)
+        self.ending.forget(ref.uid)
+        self.history.forget(ref.uid)
 
     # -- the pass ------------------------------------------------------------------------------
     async def reconcile(self, body: Object, observed: Observed) -> bool:
-        """Returns True when the training has reached a final phase (nothing left to do)."""
+        """Returns True when the training has ended and what follows its end is done."""
         meta = body["metadata"]
         ref = res.TrainingRef(meta["name"], meta["namespace"], meta["uid"])
-        if (body.get("status") or {}).get("phase") in vocab.FINAL_PHASES:
-            self.ended(ref)
-            return True
         step = Pass(body)
+        ended = self._ended.get(ref.uid) or step.current.phase
+        if ended in vocab.FINAL_PHASES:  # the watched body may lag our own final write
+            if ref.uid not in self._told_ended:
+                self.ended(ref)
+                self._told_ended.add(ref.uid)
+            return await self._settle(ref, str(ended), observed, step)  # the final message stays
         step.status.message = ""  # what this pass finds worth saying
         try:
             training = parse(body)
@@ -112,12 +128,14 @@ class TrainingReconciler:
             except CertificateError as err:
                 raise InvalidSpec(str(err)) from None
             pods = observed.pods(ref.name) + self._remote_pods(ref, training, sites, step)
-            await self._ensure_aggregator(ref, training, sites, pods)
+            await self._ensure_aggregator(ref, training, sites, pods, step)
             address = self.address(ref, training.spec.aggregator.port)
             fleet = await self.clients.ensure(ref, training, sites, pods, address, step)
             aggregator = self.link.aggregator(ref, address, training.spec.expected_clients())
             if await self.rounds.drive(ref, training, aggregator, fleet, step):
                 await self.clients.suspend(ref, pods, step)  # suspended, no round in flight
+            progress = (step.status.completed_rounds, step.status.phase)
+            await self.history.prune(ref, training.spec.history, progress)
         except InvalidSpec as err:
             await self._invalid(step, str(err))
         except ApiException as err:
@@ -125,8 +143,25 @@ class TrainingReconciler:
                 await self._forbidden(ref, step.body, refusal_message(err))
             raise
         step.status.observed_generation = step.generation  # the pass acted on this generation
+        for key, value in printed(step.status.dump()).items():
+            setattr(step.status, COLUMN_FIELDS[key], value)
         await self.writer.training(ref, step)
-        return step.done
+        if step.done:  # the next pass removes the aggregator and releases the model
+            self._ended[ref.uid] = str(step.status.phase)
+            self.rounds.forget(ref.uid)  # no round to follow: pod events wake the daemon now
+        return False
+
+    async def _settle(self, ref: res.TrainingRef, phase: str, observed: Observed, step: Pass) -> bool:
+        try:
+            training: FederatedTraining | None = parse(step.body)
+        except InvalidSpec:
+            training = None  # nothing to release; the aggregator pod still goes
+        if training is not None:  # the last rounds finished on the pass that ended the training
+            ended = (step.current.completed_rounds, phase, "ended")
+            await self.history.prune(ref, training.spec.history, ended)
+        done = await self.ending.settle(ref, phase, training, observed.pods(ref.name), step)
+        await self.writer.training(ref, step)
+        return done
 
     async def _forbidden(self, ref: res.TrainingRef, body: Object, message: str) -> None:
         """Ready=False (Forbidden) naming the refused call, and one Warning Event per refusal.
@@ -229,7 +264,12 @@ class TrainingReconciler:
         self._made.add(key)
 
     async def _ensure_aggregator(
-        self, ref: res.TrainingRef, training: FederatedTraining, sites: list[res.SiteRef], pods: list[Object]
+        self,
+        ref: res.TrainingRef,
+        training: FederatedTraining,
+        sites: list[res.SiteRef],
+        pods: list[Object],
+        step: Pass,
     ) -> None:
         manifest = res.training_manifest(ref, training)
         for namespace in sorted({ref.namespace, *(s.namespace for s in sites if not s.spec.remote)}):
@@ -256,8 +296,32 @@ class TrainingReconciler:
                 await self.emit(created, "Normal", "AggregatorCreated", f"aggregator pod {name}")
         elif pod is not None:
             self._made.discard(key)
+            await self._aggregator_restarts(step, pod)
             if (pod.get("status") or {}).get("phase") == "Failed":
                 await self.kube.delete("Pod", ref.namespace, name)  # created again once the index drops it
+                self._made.add(key)  # until the index drops it: one Warning per failed pod
+                step.status.aggregator_restarts = self._restarts_seen[ref.uid] = 0  # a new pod: from 0
+                await self.emit(
+                    step.body, "Warning", "AggregatorFailed", f"aggregator pod {name} failed; created again"
+                )
+
+    async def _aggregator_restarts(self, step: Pass, pod: Object) -> None:
+        """A restarted aggregator container (killed, OOM, crashed) is a Warning on the training,
+        once per restart: the pod's restart count seen last is in status."""
+        uid = step.body["metadata"]["uid"]  # our own last count: the watched body may lag it
+        seen = max(step.current.aggregator_restarts, self._restarts_seen.get(uid, 0))
+        statuses = (pod.get("status") or {}).get("containerStatuses") or [{}]
+        restarts = int(statuses[0].get("restartCount", 0))
+        step.status.aggregator_restarts = self._restarts_seen[uid] = max(seen, restarts)
+        if restarts > seen:
+            last = ((statuses[0].get("lastState") or {}).get("terminated") or {}).get("exitCode")
+            code = f" (exit code {last})" if last is not None else ""
+            await self.emit(
+                step.body,
+                "Warning",
+                "AggregatorRestarted",
+                f"aggregator restarted{code}: {restarts} restart(s); the round in progress is retried",
+            )
 
 
 REFUSAL_LIMIT = 400  # characters of the API server's refusal kept in status

@@ -184,7 +184,7 @@ def secret_volume(name: str, secret: str) -> Object:
     return {"name": name, "secret": {"secretName": secret, "defaultMode": 0o440}}
 
 
-RETAIN_LABEL = "fedfleet.io/retain"  # kept when the training is deleted (the lineage key)
+RETAIN_LABEL = "fedfleet.io/retain"  # kept when the training is deleted (lineage key, state volume)
 
 
 def secret(
@@ -288,7 +288,7 @@ def aggregator_service(ref: TrainingRef, spec: FederatedTrainingSpec) -> Object:
 def aggregator_pod(ref: TrainingRef, spec: FederatedTrainingSpec) -> Object:
     settings = spec.aggregator
     state_volume: Object = (
-        {"persistentVolumeClaim": {"claimName": f"{ref.name}-state"}}
+        {"persistentVolumeClaim": {"claimName": state_claim_name(ref.name)}}
         if settings.state_volume_size
         else {"emptyDir": {}}
     )
@@ -375,13 +375,22 @@ def scrape_annotations(port: int) -> dict[str, str]:
     return {"prometheus.io/scrape": "true", "prometheus.io/port": str(port), "prometheus.io/path": "/metrics"}
 
 
+def state_claim_name(training: str) -> str:
+    return f"{training}-state"
+
+
 def state_claim(ref: TrainingRef, spec: FederatedTrainingSpec) -> Object | None:
+    """Not owned by the training: every checkpoint and the lineage outlive it unless
+    `spec.retention.stateVolume: Delete` (the deletion handler reads it then)."""
     if not spec.aggregator.state_volume_size:
         return None
+    meta = aggregator_metadata(ref, state_claim_name(ref.name))
+    del meta["ownerReferences"]
+    meta["labels"][RETAIN_LABEL] = "true"
     return {
         "apiVersion": "v1",
         "kind": "PersistentVolumeClaim",
-        "metadata": aggregator_metadata(ref, f"{ref.name}-state"),
+        "metadata": meta,
         "spec": {
             "accessModes": ["ReadWriteOnce"],
             "resources": {"requests": {"storage": spec.aggregator.state_volume_size}},
@@ -502,3 +511,81 @@ def aggregator_network_policy(ref: TrainingRef, spec: FederatedTrainingSpec) -> 
             ],
         },
     }
+
+
+RELEASE_ATTEMPT = f"{GROUP}/attempt"
+REGISTRY_PATH = f"{SECRETS_DIR}/registry"  # HOME of the release pod: .docker/config.json
+
+
+def release_pod_name(training: str) -> str:
+    return f"{training}-release"
+
+
+def release_pod(ref: TrainingRef, spec: FederatedTrainingSpec, attempt: int) -> Object:
+    """Pushes the final model from the aggregator's state volume (read-only, once the aggregator
+    pod is gone) with the lineage key: `fedfleet model release`. Only this pod holds the
+    registry's credentials; its termination message carries the pushed digest."""
+    release = spec.release.oci
+    assert release is not None and spec.aggregator.state_volume_size  # checked at admission
+    settings = spec.aggregator
+    args = [
+        "model",
+        "release",
+        STATE_PATH,
+        "--to",
+        release.reference,
+        "--key",
+        f"{LINEAGE_PATH}/{LINEAGE_KEY_FILE}",
+        "--manifest",
+        MANIFEST_PATH,
+        *(["--insecure"] if release.insecure else []),
+    ]
+    mounts = [
+        {"name": "manifest", "mountPath": MANIFEST_DIR, "readOnly": True},
+        {"name": "state", "mountPath": STATE_PATH, "readOnly": True},
+        {"name": "lineage", "mountPath": LINEAGE_PATH, "readOnly": True},
+    ]
+    volumes: list[Object] = [
+        {"name": "manifest", "configMap": {"name": manifest_name(ref.name)}},
+        {
+            "name": "state",
+            "persistentVolumeClaim": {"claimName": state_claim_name(ref.name), "readOnly": True},
+        },
+        {"name": "tmp", "emptyDir": {}},
+        secret_volume("lineage", lineage_secret_name(ref.name)),
+    ]
+    if release.credentials_secret:  # the registry client reads $HOME/.docker/config.json
+        mounts.append({"name": "registry", "mountPath": REGISTRY_PATH, "readOnly": True})
+    container = _container("release", settings, args, mounts)
+    if release.credentials_secret:
+        volumes.append(
+            {
+                "name": "registry",
+                "secret": {
+                    "secretName": release.credentials_secret,
+                    "defaultMode": 0o440,
+                    "items": [{"key": ".dockerconfigjson", "path": ".docker/config.json"}],
+                },
+            }
+        )
+        container["env"] = [
+            {**var, "value": REGISTRY_PATH} if var["name"] == "HOME" else var for var in container["env"]
+        ]
+    container["terminationMessagePolicy"] = "FallbackToLogsOnError"
+    meta = aggregator_metadata(ref, release_pod_name(ref.name))
+    meta["labels"] = labels(ref.name, "release")
+    meta["annotations"] = {RELEASE_ATTEMPT: str(attempt)}
+    pod: Object = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": meta,
+        "spec": {
+            "restartPolicy": "Never",  # the operator retries, a bounded number of times
+            "securityContext": RESTRICTED_POD,
+            "nodeSelector": settings.node_selector,
+            "tolerations": settings.tolerations,
+            "containers": [container],
+            "volumes": volumes,
+        },
+    }
+    return with_template(pod, settings.pod_template)  # pull secrets, placement: as the aggregator's

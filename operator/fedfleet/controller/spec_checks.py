@@ -55,6 +55,11 @@ def resolve_sites(training: FederatedTraining, site_objects: Iterable[Object]) -
         for s in sites
         if s.spec.capacity < training.spec.clients_per_site
     ]
+    if training.spec.release.oci is not None and not training.spec.aggregator.state_volume_size:
+        errors.append(
+            "spec.release.oci: the operator releases the model from the aggregator's state volume "
+            "once the aggregator pod is gone; set spec.aggregator.stateVolumeSize"
+        )
     if errors:
         raise InvalidSpec("; ".join(errors))
     return sites

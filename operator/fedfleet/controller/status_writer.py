@@ -86,6 +86,7 @@ class StatusWriter:
         self._rounds: dict[tuple[str, str], RoundStatus] = {}  # (namespace, name) -> last written status
         self._round_bodies: dict[tuple[str, str], Object] = {}  # ... as the API server holds it
         self._round_refs: dict[tuple[str, str], Object] = {}  # what Events about the round point at
+        self._pruned: set[tuple[str, str]] = set()  # rounds deleted by spec.history: not read again
 
     async def training(self, ref: res.TrainingRef, step: Pass, resource_version: str | None = None) -> bool:
         """Patch the training's status if the pass changed anything; True when it wrote. With
@@ -105,6 +106,8 @@ class StatusWriter:
         """The round's status as last written (read once after an operator restart); None if
         the FederatedRound does not exist."""
         key = (namespace, name)
+        if key in self._pruned:
+            return None
         if key not in self._rounds:
             existing = await self.kube.get(vocab.ROUND, namespace, name)
             if existing is None:
@@ -133,9 +136,18 @@ class StatusWriter:
         self._round_bodies[key] = wanted
         return True
 
+    def round_pruned(self, namespace: str, name: str) -> None:
+        """A FederatedRound deleted by spec.history: it reads as absent without asking."""
+        key = (namespace, name)
+        self._pruned.add(key)
+        self._rounds.pop(key, None)
+        self._round_bodies.pop(key, None)
+        self._round_refs.pop(key, None)
+
     def round_replaced(self, round_obj: Object) -> None:
         """A FederatedRound this operator just created: nothing written to its status yet."""
         key = (round_obj["metadata"]["namespace"], round_obj["metadata"]["name"])
+        self._pruned.discard(key)
         self._rounds[key] = RoundStatus()
         self._round_bodies[key] = {}
         self._round_refs[key] = object_ref(round_obj)
@@ -153,6 +165,7 @@ class StatusWriter:
             del self._rounds[key]
             self._round_bodies.pop(key, None)
             self._round_refs.pop(key, None)
+        self._pruned = {k for k in self._pruned if not (k[0] == ref.namespace and k[1].startswith(prefix))}
 
 
 def object_ref(obj: Object) -> Object:
