@@ -6,6 +6,7 @@ Pending, an unset kind as train.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from fedfleet import vocabulary as vocab
@@ -50,30 +51,19 @@ def is_final(state: AnyRound) -> bool:
 
 
 def round_snapshot(state: pb.RoundState) -> RoundSnapshot:
-    return RoundSnapshot(
-        number=state.round,
-        kind=round_kind(state.kind),
-        phase=round_phase(state.phase),
-        reason=state.reason,
+    """A round in full: its summary's fields and the client lists."""
+    return dataclasses.replace(
+        summary_snapshot(state),
         participants=tuple(state.participants),
         reported=tuple(state.reported),
         dropped=tuple(state.dropped),
         clients=tuple(ClientState(c.client_id, c.state, c.reason) for c in state.clients),
-        metrics=dict(state.metrics),
-        model_digest=state.model_digest,
-        model_version=state.model_version,
-        min_clients=state.min_clients,
-        started_unix=state.started_unix,
-        finished_unix=state.finished_unix,
-        deadline_unix=state.deadline_unix,
-        bytes_received=int(state.bytes_received),
-        privacy=round_privacy(state),
         aborted=state.aborted,
     )
 
 
-def summary_snapshot(summary: pb.RoundSummary) -> RoundSnapshot:
-    """A round from its summary: everything but the client lists."""
+def summary_snapshot(summary: AnyRound) -> RoundSnapshot:
+    """A round from its summary (or the fields a full round shares with it): no client lists."""
     return RoundSnapshot(
         number=summary.round,
         kind=round_kind(summary.kind),
