@@ -68,16 +68,23 @@ def test_three_remote_sites_train_to_success_through_an_agent_kill_and_a_hub_res
     assert status["phase"] == "Succeeded", (status, federation.logs())
     assert status["completedRounds"] == 3
     assert status["controller"]["clientStarts"] == {"site-a-0": 1, "site-b-0": 1, "site-c-0": 1}
-    for site in federation.sites.values():  # one pod each, never replaced
-        pods = site.client_pods()
-        assert [p["metadata"]["annotations"]["fedfleet.io/attempt"] for p in pods] == ["1"], pods
+    for site in federation.sites.values():  # one pod each, never replaced, removed once it ended
+        wait_for(lambda s=site: not s.client_pods(), 30, f"{site.name} removes the ended training's pod")
+        pod_calls = [
+            c.verb
+            for c in site.api.calls
+            if (c.user, c.resource) == (AGENT_TOKEN, "pods") and c.verb in ("create", "delete")
+        ]
+        assert pod_calls == ["create", "delete"], (site.name, pod_calls)
+        for kind in ("Secret", "ConfigMap"):  # the client's key and manifest went with it
+            assert site.cluster.items(kind, selector="fedfleet.io/training=digits") == [], (site.name, kind)
     assert "agent.reconnecting" in federation.sites["site-a"].log.read_text()  # the hub went away
 
     # the site clusters: only their own agent (and the test's kubelet) ever called them
     for site in federation.sites.values():
         assert site.callers() == {AGENT_TOKEN}, site.callers()
         created = [c for c in site.api.calls if c.verb == "create" and c.resource == "pods"]
-        assert created and {c.user for c in created} == {AGENT_TOKEN}
+        assert {c.user for c in created} == {AGENT_TOKEN}
         client_log = site.kubelet.logs(f"digits-{site.name}-0")
         assert "transport.plaintext" not in client_log
     # no client key was made at the hub: no client Secret there, only the CA, server and lineage keys
