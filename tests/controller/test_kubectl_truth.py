@@ -54,13 +54,19 @@ def test_an_invalid_spec_shows_its_reason_in_get(fleet_factory: Any, kubeconfig:
     assert fleet.training("toomany")["status"]["message"].startswith("spec.minClients: 5 is more than")
 
 
-def test_a_site_whose_data_claim_does_not_exist_is_not_ready(fleet_factory: Any, kubeconfig: Path) -> None:
+def test_a_site_whose_data_claim_does_not_exist_is_not_ready_until_it_does(
+    fleet_factory: Any, kubeconfig: Path
+) -> None:
     if real_lane_of(kubeconfig) is not None:
         pytest.skip("sites there are Helm releases in their own namespaces; the claim logic is the same")
-    fleet = fleet_factory()
-    claim = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "scans"}}
-    claim["spec"] = {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}
-    fleet.cluster.core.create_namespaced_persistent_volume_claim("default", claim)
+    fleet = fleet_factory(operator_env={"FEDFLEET_SITE_CHECK_SECONDS": "1"})
+
+    def claim(name: str) -> dict[str, Any]:
+        made = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": name}}
+        made["spec"] = {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}
+        return made
+
+    fleet.cluster.core.create_namespaced_persistent_volume_claim("default", claim("scans"))
     install_sites(kubeconfig, ["site-claimed"], dataVolumeClaim="scans")
     install_sites(kubeconfig, ["site-unclaimed"], dataVolumeClaim="missing-scans")
 
@@ -69,10 +75,18 @@ def test_a_site_whose_data_claim_does_not_exist_is_not_ready(fleet_factory: Any,
         return (found.get("status") or {}).get("ready")
 
     wait_for(lambda: ready("site-claimed") is True and ready("site-unclaimed") is False, 60, "site status")
-    status = fleet.cluster.get("FederationSite", "default", "site-unclaimed")["status"]  # type: ignore[index]
-    assert status["message"].startswith("data claim missing-scans does not exist in namespace default")
+    site: dict[str, Any] = fleet.cluster.get("FederationSite", "default", "site-unclaimed") or {}
+    assert site["status"]["message"].startswith(
+        "data claim missing-scans does not exist in namespace default"
+    )
+    # no finalizer on a site: one uninstalled while the operator is down still goes away
+    assert not site["metadata"].get("finalizers"), site["metadata"]
     rows = {r["NAME"]: r for r in kubectl_get(kubeconfig, "federationsites")}
     assert rows["site-unclaimed"]["READY"] == "false" and rows["site-claimed"]["READY"] == "true"
+
+    # the claim made afterwards changes nothing on the site; the operator's re-check sees it
+    fleet.cluster.core.create_namespaced_persistent_volume_claim("default", claim("missing-scans"))
+    wait_for(lambda: ready("site-unclaimed") is True, 30, "site ready once its claim exists")
 
 
 @needs_test_kubelet

@@ -35,21 +35,24 @@ class Fleet:
     """A cluster under test: API, kubelet and operator process. On a real cluster
     (FEDFLEET_TEST_KUBECONFIG) its kubelets run the pods and the Helm-installed operator acts."""
 
-    def __init__(self, kubeconfig: Path, root: Path, **kubelet_options: Any) -> None:
+    def __init__(
+        self, kubeconfig: Path, root: Path, operator_env: dict[str, str] | None = None, **kubelet_options: Any
+    ) -> None:
         self.root = root
+        self.operator_env = operator_env or {}
         self.cluster = Cluster(kubeconfig)
         self.operator_log = root / "operator.log"
         self.kubelet: Kubelet | None = None
         self.operator: subprocess.Popen[bytes] | None = None
         if not REAL_CLUSTER:
             self.kubelet = start_kubelet(kubeconfig, root / "kubelet", **kubelet_options)
-            self.operator = start_operator(kubeconfig, self.operator_log)
+            self.operator = start_operator(kubeconfig, self.operator_log, **self.operator_env)
 
     def restart_operator(self) -> None:
         assert self.operator is not None
         self.operator.send_signal(signal.SIGKILL)
         self.operator.wait()
-        self.operator = start_operator(self.cluster.kubeconfig, self.operator_log)
+        self.operator = start_operator(self.cluster.kubeconfig, self.operator_log, **self.operator_env)
 
     def training(self, name: str) -> dict[str, Any]:
         found = self.cluster.get("FederatedTraining", "default", name)

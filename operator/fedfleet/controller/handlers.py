@@ -20,7 +20,7 @@ from fedfleet.controller.observed import SITES_KEY, IndexedObserved, Object, pod
 from fedfleet.controller.reconciler import TrainingReconciler
 from fedfleet.controller.resources import RETAIN_LABEL
 from fedfleet.controller.settings import OperatorSettings
-from fedfleet.controller.site_status import SITE_CHECK_SECONDS, site_readiness
+from fedfleet.controller.site_status import recheck_sites, site_readiness
 from fedfleet.controller.spec_checks import InvalidSpec, parse, resolve_sites
 from fedfleet.logs import get_logger
 from fedfleet.sites.fleet import RemoteSites
@@ -36,7 +36,7 @@ def _post_event(obj: dict[str, Any], type_: str, reason: str, message: str) -> N
 
 
 @kopf.on.startup()
-async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
+async def startup(settings: kopf.OperatorSettings, memo: Any, **kwargs: Any) -> None:
     settings.persistence.finalizer = vocab.FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
@@ -63,10 +63,13 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
         wake=lambda training: _wake(memo, training),
         remote=memo.remote if memo.gateway else None,
     )
+    sites = IndexedObserved({}, kwargs["federation_sites"]).sites  # kopf's live index, filled later
+    memo.site_checks = asyncio.create_task(recheck_sites(memo.kube, sites, memo.settings.site_check_seconds))
 
 
 @kopf.on.cleanup()
 async def shutdown(memo: Any, **_: Any) -> None:
+    memo.site_checks.cancel()
     await memo.reconciler.close()
     if memo.gateway_server is not None:
         await memo.gateway_server.stop(2)
@@ -183,12 +186,12 @@ async def cleanup(
 @kopf.on.resume(GROUP, VERSION, "federationsites")
 @kopf.on.create(GROUP, VERSION, "federationsites")
 @kopf.on.update(GROUP, VERSION, "federationsites")
-@kopf.timer(GROUP, VERSION, "federationsites", interval=SITE_CHECK_SECONDS, initial_delay=SITE_CHECK_SECONDS)
 async def site_status(
     spec: kopf.Spec, status: kopf.Status, namespace: str | None, patch: kopf.Patch, memo: Any, **_: Any
 ) -> None:
-    """READY only when the site's namespace and data claim exist; re-checked every minute, since
-    a claim made after the site changes nothing on the site itself. Written only when it changed.
+    """READY only when the site's namespace and data claim exist (re-checked by `recheck_sites`,
+    since a claim made after the site changes nothing on the site itself). Written only when it
+    changed.
     A remote site (its own cluster): the site gateway writes connected, clients, heartbeat."""
     if spec.get("remote"):
         wanted: dict[str, Any] = {

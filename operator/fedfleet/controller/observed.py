@@ -63,6 +63,7 @@ def site_summary(body: Mapping[str, Any]) -> Object:
             "labels": dict(meta.get("labels") or {}),
         },
         "spec": dict(body.get("spec") or {}),
+        "status": dict(body.get("status") or {}),
     }
 
 

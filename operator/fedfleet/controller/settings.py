@@ -26,6 +26,8 @@ class OperatorSettings:
     round_watch_interval_seconds: float = 15.0
     # how long a complete certificate check is trusted before the Secrets are listed again
     certificate_check_seconds: float = 60.0
+    # how often in-cluster sites are re-checked for their namespace and data claim
+    site_check_seconds: float = 60.0
     # the site gateway remote sites dial (0: none); its names, and where its CA Secret lives
     site_gateway_port: int = 0
     site_gateway_enrol_port: int = 0  # 0: the gateway's port + 1
@@ -46,6 +48,7 @@ class OperatorSettings:
             certificate_check_seconds=_seconds(
                 env, "FEDFLEET_CERTIFICATE_CHECK_SECONDS", defaults.certificate_check_seconds
             ),
+            site_check_seconds=_seconds(env, "FEDFLEET_SITE_CHECK_SECONDS", defaults.site_check_seconds),
             site_gateway_port=_port(env, "FEDFLEET_SITE_GATEWAY_PORT"),
             site_gateway_enrol_port=_port(env, "FEDFLEET_SITE_GATEWAY_ENROL_PORT"),
             site_gateway_names=tuple(

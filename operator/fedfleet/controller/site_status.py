@@ -4,12 +4,17 @@ the reason, before any training waits on pods stuck in ContainerCreating."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable, Iterable
 from typing import Any
 
+from kubernetes.client.exceptions import ApiException
+
 from fedfleet.controller.kube import Kube
+from fedfleet.logs import get_logger
 
 Object = dict[str, Any]
-SITE_CHECK_SECONDS = 60.0
+log = get_logger(component="operator")
 
 
 async def site_readiness(kube: Kube, spec: Object, namespace: str) -> Object:
@@ -24,3 +29,29 @@ async def site_readiness(kube: Kube, spec: Object, namespace: str) -> Object:
     ) is None:
         problem = f"data claim {claim} does not exist in namespace {target}: client pods could not start"
     return {"ready": not problem, "gpus": gpus, "message": problem}
+
+
+async def recheck_sites(kube: Kube, sites: Callable[[], Iterable[Object]], interval: float) -> None:
+    """Re-check every in-cluster site each `interval` seconds: a claim made or lost after the site
+    changes nothing on the site itself. A loop of the operator's, not a kopf timer, because a timer
+    puts kopf's finalizer on every site, and a site uninstalled while the hub operator is down
+    would then never go away."""
+    while True:
+        await asyncio.sleep(interval)
+        for site in list(sites()):
+            spec, name, namespace = (
+                site.get("spec") or {},
+                str(site["metadata"]["name"]),
+                str(site["metadata"]["namespace"]),
+            )
+            if spec.get("remote"):
+                continue  # its own cluster: the site gateway writes its status
+            try:
+                wanted = await site_readiness(kube, spec, namespace)
+                if any((site.get("status") or {}).get(k) != v for k, v in wanted.items()):
+                    await kube.patch_status("FederationSite", namespace, name, wanted)
+            except ApiException as err:  # gone meanwhile, or not allowed: the next pass tries again
+                if err.status != 404:
+                    log.warning(
+                        "site.check_failed", site=name, status=err.status, reason=str(err.reason)[:200]
+                    )
