@@ -23,7 +23,7 @@ from fedfleet.controller import core, metrics
 from fedfleet.controller import resources as res
 from fedfleet.controller.kube import Kube
 from fedfleet.controller.settings import OperatorSettings
-from fedfleet.controller.status_writer import EmitEvent, Pass
+from fedfleet.controller.status_writer import EmitEvent, Pass, as_async
 from fedfleet.logs import get_logger
 from fedfleet.provenance.policy import REFUSED_EXIT_CODE
 from fedfleet.rounds.ports import FleetState
@@ -69,16 +69,11 @@ class KubePods:
 class ClientPods:
     def __init__(self, pods: PodWriter, emit: EmitEvent, settings: OperatorSettings) -> None:
         self.writer = pods
-        self._emit = emit
+        self.emit = as_async(emit)
         self.settings = settings
         self._created: dict[tuple[str, str, str], float] = {}  # (training uid, namespace, name) -> when
         self._deleted: dict[tuple[str, str, str], float] = {}
         self._parked: dict[str, set[str]] = {}  # training uid -> clients a suspend removed
-
-    async def emit(self, obj: Object, type_: str, reason: str, message: str) -> None:
-        result = self._emit(obj, type_, reason, message)
-        if result is not None:
-            await result
 
     async def ensure(
         self,

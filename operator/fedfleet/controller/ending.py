@@ -19,7 +19,7 @@ from fedfleet.api.training import FederatedTraining
 from fedfleet.controller import resources as res
 from fedfleet.controller.client_pods import termination_message
 from fedfleet.controller.kube import Kube
-from fedfleet.controller.status_writer import EmitEvent, Pass
+from fedfleet.controller.status_writer import EmitEvent, Pass, as_async
 from fedfleet.logs import get_logger
 from fedfleet.release.oci import repository
 
@@ -39,13 +39,8 @@ def _named(pods: list[Object], namespace: str, name: str) -> Object | None:
 class Ending:
     def __init__(self, kube: Kube, emit: EmitEvent) -> None:
         self.kube = kube
-        self._emit = emit
+        self.emit = as_async(emit)
         self._asked: set[tuple[str, str]] = set()  # (training uid, pod name) deleted or created, not yet seen
-
-    async def emit(self, obj: Object, type_: str, reason: str, message: str) -> None:
-        result = self._emit(obj, type_, reason, message)
-        if result is not None:
-            await result
 
     def forget(self, uid: str) -> None:
         self._asked = {a for a in self._asked if a[0] != uid}

@@ -31,7 +31,7 @@ from fedfleet.controller.rounds import Rounds
 from fedfleet.controller.settings import OperatorSettings
 from fedfleet.controller.spec_checks import InvalidSpec, parse, resolve_sites
 from fedfleet.controller.status import now_rfc3339, set_condition
-from fedfleet.controller.status_writer import EmitEvent, Pass, StatusWriter
+from fedfleet.controller.status_writer import EmitEvent, Pass, StatusWriter, as_async
 from fedfleet.controller.task_check import task_config_error
 from fedfleet.logs import get_logger
 from fedfleet.sites.fleet import RemoteSites, SitePods
@@ -54,7 +54,7 @@ class TrainingReconciler:
         self.kube = kube
         self.remote = remote  # sites in their own clusters, reached through the site gateway
         self.settings = settings or OperatorSettings()
-        self._emit = emit
+        self.emit = as_async(emit)
         self.certificates = Certificates(kube, self.settings.certificate_check_seconds)
         self.link = AggregatorLink(self.certificates)
         self.writer = StatusWriter(kube)
@@ -70,11 +70,6 @@ class TrainingReconciler:
         self._restarts_seen: dict[str, int] = {}  # uid -> aggregator restarts already warned about
         self.ending = Ending(kube, emit)
         self.history = History(kube, self.writer)
-
-    async def emit(self, obj: Object, type_: str, reason: str, message: str) -> None:
-        result = self._emit(obj, type_, reason, message)
-        if result is not None:
-            await result
 
     def address(self, ref: res.TrainingRef, port: int) -> str:
         return self.settings.address(res.aggregator_name(ref.name), ref.namespace, port)

@@ -23,7 +23,7 @@ from fedfleet.controller import resources as res
 from fedfleet.controller.kube import Kube
 from fedfleet.controller.round_events import RoundEvents
 from fedfleet.controller.status import round_status, set_condition
-from fedfleet.controller.status_writer import EmitEvent, Pass, StatusWriter
+from fedfleet.controller.status_writer import EmitEvent, Pass, StatusWriter, as_async
 from fedfleet.logs import get_logger
 from fedfleet.rounds.driver import Bookkeeping, RoundDriver, Unreachable
 from fedfleet.rounds.ports import AggregatorView, FleetState, RoundSnapshot, WatchableAggregator
@@ -58,16 +58,11 @@ class KubeRecorder:
     ) -> None:
         self.kube = kube
         self.writer = writer
-        self._emit = emit
+        self.emit = as_async(emit)
         self.ref = ref
         self.spec = spec
         self.step = step
         self.announced = announced  # training uid -> the last suspension change announced
-
-    async def emit(self, obj: Object, type_: str, reason: str, message: str) -> None:
-        result = self._emit(obj, type_, reason, message)
-        if result is not None:
-            await result
 
     def _name(self, number: int, kind: str) -> str:
         return res.round_name(self.ref.name, number, kind)
@@ -256,7 +251,7 @@ class Rounds:
     ) -> None:
         self.kube = kube
         self.writer = writer
-        self._emit = emit
+        self.emit = as_async(emit)
         self._wake = wake  # training name -> wake its daemon; None: passes poll
         self.events = RoundEvents()
         self._quiet: set[str] = set()  # training uids whose running round is followed, nothing pending
@@ -282,7 +277,7 @@ class Rounds:
         """One driver step; the bookkeeping goes back into status.controller. True when the
         training is suspended with no round in flight (its client pods may go)."""
         spec = training.spec
-        recorder = KubeRecorder(self.kube, self.writer, self._emit, ref, spec, step, self._announced)
+        recorder = KubeRecorder(self.kube, self.writer, self.emit, ref, spec, step, self._announced)
         driver = RoundDriver(spec, aggregator, KnownFleet(fleet), recorder)
         book = Bookkeeping.of(step.status.controller)
         self._quiet.discard(ref.uid)

@@ -26,9 +26,22 @@ from fedfleet.logs import get_logger
 
 Object = dict[str, Any]
 EmitEvent = Callable[[Object, str, str, str], Awaitable[None] | None]
+AsyncEmit = Callable[[Object, str, str, str], Awaitable[None]]
 SENT_TRUSTED_SECONDS = 30.0  # how long our own last patch stands in for a lagging body
 log = get_logger(component="operator")
 TRAINING_FIELDS = frozenset(f.alias or name for name, f in TrainingStatus.model_fields.items())
+
+
+def as_async(emit: EmitEvent) -> AsyncEmit:
+    """One way to post an event through either kind of sink: kopf's is synchronous, a test's may
+    be a coroutine function."""
+
+    async def emitted(obj: Object, type_: str, reason: str, message: str) -> None:
+        result = emit(obj, type_, reason, message)
+        if result is not None:
+            await result
+
+    return emitted
 
 
 @dataclass
