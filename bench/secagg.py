@@ -20,13 +20,16 @@ one client's mask expansion and the server's unmasking (`round_limits`). It also
 peak RSS of the aggregator and of the largest client (the sending side) over the model's bytes.
 
 With --baseline REV it measures the same cases with this tree and with REV (checked out in a
-temporary `git worktree`), alternating, in subprocesses of one run, at the former default
+temporary `git worktree`), in subprocesses of one run, at the former default
 k = ceil(2 log2 N) so both draw the same graph size: the cost of what changed between them
 (for the authenticated SecAgg+: signatures, certificate checks and the consistency round).
+Each case runs --passes times, REV and this tree alternating (and which goes first
+alternating too), so a burst of load from elsewhere hits both; it reports the medians over
+passes, each pass's own overhead (the spread shows the noise) and the load average.
 
     python bench/secagg.py [--quick] [--neighbours K] [--repeats R] [--json PATH] [--grpc]
     python bench/secagg.py --grpc-only 10x1e7 [--grpc-rounds R]
-    python bench/secagg.py --baseline REV [--cases 10x1000000,100x100000] [--repeats R]
+    python bench/secagg.py --baseline REV [--cases 10x1000000,100x100000] [--repeats R] [--passes P]
 """
 
 from __future__ import annotations
@@ -508,6 +511,9 @@ def main() -> None:
     parser.add_argument("--grpc", action="store_true", help="also time whole rounds between processes")
     parser.add_argument("--baseline", help="a git revision to compare this tree against (see above)")
     parser.add_argument("--cases", help="with --baseline: NxM,NxM (default 10x1000000,100x100000)")
+    parser.add_argument(
+        "--passes", type=int, default=3, help="with --baseline: alternating passes per case (medians)"
+    )
     parser.add_argument("--grpc-only", help="only whole rounds over gRPC, for these NxM,NxM cases")
     parser.add_argument(
         "--grpc-rounds", type=int, default=3, help="rounds per gRPC run (the first is not timed)"
@@ -524,7 +530,7 @@ def main() -> None:
         cases = COMPARE_CASES
         if args.cases:
             cases = [(int(n), int(m)) for n, m in (c.split("x") for c in args.cases.split(","))]
-        compared = compare(args.baseline, cases, args.repeats)
+        compared = compare(args.baseline, cases, args.repeats, args.passes)
         print(json.dumps([rounded(r) for r in compared], indent=2))
         if args.json:
             args.json.write_text(json.dumps([rounded(r) for r in compared], indent=2) + "\n")
@@ -571,8 +577,9 @@ def measure_tree(bench_dir: Path, n: int, m: int, k: int, repeats: int) -> dict[
     return result
 
 
-def compare(baseline: str, cases: list[tuple[int, int]], repeats: int) -> list[dict[str, Any]]:
-    """This tree against `baseline`, case by case, alternating; medians of `repeats` rounds each."""
+def compare(baseline: str, cases: list[tuple[int, int]], repeats: int, passes: int) -> list[dict[str, Any]]:
+    """This tree against `baseline`, case by case: `passes` alternating pairs of subprocesses,
+    each the median of `repeats` rounds; medians over the passes."""
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         tree = Path(tmp) / "baseline"
@@ -584,22 +591,36 @@ def compare(baseline: str, cases: list[tuple[int, int]], repeats: int) -> list[d
         try:
             for n, m in cases:
                 k = math.ceil(2 * math.log2(n))
-                before = measure_tree(tree / "bench", n, m, k, repeats)
-                after = measure_tree(REPO / "bench", n, m, k, repeats)
+                load = os.getloadavg()[0]
+                befores: list[dict[str, Any]] = []
+                afters: list[dict[str, Any]] = []
+                for done in range(passes):
+                    pair = [(tree, befores), (REPO, afters)]
+                    for root, runs in pair if done % 2 == 0 else pair[::-1]:
+                        runs.append(measure_tree(root / "bench", n, m, k, repeats))
+
+                def med(runs: list[dict[str, Any]], key: str) -> float:
+                    return statistics.median(r[key] for r in runs)
+
                 results.append(
                     {
                         "clients": n,
                         "parameters": m,
-                        "neighbours": after["neighbours"],
-                        "threshold_before": before["threshold"],
-                        "threshold_after": after["threshold"],
-                        "client_s_before": before["client_s"],
-                        "client_s_after": after["client_s"],
-                        "server_s_before": before["server_s"],
-                        "server_s_after": after["server_s"],
-                        "round_s_before": before["round_s"],
-                        "round_s_after": after["round_s"],
-                        "round_overhead": after["round_s"] / before["round_s"] - 1,
+                        "neighbours": afters[0]["neighbours"],
+                        "threshold_before": befores[0]["threshold"],
+                        "threshold_after": afters[0]["threshold"],
+                        "passes": passes,
+                        "load_average": load,
+                        "client_s_before": med(befores, "client_s"),
+                        "client_s_after": med(afters, "client_s"),
+                        "server_s_before": med(befores, "server_s"),
+                        "server_s_after": med(afters, "server_s"),
+                        "round_s_before": med(befores, "round_s"),
+                        "round_s_after": med(afters, "round_s"),
+                        "round_overhead": med(afters, "round_s") / med(befores, "round_s") - 1,
+                        "pass_overheads": [
+                            a["round_s"] / b["round_s"] - 1 for b, a in zip(befores, afters, strict=True)
+                        ],
                     }
                 )
         finally:
@@ -614,9 +635,9 @@ def compare(baseline: str, cases: list[tuple[int, int]], repeats: int) -> list[d
 def compare_table(results: list[dict[str, Any]], baseline: str) -> str:
     head = (
         f"{'N':>4} {'M':>9} {'k':>3} {'t':>5} | {'client ms':>17} | {'server ms':>17} |"
-        f" {'round s':>15} | {'overhead':>8}"
+        f" {'round s':>15} | {'overhead':>8} | {'per pass':>22} | {'load':>5}"
     )
-    lines = [f"before = {baseline}, after = this tree (medians; same run, alternating)", head]
+    lines = [f"before = {baseline}, after = this tree (medians over alternating passes; one run)", head]
     lines.append("-" * len(head))
     for r in results:
         lines.append(
@@ -624,13 +645,19 @@ def compare_table(results: list[dict[str, Any]], baseline: str) -> str:
             f" {r['threshold_before']:>2}/{r['threshold_after']:<2} |"
             f" {r['client_s_before'] * 1e3:>8.2f} {r['client_s_after'] * 1e3:>8.2f} |"
             f" {r['server_s_before'] * 1e3:>8.2f} {r['server_s_after'] * 1e3:>8.2f} |"
-            f" {r['round_s_before']:>7.3f} {r['round_s_after']:>7.3f} | {r['round_overhead']:>+7.1%}"
+            f" {r['round_s_before']:>7.3f} {r['round_s_after']:>7.3f} | {r['round_overhead']:>+7.1%} |"
+            f" {' '.join(f'{o:+.0%}' for o in r['pass_overheads']):>22} | {r['load_average']:>5.1f}"
         )
     return "\n".join(lines)
 
 
 def rounded(result: dict[str, Any]) -> dict[str, Any]:
-    return {k: float(f"{v:.4g}") if isinstance(v, float) else v for k, v in result.items()}
+    def one(value: Any) -> Any:
+        if isinstance(value, list):
+            return [one(v) for v in value]
+        return float(f"{value:.4g}") if isinstance(value, float) else value
+
+    return {k: one(v) for k, v in result.items()}
 
 
 if __name__ == "__main__":

@@ -187,6 +187,27 @@ def test_inconsistent_dropout_sets_make_clients_refuse_to_reveal() -> None:
         victim.reveal(forged.to_bytes())
 
 
+def test_a_clients_own_endorsements_reflected_back_count_for_nothing() -> None:
+    """The same split view, but the aggregator answers each client with the tags it sent
+    itself, relabelled as coming from the neighbours they were addressed to: a pair's tag
+    depends on its direction, so none is valid and nobody reveals."""
+    fleet = make_fleet(8, 200, neighbours=7)
+    authenticate(fleet)
+    keys_and_shares(fleet)
+    for c in fleet.ids:
+        upload(fleet, c)
+    fleet.server.close_inputs()
+    everyone = tuple(fleet.ids)
+    without = tuple(c for c in everyone if c != "c00")
+    for c in fleet.ids:
+        shown = everyone if c in ("c00", "c01", "c02", "c03") else without
+        sent = fleet.clients[c].endorse(SurvivorSet(Binding("t", 1, c), shown).to_bytes())
+        reflected = EndorsementInbox(Binding("t", 1, c), Endorsements.from_bytes(sent).shares)
+        with pytest.raises(InconsistentView, match="0 neighbours vouch"):
+            fleet.clients[c].reveal(reflected.to_bytes())
+        assert fleet.clients[c].stage == "aborted"
+
+
 def test_a_survivor_set_that_cannot_be_true_is_refused() -> None:
     fleet = make_fleet(6, 100, neighbours=5)
     authenticate(fleet)

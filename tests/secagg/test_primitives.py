@@ -8,9 +8,18 @@ import random
 
 import numpy as np
 import pytest
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from fedfleet.secagg import MalformedMessage, OversizedMessage, ProtocolError, SecAggParams, shamir
-from fedfleet.secagg.crypto import SEALED_SHARE_BYTES, KeyPair, pair_info
+from fedfleet.secagg.crypto import (
+    LOW_ORDER_U,
+    SEALED_SHARE_BYTES,
+    X25519_PRIME,
+    KeyPair,
+    check_public_key,
+    endorsements,
+    pair_info,
+)
 from fedfleet.secagg.graph import neighbour_graph, usable_degree
 from fedfleet.secagg.masks import Keystream, MaskExpander, Scratch
 from fedfleet.secagg.messages import (
@@ -26,6 +35,8 @@ from fedfleet.secagg.messages import (
     ShareKind,
     SurvivorSet,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 
 def test_shamir_any_t_shares_recover_and_fewer_do_not() -> None:
@@ -84,6 +95,54 @@ def test_pair_keys_agree_and_are_bound_to_round_and_pair() -> None:
     assert int.from_bytes(a.private_bytes(), "big") < shamir.PRIME  # shareable as it is
     with pytest.raises(ProtocolError, match="unusable"):
         a.agree(bytes(32), info)  # a low-order point
+
+
+def _x25519_refuses(raw: bytes) -> bool:
+    """The reference: X25519 itself gives the all-zero secret (refused by `exchange`)."""
+    try:
+        X25519PrivateKey.generate().exchange(X25519PublicKey.from_public_bytes(raw))
+    except ValueError:
+        return True
+    return False
+
+
+def _refused(raw: bytes) -> bool:
+    try:
+        check_public_key(raw)
+    except ProtocolError:
+        return True
+    return False
+
+
+def test_every_encoding_of_a_low_order_point_is_refused_as_x25519_would() -> None:
+    """Each low-order u, canonical, with the top bit (ignored by X25519) set, and plus p where
+    that still fits in 255 bits (non-canonical): all refused, as X25519 itself would."""
+    encodings = [
+        v.to_bytes(32, "little")
+        for u in LOW_ORDER_U
+        for v in (u, u | 1 << 255, u + X25519_PRIME, (u + X25519_PRIME) | 1 << 255)
+        if v < 1 << 256 and (v & ((1 << 255) - 1)) % X25519_PRIME == u
+    ]
+    assert len(encodings) == 2 * len(LOW_ORDER_U) + 4  # 0 + p and 1 + p fit below 2^255
+    for raw in encodings:
+        assert _refused(raw) and _x25519_refuses(raw), raw.hex()
+    assert _refused(bytes(31)) and _refused(bytes(33))
+    assert not _refused(KeyPair.generate().public)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(min_size=32, max_size=32))
+def test_the_low_order_check_agrees_with_x25519(raw: bytes) -> None:
+    assert _refused(raw) == _x25519_refuses(raw)
+
+
+def test_endorsement_tags_differ_by_direction_and_agree_between_the_pair() -> None:
+    key, digest = bytes(range(32)), bytes(32)
+    a_to_b, b_to_a = endorsements(key, "a", "b", digest)
+    assert endorsements(key, "b", "a", digest) == (b_to_a, a_to_b)  # what b computes
+    assert a_to_b != b_to_a and len(a_to_b) == len(b_to_a) == 32
+    assert endorsements(key, "a", "b", bytes(31) + b"\x01") != (a_to_b, b_to_a)
+    assert endorsements(bytes(32), "a", "b", digest) != (a_to_b, b_to_a)
 
 
 def messages() -> list[object]:

@@ -11,7 +11,9 @@ to this training, round and client. Nothing the aggregator relays is taken on it
   neighbour's is checked (`Verifier`: signature, chain to the training's CA, the certificate
   names that neighbour) before anything is sealed to it or masked with it;
 - after its upload, the client MACs the survivor set it is shown for each surviving neighbour,
-  under the pair's key, and reveals only once t neighbours have vouched for the same set;
+  under the pair's key and in that direction (a tag from u to v is not one from v to u, so the
+  aggregator cannot reflect a client's own tags back to it), and reveals only once t
+  neighbours have vouched for the same set;
 - which share of a neighbour it reveals follows from that one set (b if the neighbour
   survived, s_sk if not), and it reveals once per round: never both for one owner, which
   would let the aggregator unmask that neighbour's input.
@@ -29,13 +31,15 @@ import numpy as np
 from fedfleet.secagg import shamir
 from fedfleet.secagg.authentication import LongTermKey, Signer, Verifier, long_term_statement
 from fedfleet.secagg.crypto import (
+    CHANNEL_BYTES,
+    KEY_BYTES,
     SHARE_PLAINTEXT_BYTES,
     KeyPair,
-    endorsement,
+    endorsements,
     pack_strings,
     pair_info,
     seal,
-    survivors_statement,
+    survivors_digest,
     unseal,
 )
 from fedfleet.secagg.errors import (
@@ -136,7 +140,8 @@ class SecAggClient:
         self.index = 0
         self.neighbours: dict[str, Neighbour] = {}
         self.held: dict[str, bytes] = {}  # owner -> our share of b_owner || our share of s_sk_owner
-        self._channel: dict[str, bytes] = {}  # neighbour -> AES-GCM key of the pair
+        self._channel: dict[str, bytes] = {}  # neighbour -> AES-GCM key, then MAC key of the pair
+        self._vouchers: dict[str, bytes] = {}  # neighbour -> the tag it sends if it saw our set
         self._streams: list[tuple[Keystream, bool]] = []
         self._block = block_words
         self._encoder: Encoder | None = None
@@ -204,7 +209,7 @@ class SecAggClient:
                 self.verifier.verify(c, p.credential, p.signature, statement)
                 pair = self.long_term.pair_key(c, p.long_term)
                 info = pair_info("shares", self.context, self.client, c)
-                channels[c] = self.c_keys.agree(p.c_pk, info, salt=pair)
+                channels[c] = self.c_keys.agree(p.c_pk, info, salt=pair, length=CHANNEL_BYTES)
             except (AuthenticationFailed, MalformedMessage) as err:
                 raise self._fail(
                     AuthenticationFailed(f"neighbour keys refused, leaving the round: {err}")
@@ -217,7 +222,7 @@ class SecAggClient:
             (
                 c,
                 seal(
-                    channels[c],
+                    channels[c][:KEY_BYTES],
                     b_shares[p.share_x] + sk_shares[p.share_x],
                     share_aad(self.context, self.client, c, pair_keys(mine, (p.c_pk, p.s_pk))),
                 ),
@@ -244,7 +249,7 @@ class SecAggClient:
             keys = pair_keys((theirs.c_pk, theirs.s_pk), (self.c_keys.public, self.s_keys.public))
             aad = share_aad(self.context, sender, self.client, keys)
             try:
-                plain = unseal(self._channel[sender], blob, aad)
+                plain = unseal(self._channel[sender][:KEY_BYTES], blob, aad)
             except AuthenticationFailed:
                 raise AuthenticationFailed(
                     f"the shares of {sender!r} fail authentication: tampered, misaddressed, or sealed "
@@ -391,11 +396,15 @@ class SecAggClient:
                     f"{self.params.threshold}"
                 )
             )
-        statement = survivors_statement(self.context, survivors)
-        tags = tuple((c, endorsement(self._channel[c], statement)) for c in surviving)
+        digest = survivors_digest(self.context, survivors)
+        tags = []
+        for c in surviving:
+            mine, theirs = endorsements(self._channel[c][KEY_BYTES:], self.client, c, digest)
+            tags.append((c, mine))
+            self._vouchers[c] = theirs
         self.survivors = survivors
         self.stage = "endorsed"
-        return Endorsements(self.binding, tags).to_bytes()
+        return Endorsements(self.binding, tuple(tags)).to_bytes()
 
     # -- stage 6 -----------------------------------------------------------------------------
     def reveal(self, payload: bytes) -> bytes:
@@ -410,13 +419,10 @@ class SecAggClient:
         senders = [sender for sender, _ in message.shares]
         if len(set(senders)) != len(senders):
             raise MalformedMessage("two endorsements from one neighbour")
-        statement = survivors_statement(self.context, self.survivors)
         valid = sum(
             1
             for sender, tag in message.shares
-            if sender in self.held
-            and sender in self.survivors
-            and hmac.compare_digest(tag, endorsement(self._channel[sender], statement))
+            if sender in self._vouchers and hmac.compare_digest(tag, self._vouchers[sender])
         )
         if valid < self.params.threshold:
             raise self._fail(

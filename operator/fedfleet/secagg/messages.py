@@ -75,6 +75,13 @@ class _Writer:
         self.parts = [MAGIC, bytes((VERSION, kind)), _id_field(binding.training), _U64.pack(binding.round)]
         self.parts.append(_id_field(binding.client))
 
+    @classmethod
+    def bare(cls) -> _Writer:
+        """A writer of a message's part, without the header."""
+        writer = cls.__new__(cls)
+        writer.parts = []
+        return writer
+
     def text(self, value: str) -> None:
         self.parts.append(_id_field(value))
 
@@ -252,6 +259,19 @@ class Neighbour(NamedTuple):
     signature: bytes = b""  # the neighbour's identity signature on its long-term key
 
 
+def encode_neighbour(peer: Neighbour) -> bytes:
+    """One neighbour's entry of a `NeighbourKeys` message."""
+    w = _Writer.bare()
+    w.text(peer.client)
+    w.u32(peer.share_x)
+    w.raw(peer.c_pk, KEY_BYTES)
+    w.raw(peer.s_pk, KEY_BYTES)
+    w.raw(peer.long_term, KEY_BYTES)
+    w.blob(peer.credential)
+    w.blob(peer.signature)
+    return w.done()
+
+
 @dataclass(frozen=True)
 class NeighbourKeys:
     """Stage 2, aggregator -> client: the recipient's own index and its neighbours' signed keys."""
@@ -262,17 +282,16 @@ class NeighbourKeys:
     KIND: ClassVar[Kind] = Kind.NEIGHBOURS
 
     def to_bytes(self) -> bytes:
-        w = _Writer(self.KIND, self.binding)
-        w.u32(self.index)
-        w.u32(len(self.neighbours))
-        for peer in self.neighbours:
-            w.text(peer.client)
-            w.u32(peer.share_x)
-            w.raw(peer.c_pk, KEY_BYTES)
-            w.raw(peer.s_pk, KEY_BYTES)
-            w.raw(peer.long_term, KEY_BYTES)
-            w.blob(peer.credential)
-            w.blob(peer.signature)
+        return self.encode(self.binding, self.index, [encode_neighbour(p) for p in self.neighbours])
+
+    @classmethod
+    def encode(cls, binding: Binding, index: int, entries: list[bytes]) -> bytes:
+        """The message from entries written by `encode_neighbour` (the aggregator writes each
+        client's entry once per round and sends it to all k of its neighbours)."""
+        w = _Writer(cls.KIND, binding)
+        w.u32(index)
+        w.u32(len(entries))
+        w.parts += entries
         return w.done()
 
     @classmethod
@@ -352,8 +371,7 @@ class SurvivorSet:
     def to_bytes(self) -> bytes:
         w = _Writer(self.KIND, self.binding)
         w.u32(len(self.survivors))
-        for client in self.survivors:
-            w.text(client)
+        w.parts += map(_id_field, self.survivors)
         return w.done()
 
     @classmethod

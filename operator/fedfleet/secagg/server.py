@@ -51,6 +51,7 @@ from fedfleet.secagg.messages import (
     ShareInbox,
     ShareKind,
     SurvivorSet,
+    encode_neighbour,
 )
 from fedfleet.secagg.params import SecAggParams
 from fedfleet.secagg.quantize import Decoder
@@ -88,6 +89,7 @@ class SecAggServer:
         self._public_keys: set[bytes] = set()
         self.graph: dict[str, list[str]] = {}
         self._peers: dict[str, frozenset[str]] = {}
+        self._entries: dict[str, bytes] = {}  # client -> its entry in its neighbours' key lists
         self.sealed: dict[str, dict[str, bytes]] = {}  # sender -> receiver -> sealed shares
         self.u2: set[str] = set()
         self.u3: set[str] = set()
@@ -176,6 +178,12 @@ class SecAggServer:
             )
         self.graph = neighbour_graph(u1, k, self.graph_seed)
         self._peers = {c: frozenset(peers) for c, peers in self.graph.items()}
+        self._entries = {
+            c: encode_neighbour(
+                Neighbour(c, self.index[c], a.c_pk, a.s_pk, a.long_term, a.credential, a.signature)
+            )
+            for c, a in self.keys.items()
+        }
         self.stage = "shares"
 
     def neighbours_payload(self, client: str) -> bytes:
@@ -183,11 +191,8 @@ class SecAggServer:
             raise OutOfOrder("neighbours are drawn when keys close; they are still open")
         if client not in self.graph:
             raise OutOfOrder(f"{client!r} has no neighbours: it did not advertise keys in time")
-        peers = tuple(
-            Neighbour(c, self.index[c], a.c_pk, a.s_pk, a.long_term, a.credential, a.signature)
-            for c, a in ((c, self.keys[c]) for c in self.graph[client])
-        )
-        return NeighbourKeys(self._binding(client), self.index[client], peers).to_bytes()
+        entries = [self._entries[c] for c in self.graph[client]]
+        return NeighbourKeys.encode(self._binding(client), self.index[client], entries)
 
     # -- stage 2: sealed shares --------------------------------------------------------------
     def add_shares(self, client: str, payload: bytes) -> None:
