@@ -56,8 +56,9 @@ def operator_kubeconfig(kubeconfig: Path) -> Path:
 class ApiServerHandle:
     """The server on a background event loop, with a kubeconfig for kubectl, kopf and clients."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, host: str = "127.0.0.1") -> None:
         self.server = TestApiServer()
+        self._host = host
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._holder: dict[str, Any] = {}
@@ -77,7 +78,7 @@ class ApiServerHandle:
         ready = asyncio.Event()
 
         async def main() -> None:
-            task = asyncio.create_task(serve(self.server, 0, ready, self._stop, self._holder))
+            task = asyncio.create_task(serve(self.server, 0, ready, self._stop, self._holder, self._host))
             await ready.wait()
             self._ready.set()
             await task

@@ -104,8 +104,10 @@ class Kubelet:
         fail: FailPolicy | None = None,
         interval: float = 0.1,
         nodes: list[Object] | None = None,
+        wrap: list[str] | None = None,
     ) -> None:
         self.core = client.CoreV1Api(api)
+        self.wrap = list(wrap or [])  # every container runs under it, e.g. `ip netns exec NAME`
         self.api = api
         self.root = root
         self.phase_only = phase_only
@@ -208,7 +210,7 @@ class Kubelet:
         assert running.log is not None
         with running.log.open("ab") as out:
             running.process = subprocess.Popen(
-                running.argv, stdout=out, stderr=subprocess.STDOUT, env=running.env
+                [*self.wrap, *running.argv], stdout=out, stderr=subprocess.STDOUT, env=running.env
             )
 
     def _check(self, pod: Object, running: RunningPod) -> None:

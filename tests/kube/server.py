@@ -581,9 +581,14 @@ class TestApiServer(kmock.KubernetesEmulator):
 
 
 async def serve(
-    server: TestApiServer, port: int, ready: asyncio.Event, stop: asyncio.Event, holder: dict[str, Any]
+    server: TestApiServer,
+    port: int,
+    ready: asyncio.Event,
+    stop: asyncio.Event,
+    holder: dict[str, Any],
+    host: str = "127.0.0.1",
 ) -> None:
-    async with server, kmock.Server(server, host="127.0.0.1", port=port) as http:
+    async with server, kmock.Server(server, host=host, port=port) as http:
         server.resources.load_bundled()
         server.add_namespace("default")
         holder["url"] = str(http.url).rstrip("/")

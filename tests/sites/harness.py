@@ -19,6 +19,7 @@ from tests.controller.cluster import GROUP, VERSION, Cluster, start_operator, wa
 from tests.dataplane.harness import free_port
 from tests.kube.fixtures import ApiServerHandle, load_crds, start_kubelet, write_kubeconfig
 from tests.kube.kubelet import Kubelet
+from tests.sites.netns import SiteNetwork
 
 AGENT_TOKEN = "fedfleet-site-agent"  # the agent's identity at its own API server
 HUB_NAMESPACE = "default"
@@ -42,6 +43,7 @@ class SiteCluster:
     agent_kubeconfig: Path
     config: Path
     log: Path
+    network: SiteNetwork | None = None  # its own network namespace, else the host's
     agent: subprocess.Popen[bytes] | None = None
 
     @property
@@ -52,7 +54,10 @@ class SiteCluster:
         env = os.environ | {"KUBECONFIG": str(self.agent_kubeconfig), "FEDFLEET_LOG_FORMAT": "json"}
         with self.log.open("ab") as out:
             self.agent = subprocess.Popen(
-                [sys.executable, "-m", "fedfleet", "site-agent", "--config", str(self.config)],
+                [
+                    *(self.network.wrap() if self.network else []),
+                    *(sys.executable, "-m", "fedfleet", "site-agent", "--config", str(self.config)),
+                ],
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 env=env,
@@ -81,6 +86,7 @@ class Federation:
     operator_log: Path
     operator: subprocess.Popen[bytes] | None = None
     sites: dict[str, SiteCluster] = field(default_factory=dict)
+    hub_host: str = "127.0.0.1"  # where sites reach the gateway and the aggregators
 
     @property
     def cluster(self) -> Cluster:
@@ -132,12 +138,20 @@ class Federation:
         assert token and fingerprint, done.stdout
         return token[1], fingerprint[1], ca_out.read_text()
 
-    def add_site(self, name: str, policy: dict[str, Any] | None = None, **site_spec: Any) -> SiteCluster:
-        """A site cluster with its agent configured as the site chart would, enrolled with a fresh token."""
+    def add_site(
+        self,
+        name: str,
+        policy: dict[str, Any] | None = None,
+        network: SiteNetwork | None = None,
+        **site_spec: Any,
+    ) -> SiteCluster:
+        """A site cluster with its agent configured as the site chart would, enrolled with a fresh
+        token. With `network`, its agent and client pods run in that namespace, and its API
+        server listens on the host's end of the namespace's link."""
         root = self.root / name
         root.mkdir()
-        api = ApiServerHandle(root)
-        kubelet = start_kubelet(api.kubeconfig, root / "kubelet")
+        api = ApiServerHandle(root, host=network.host_ip if network else "127.0.0.1")
+        kubelet = start_kubelet(api.kubeconfig, root / "kubelet", wrap=network.wrap() if network else None)
         agent_kubeconfig = write_kubeconfig(root / "agent.kubeconfig", api.url, AGENT_TOKEN)
         self.cluster.apply(remote_site(name, **site_spec))
         token, fingerprint, ca = self.join_token(name)
@@ -146,7 +160,7 @@ class Federation:
             "site": name,
             "namespace": "default",
             "hub": {
-                "address": f"127.0.0.1:{self.gateway_port}",
+                "address": f"{self.hub_host}:{self.gateway_port}",
                 "caCertificate": ca,
                 "caFingerprint": fingerprint,
             },
@@ -157,7 +171,7 @@ class Federation:
         }
         (root / "agent.yaml").write_text(yaml.safe_dump(config))
         site = SiteCluster(
-            name, root, api, kubelet, agent_kubeconfig, root / "agent.yaml", root / "agent.log"
+            name, root, api, kubelet, agent_kubeconfig, root / "agent.yaml", root / "agent.log", network
         )
         self.sites[name] = site
         return site
