@@ -16,7 +16,13 @@ API_VERSION: Final = f"{GROUP}/{VERSION}"
 TRAINING: Final = "FederatedTraining"
 ROUND: Final = "FederatedRound"
 SITE: Final = "FederationSite"
-PLURALS: Final = {TRAINING: "federatedtrainings", ROUND: "federatedrounds", SITE: "federationsites"}
+PLATFORM: Final = "ClusterPodTemplate"  # cluster-scoped: the platform's pod defaults
+PLURALS: Final = {
+    TRAINING: "federatedtrainings",
+    ROUND: "federatedrounds",
+    SITE: "federationsites",
+    PLATFORM: "clusterpodtemplates",
+}
 
 LABEL_TRAINING: Final = f"{GROUP}/training"
 LABEL_SITE: Final = f"{GROUP}/site"

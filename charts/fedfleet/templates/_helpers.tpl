@@ -103,6 +103,10 @@ when they rotate, deleted with the training) and reads a user's issuer Secret.
 - apiGroups: [""]
   resources: [namespaces]
   verbs: [get]
+# the platform's pod defaults: one cluster-scoped ClusterPodTemplate, kept in kopf's index
+- apiGroups: [fedfleet.io]
+  resources: [clusterpodtemplates]
+  verbs: [list, watch]
 {{- end -}}
 
 {{/* kopf peering (leader election) when replicas > 1. */}}

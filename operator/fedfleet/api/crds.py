@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
+from fedfleet.api.platform import PLATFORM_NAME, ClusterPodTemplateSpec
 from fedfleet.api.round import FederatedRoundSpec
 from fedfleet.api.site import FederationSiteSpec
 from fedfleet.api.status import RoundStatus, SiteStatus, TrainingStatus
@@ -178,10 +179,12 @@ def crd(
     plural: str,
     short: str,
     spec: Schema,
-    status: Schema,
+    status: Schema | None,
     columns: list[Schema],
     rules: list[Schema] | None = None,
+    scope: str = "Namespaced",
 ) -> Schema:
+    """`status` None: an object nobody writes a status for (no status subresource)."""
     root: Schema = {
         "type": "object",
         "required": ["spec"],
@@ -190,7 +193,7 @@ def crd(
             "kind": {"type": "string"},
             "metadata": {"type": "object"},
             "spec": spec,
-            "status": status,
+            **({"status": status} if status is not None else {}),
         },
     }
     if rules:
@@ -201,7 +204,7 @@ def crd(
         "metadata": {"name": f"{plural}.{GROUP}"},
         "spec": {
             "group": GROUP,
-            "scope": "Namespaced",
+            "scope": scope,
             "names": {
                 "kind": kind,
                 "listKind": f"{kind}List",
@@ -215,7 +218,7 @@ def crd(
                     "name": VERSION,
                     "served": True,
                     "storage": True,
-                    "subresources": {"status": {}},
+                    **({"subresources": {"status": {}}} if status is not None else {}),
                     "additionalPrinterColumns": columns,
                     "schema": {"openAPIV3Schema": root},
                 }
@@ -267,6 +270,21 @@ def render() -> dict[str, Schema]:
                 column("Duration", ".status.duration"),
                 AGE,
             ],
+        ),
+        "clusterpodtemplates.yaml": crd(
+            "ClusterPodTemplate",
+            "clusterpodtemplates",
+            "cpt",
+            model_schema(ClusterPodTemplateSpec),
+            None,
+            [AGE],
+            [
+                {
+                    "rule": f"self.metadata.name == '{PLATFORM_NAME}'",
+                    "message": f"the operator reads one ClusterPodTemplate, named {PLATFORM_NAME}",
+                }
+            ],
+            scope="Cluster",
         ),
         "federationsites.yaml": crd(
             "FederationSite",

@@ -94,6 +94,13 @@ def federation_sites(body: kopf.Body, **_: Any) -> dict[str, Object]:
     return {SITES_KEY: site_summary(body)}
 
 
+@kopf.index(GROUP, VERSION, "clusterpodtemplates")
+def platform_templates(name: str, spec: kopf.Spec, **_: Any) -> dict[str, Object]:
+    """The platform's pod defaults (cluster-scoped; watched whatever namespaces the operator
+    serves), read by every pass that builds a pod."""
+    return {name: dict(spec)}
+
+
 @kopf.daemon(GROUP, VERSION, "federatedtrainings", cancellation_timeout=10)
 async def run_training(
     name: str,
@@ -106,7 +113,9 @@ async def run_training(
     bound = log.bind(training=name, namespace=namespace)
     bound.info("training.watching")
     # kopf passes each index as the keyword named after its function
-    observed = IndexedObserved(kwargs["training_pods"], kwargs["federation_sites"])
+    observed = IndexedObserved(
+        kwargs["training_pods"], kwargs["federation_sites"], kwargs["platform_templates"]
+    )
     reconciler: TrainingReconciler = memo.reconciler
     wake = memo.wake.setdefault(name, asyncio.Event())
     uid = str((body.get("metadata") or {}).get("uid", ""))
@@ -161,7 +170,9 @@ async def cleanup(
     meta = body.get("metadata") or {}  # remote sites remove theirs when told the training ended
     memo.reconciler.ended(res.TrainingRef(name, namespace or "", str(meta.get("uid", ""))))
     kube: Kube = memo.kube
-    observed = IndexedObserved(kwargs["training_pods"], kwargs["federation_sites"])
+    observed = IndexedObserved(
+        kwargs["training_pods"], kwargs["federation_sites"], kwargs["platform_templates"]
+    )
     namespaces = {namespace or ""} | {p["metadata"]["namespace"] for p in observed.pods(name)}
     try:
         namespaces |= {s.namespace for s in resolve_sites(parse(dict(body)), observed.sites())}

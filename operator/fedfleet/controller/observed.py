@@ -1,6 +1,6 @@
 """What the operator sees of the cluster without asking: kopf's watch-fed indices of the
-trainings' pods and of FederationSites, behind a small port so a pass reads them for free and
-unit tests give it an in-memory view instead.
+trainings' pods, of FederationSites and of the platform's ClusterPodTemplate, behind a small
+port so a pass reads them for free and unit tests give it an in-memory view instead.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from fedfleet import vocabulary as vocab
+from fedfleet.api.platform import PLATFORM_NAME
 
 Object = dict[str, Any]
 SITES_KEY = "sites"
@@ -21,6 +22,10 @@ class Observed(Protocol):
         ...
 
     def sites(self) -> list[Object]: ...
+
+    def platform(self) -> Object | None:
+        """The spec of the ClusterPodTemplate named `default`, if there is one."""
+        ...
 
 
 MESSAGE_LIMIT = 300  # characters of a condition kept in the index
@@ -69,16 +74,21 @@ def site_summary(body: Mapping[str, Any]) -> Object:
 
 @dataclass
 class IndexedObserved:
-    """Reads kopf indices: `pods` keyed by training name, `sites` under SITES_KEY."""
+    """Reads kopf indices: `pods` keyed by training name, `sites` under SITES_KEY, platform
+    templates by name."""
 
     pod_index: Mapping[Any, Iterable[Object]]
     site_index: Mapping[Any, Iterable[Object]]
+    platform_index: Mapping[Any, Iterable[Object]]
 
     def pods(self, training: str) -> list[Object]:
         return list(self.pod_index.get(training, ()))
 
     def sites(self) -> list[Object]:
         return list(self.site_index.get(SITES_KEY, ()))
+
+    def platform(self) -> Object | None:
+        return next(iter(self.platform_index.get(PLATFORM_NAME, ())), None)
 
 
 @dataclass
@@ -87,6 +97,7 @@ class InMemoryObserved:
 
     pod_objects: dict[tuple[str, str], Object] = field(default_factory=dict)
     site_objects: list[Object] = field(default_factory=list)
+    platform_spec: Object | None = None
 
     def pods(self, training: str) -> list[Object]:
         return [
@@ -97,3 +108,6 @@ class InMemoryObserved:
 
     def sites(self) -> list[Object]:
         return list(self.site_objects)
+
+    def platform(self) -> Object | None:
+        return self.platform_spec

@@ -10,6 +10,7 @@ changed, so a training that is idle mid-round costs no API request.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable
 from typing import Any
@@ -29,7 +30,7 @@ from fedfleet.controller.kube import Kube
 from fedfleet.controller.observed import Observed
 from fedfleet.controller.rounds import Rounds
 from fedfleet.controller.settings import OperatorSettings
-from fedfleet.controller.spec_checks import InvalidSpec, parse, resolve_sites
+from fedfleet.controller.spec_checks import InvalidSpec, parse, resolve_sites, with_platform_defaults
 from fedfleet.controller.status import now_rfc3339, set_condition
 from fedfleet.controller.status_writer import EmitEvent, Pass, StatusWriter, as_async
 from fedfleet.controller.task_check import task_config_error
@@ -114,6 +115,7 @@ class TrainingReconciler:
         try:
             training = parse(body)
             sites = resolve_sites(training, observed.sites())
+            built = with_platform_defaults(training, observed.platform())  # what the pods are made from
             if (error := await self._task_error(ref, step, training)) is not None:  # the costly check last
                 raise InvalidSpec(error)
             if not await self._mark_started(ref, step):
@@ -123,9 +125,9 @@ class TrainingReconciler:
             except CertificateError as err:
                 raise InvalidSpec(str(err)) from None
             pods = observed.pods(ref.name) + self._remote_pods(ref, training, sites, step)
-            await self._ensure_aggregator(ref, training, sites, pods, step)
+            await self._ensure_aggregator(ref, training, built, sites, pods, step)
             address = self.address(ref, training.spec.aggregator.port)
-            fleet = await self.clients.ensure(ref, training, sites, pods, address, step)
+            fleet = await self.clients.ensure(ref, built, sites, pods, address, step)
             aggregator = self.link.aggregator(ref, address, training.spec.expected_clients())
             if await self.rounds.drive(ref, training, aggregator, fleet, step):
                 await self.clients.suspend(ref, pods, step)  # suspended, no round in flight
@@ -151,6 +153,9 @@ class TrainingReconciler:
             training: FederatedTraining | None = parse(step.body)
         except InvalidSpec:
             training = None  # nothing to release; the aggregator pod still goes
+        if training is not None:  # the release pod is shaped as the aggregator's was
+            with contextlib.suppress(InvalidSpec):  # a platform default broken since: the training's own
+                training = with_platform_defaults(training, observed.platform())
         if training is not None:  # the last rounds finished on the pass that ended the training
             ended = (step.current.completed_rounds, phase, "ended")
             await self.history.prune(ref, training.spec.history, ended)
@@ -262,10 +267,13 @@ class TrainingReconciler:
         self,
         ref: res.TrainingRef,
         training: FederatedTraining,
+        built: FederatedTraining,
         sites: list[res.SiteRef],
         pods: list[Object],
         step: Pass,
     ) -> None:
+        """`built`: the training with the platform's pod defaults under its own (the pods'
+        shape); the manifest the pods read is the training's own."""
         manifest = res.training_manifest(ref, training)
         for namespace in sorted({ref.namespace, *(s.namespace for s in sites if not s.spec.remote)}):
             await self._ensure(ref, res.manifest_config_map(ref, manifest, namespace))
@@ -285,7 +293,7 @@ class TrainingReconciler:
         )
         key = (ref.uid, "Pod", ref.namespace, name)
         if pod is None and key not in self._made:
-            created = await self.kube.ensure(res.aggregator_pod(ref, training.spec))
+            created = await self.kube.ensure(res.aggregator_pod(ref, built.spec))
             self._made.add(key)  # until the index shows it
             if created is not None:
                 await self.emit(created, "Normal", "AggregatorCreated", f"aggregator pod {name}")

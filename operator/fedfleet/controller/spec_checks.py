@@ -9,7 +9,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from pydantic import ValidationError
+
 from fedfleet.api.load import ManifestError, parse_training
+from fedfleet.api.platform import PLATFORM_NAME, ClusterPodTemplateSpec, InvalidPlatform, with_platform
 from fedfleet.api.site import FederationSiteSpec
 from fedfleet.api.training import FederatedTraining
 from fedfleet.controller import resources as res
@@ -26,6 +29,25 @@ def parse(body: Object) -> FederatedTraining:
         return parse_training({k: body[k] for k in ("apiVersion", "kind", "metadata", "spec")}, "spec")
     except ManifestError as err:
         raise InvalidSpec(str(err).replace("spec: spec.", "spec.")) from None
+
+
+def with_platform_defaults(training: FederatedTraining, platform: Object | None) -> FederatedTraining:
+    """The training as its pods are built: its pod settings over the ClusterPodTemplate's. A
+    platform default that is not valid, alone or under this training's settings, stops the
+    training as InvalidSpec naming it (the pods it would shape are not made without it)."""
+    if platform is None:
+        return training
+    try:
+        defaults = ClusterPodTemplateSpec.model_validate(platform)
+    except ValidationError as err:
+        problem = err.errors()[0]
+        where = ".".join(str(p) for p in problem["loc"])
+        said = problem["msg"].removeprefix("Value error, ")
+        raise InvalidSpec(f"ClusterPodTemplate {PLATFORM_NAME}: spec.{where}: {said}") from None
+    try:
+        return with_platform(training, defaults)
+    except InvalidPlatform as err:
+        raise InvalidSpec(str(err)) from None
 
 
 def resolve_sites(training: FederatedTraining, site_objects: Iterable[Object]) -> list[res.SiteRef]:
