@@ -63,7 +63,7 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **kwargs: Any) -> 
         wake=lambda training: _wake(memo, training),
         remote=memo.remote if memo.gateway else None,
     )
-    sites = IndexedObserved({}, kwargs["federation_sites"]).sites  # kopf's live index, filled later
+    sites = IndexedObserved({}, kwargs["federation_sites"], {}).sites  # kopf's live index, filled later
     memo.site_checks = asyncio.create_task(recheck_sites(memo.kube, sites, memo.settings.site_check_seconds))
 
 
