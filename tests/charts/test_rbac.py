@@ -115,7 +115,12 @@ def test_a_namespaced_install_needs_no_read_across_namespaces(request: pytest.Fi
     cluster_scoped = {permission(c) for c in calls if c.namespace is None} - KOPF_WATCHES
     assert cluster_scoped - reads == set()
     assert reads - cluster_scoped - set(UNEXERCISED) == set()
-    assert {r for _, _, r in reads} == {"customresourcedefinitions", "namespaces", "clusterpodtemplates"}
+    assert {r for _, _, r in reads} == {
+        "customresourcedefinitions",
+        "namespaces",
+        "clusterpodtemplates",
+        "selfsubjectaccessreviews",
+    }
     assert {permission(c) for c in calls if c.namespace} - role == set()
 
 

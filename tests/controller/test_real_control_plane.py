@@ -15,7 +15,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from tests.controller.cluster import Cluster, install_sites, start_operator, training_manifest, wait_for
+from tests.controller.cluster import Cluster, install_sites, site, start_operator, training_manifest, wait_for
 from tests.dataplane.harness import free_port
 from tests.kube.fixtures import start_kubelet
 from tests.kube.real_lane import GPU, HUB_CHART, HUB_NAMESPACE, HUB_RELEASE, SITE_CHART, RealLane
@@ -272,8 +272,24 @@ def test_a_namespaced_hub_watches_only_the_namespaces_it_is_given_and_cleans_up_
         assert {r for rule in cluster_role.rules for r in rule.resources} == {
             "customresourcedefinitions",
             "namespaces",
+            "clusterpodtemplates",
+            "selfsubjectaccessreviews",
         }  # nothing read or written across namespaces
         run = running()
+        # a site in a watched namespace whose pods would run where the hub has no Role: not READY,
+        # by the API server's own access review, before any training waits on pods never made
+        cluster.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "no-role"}})
+        unreachable = site("unreachable")
+        unreachable["spec"]["namespace"] = "no-role"
+        cluster.apply(unreachable)
+
+        def unreachable_status() -> dict[str, Any]:
+            found = cluster.get("FederationSite", "default", "unreachable") or {}
+            return dict(found.get("status") or {})
+
+        shown = wait_for(lambda: "ready" in unreachable_status() and unreachable_status(), 60, "site checked")
+        assert shown["ready"] is False
+        assert shown["message"].startswith("the operator may not create pods in namespace no-role (RBAC)")
         cluster.apply(training_manifest("outside", free_port(), ["site-a", "site-x"], rounds=1))
         no_secagg = {"enabled": False}  # two clients: too few for SecAgg+
         cluster.apply(

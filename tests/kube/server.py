@@ -327,6 +327,11 @@ class TestApiServer(kmock.KubernetesEmulator):
         self._record(request)
         if request.resource is None or request.resource.plural is None:
             return await super()._handle(request)
+        if request.resource.plural == "selfsubjectaccessreviews" and request.method == enums.method.POST:
+            # no authorizer here: every request is allowed, and the review says so
+            review = dict(request.data) if isinstance(request.data, dict) else {}
+            allowed = {"allowed": True, "reason": "the test API server authorizes every request"}
+            return aiohttp.web.json_response(review | {"status": allowed}, status=201)
         key = (request.resource, request.namespace, request.name)
         data = request.data
         is_write = request.method in (enums.method.POST, enums.method.PUT, enums.method.PATCH)

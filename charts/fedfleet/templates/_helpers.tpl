@@ -95,7 +95,7 @@ when they rotate, deleted with the training) and reads a user's issuer Secret.
   verbs: [create]
 {{- end -}}
 
-{{/* Cluster-scoped reads: kopf's scan of the CRDs, and a site's namespace (does it exist). */}}
+{{/* Cluster-scoped: kopf's scan of the CRDs, a site's namespace (does it exist), the platform's pod defaults, access reviews. */}}
 {{- define "fedfleet.clusterRules" -}}
 - apiGroups: [apiextensions.k8s.io]
   resources: [customresourcedefinitions]
@@ -107,6 +107,11 @@ when they rotate, deleted with the training) and reads a user's issuer Secret.
 - apiGroups: [fedfleet.io]
   resources: [clusterpodtemplates]
   verbs: [list, watch]
+# may the operator create a site's pods (its READY); Kubernetes' system:basic-user grants it
+# to every authenticated identity too, named here so the chart says what the operator does
+- apiGroups: [authorization.k8s.io]
+  resources: [selfsubjectaccessreviews]
+  verbs: [create]
 {{- end -}}
 
 {{/* kopf peering (leader election) when replicas > 1. */}}

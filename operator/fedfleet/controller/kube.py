@@ -32,6 +32,7 @@ CUSTOM = vocab.PLURALS
 
 
 OTHER = {"NetworkPolicy": ("/apis/networking.k8s.io/v1", "networkpolicies")}
+ACCESS_REVIEWS = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
 
 
 def path(kind: str, namespace: str | None, name: str = "", subresource: str = "") -> str:
@@ -139,6 +140,23 @@ class Kube:
             if err.status == 404:
                 return False
             raise
+
+    async def may(self, verb: str, resource: str, namespace: str) -> bool | None:
+        """Whether this identity may `verb` `resource` (core group) in `namespace`, as the API
+        server's authorizer answers a SelfSubjectAccessReview (every authenticated identity may
+        ask); None when it cannot be asked (an API server without the authorization API)."""
+        review: Object = {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SelfSubjectAccessReview",
+            "spec": {"resourceAttributes": {"namespace": namespace, "verb": verb, "resource": resource}},
+        }
+        try:
+            answer = await self.request("POST", ACCESS_REVIEWS, review)
+        except ApiException as err:
+            if err.status in (403, 404, 405):
+                return None
+            raise
+        return bool((answer.get("status") or {}).get("allowed"))
 
     async def patch_status(
         self, kind: str, namespace: str, name: str, status: Object, resource_version: str | None = None

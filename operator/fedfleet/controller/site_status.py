@@ -1,6 +1,8 @@
 """A FederationSite's READY: its client pods could start there now. The namespace they run in
-exists and so does the data claim they mount; a site that fails either shows READY false with
-the reason, before any training waits on pods stuck in ContainerCreating."""
+exists, so does the data claim they mount, and the operator may create pods there (a
+SelfSubjectAccessReview, as the operator's own identity: a site namespace without the site
+chart's Role under a namespaced hub); a site that fails any shows READY false with the reason,
+before a training waits on pods that are never made or stuck in ContainerCreating."""
 
 from __future__ import annotations
 
@@ -28,6 +30,11 @@ async def site_readiness(kube: Kube, spec: Object, namespace: str) -> Object:
         "PersistentVolumeClaim", target, str(claim)
     ) is None:
         problem = f"data claim {claim} does not exist in namespace {target}: client pods could not start"
+    elif await kube.may("create", "pods", target) is False:  # None: the API server cannot say
+        problem = (
+            f"the operator may not create pods in namespace {target} (RBAC): install the site chart "
+            "there, or list the namespace in the hub chart's namespaces"
+        )
     return {"ready": not problem, "gpus": gpus, "message": problem}
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
 
 import urllib3
 from kubernetes import config
@@ -91,14 +90,7 @@ async def _site(
 
 
 async def _may_create_pods(kube: Kube, namespace: str) -> str:
-    review: dict[str, Any] = {
-        "apiVersion": "authorization.k8s.io/v1",
-        "kind": "SelfSubjectAccessReview",
-        "spec": {"resourceAttributes": {"namespace": namespace, "verb": "create", "resource": "pods"}},
-    }
-    try:
-        answer = await kube.request("POST", "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews", review)
-    except ApiException as err:
-        return f"RBAC not checked (SelfSubjectAccessReview answered {err.status})"
-    allowed = bool((answer.get("status") or {}).get("allowed"))
+    allowed = await kube.may("create", "pods", namespace)
+    if allowed is None:
+        return "RBAC not checked (no SelfSubjectAccessReview answer)"
     return "may create pods" if allowed else "may NOT create pods (RBAC)"
