@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
 from fedfleet.aggregator.checkpoints import file_digest
 
 from tests.controller.cluster import training_manifest, wait_for
@@ -33,15 +32,30 @@ def fedfleet(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def state_volume(claim: str, path: Path, namespace: str = "default") -> dict[str, Any]:
+    """A PersistentVolume reserved for `claim` (claimRef), as a static provisioning admin makes one."""
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {"name": f"{namespace}-{claim}"},
+        "spec": {
+            "capacity": {"storage": "1Gi"},
+            "accessModes": ["ReadWriteOnce"],
+            "persistentVolumeReclaimPolicy": "Retain",
+            "hostPath": {"path": str(path)},
+            "claimRef": {"namespace": namespace, "name": claim},
+        },
+    }
+
+
 def test_a_finished_training_releases_its_model_that_outlives_it_verified(
     fleet_factory: Any, registry: str, tmp_path: Path, kubeconfig: Path
 ) -> None:
-    if real_lane_of(kubeconfig) is not None:
-        # The real lane's controller-manager runs no persistentvolume-binder and there is no
-        # provisioner, so the aggregator's state claim never binds and its pod is never
-        # scheduled; the release is proven on the test server's lane until the lane binds claims.
-        pytest.skip("the real lane binds no PersistentVolumeClaims (no persistentvolume-binder)")
     fleet = fleet_factory()
+    if real_lane_of(kubeconfig) is not None:
+        # no provisioner there: the volume an administrator would have, made for the state claim
+        # (its controller-manager's persistentvolume-binder binds them; the kubelet's claims are folders)
+        fleet.cluster.core.create_persistent_volume(state_volume("shipped-state", tmp_path / "pv"))
     reference = f"{registry}/fleet/digits:v1"
     history = {"maxRounds": 2}  # kubectl's records of the rounds; the checkpoints keep all three
     manifest = training_manifest("shipped", free_port(), SITES, minClients=3, rounds=3, history=history)

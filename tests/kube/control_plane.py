@@ -264,8 +264,10 @@ class ControlPlane:
             f"--kubeconfig={self.kubeconfig}",
             "--bind-address=127.0.0.1",
             f"--secure-port={free_port()}",
-            # a PVC's kubernetes.io/pvc-protection finalizer is lifted by pvc-protection
-            "--controllers=garbagecollector,namespace,serviceaccount,serviceaccount-token,pvc-protection",
+            # a PVC's kubernetes.io/pvc-protection finalizer is lifted by pvc-protection; a claim binds
+            # to a PersistentVolume a test makes for it through persistentvolume-binder
+            "--controllers=garbagecollector,namespace,serviceaccount,serviceaccount-token,pvc-protection,"
+            "persistentvolume-binder",
             f"--service-account-private-key-file={self.pki / 'sa.key'}",
             f"--root-ca-file={self.pki / 'ca.crt'}",
             "--use-service-account-credentials=true",
