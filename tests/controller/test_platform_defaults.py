@@ -4,9 +4,11 @@ the operator would create; tests/controller/test_pod_templates.py shows it throu
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from fedfleet.api import parse_training
 from fedfleet.api.site import FederationSiteSpec
 from fedfleet.controller import resources as res
@@ -161,3 +163,12 @@ def test_a_platform_default_that_cannot_make_a_pod_is_an_invalid_spec_naming_it(
     with pytest.raises(InvalidSpec) as caught:
         with_platform_defaults(own, platform)
     assert str(caught.value).startswith(message), str(caught.value)
+
+
+def test_the_example_is_a_default_the_operator_applies() -> None:
+    example = yaml.safe_load((Path(__file__).resolve().parents[2] / "examples" / "platform.yaml").read_text())
+    assert example["kind"] == "ClusterPodTemplate" and example["metadata"]["name"] == "default"
+    pod = client_pod(example["spec"], client=TRAINING_CLIENT)
+    assert pod["spec"]["nodeSelector"] == {"pool": "gpu", "zone": "b"}
+    assert pod["spec"]["imagePullSecrets"] == [{"name": "regcred"}, {"name": "registry-mirror"}]
+    assert {"name": "dshm", "mountPath": "/dev/shm"} in pod["spec"]["containers"][0]["volumeMounts"]
