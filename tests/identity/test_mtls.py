@@ -118,6 +118,45 @@ def test_a_client_with_its_own_certificate_joins_the_round_it_was_selected_for(f
     assert chunks and all(c.data for c in chunks)
 
 
+def test_a_revoked_site_s_valid_certificate_is_refused_until_the_revocation_is_lifted(
+    fed: Federation,
+) -> None:
+    """What the operator sends when a remote site is suspended at the hub: the site's clients are
+    forgotten as ready and every call of theirs is refused; other sites are untouched."""
+    channel = open_channel(
+        fed.aggregator.address, credentials(fed.pki.controller, fed.pki.ca.trust_pem), SERVER_NAME
+    )
+    control = pb_grpc.ControlStub(channel)
+    revoked, other = (
+        fed.stub(fed.pki.client("site-d", "site-d-0")),
+        fed.stub(fed.pki.client("site-e", "site-e-0")),
+    )
+    assert join(revoked, "site-d-0", "site-d").action == pb.JoinReply.ACTION_WAIT
+    assert join(other, "site-e-0", "site-e").action == pb.JoinReply.ACTION_WAIT
+
+    def ready() -> list[str]:
+        return list(control.ListReadyClients(pb.ListReadyRequest(), timeout=10).client_ids)
+
+    assert {"site-d-0", "site-e-0"} <= set(ready())
+    reply = control.RevokeSites(pb.RevokeSitesRequest(sites=["site-d"], reason="suspended"), timeout=10)
+    assert list(reply.dropped_clients) == ["site-d-0"] and list(reply.sites) == ["site-d"]
+    before = fed.refusals()
+    err = refused(lambda: join(revoked, "site-d-0", "site-d"))
+    assert err.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert err.details() == "site 'site-d' was revoked at the hub: suspended"
+    fed.refused_once_more("site_revoked", before)
+    assert "site-d-0" not in ready()
+    assert join(other, "site-e-0", "site-e").action == pb.JoinReply.ACTION_WAIT
+
+    too_many = pb.RevokeSitesRequest(sites=[f"s{i}" for i in range(1001)])
+    assert (
+        refused(lambda: control.RevokeSites(too_many, timeout=10)).code() == grpc.StatusCode.INVALID_ARGUMENT
+    )
+    control.RevokeSites(pb.RevokeSitesRequest(sites=[]), timeout=10)  # the site is back
+    assert join(revoked, "site-d-0", "site-d").action == pb.JoinReply.ACTION_WAIT
+    channel.close()
+
+
 @pytest.mark.parametrize(
     ("case", "reason"),
     [("no certificate", "no_certificate"), ("expired", "expired"), ("another CA", "untrusted_issuer")],
@@ -198,6 +237,7 @@ def test_only_the_controller_identity_may_drive_rounds(fed: Federation) -> None:
         lambda: control.ListRounds(pb.ListRoundsRequest(), timeout=10),
         lambda: control.ListReadyClients(pb.ListReadyRequest(), timeout=10),
         lambda: control.GetRound(pb.RoundRequest(round=1), timeout=10),
+        lambda: control.RevokeSites(pb.RevokeSitesRequest(sites=["site-b"]), timeout=10),
     ):
         assert refused(call).code() == grpc.StatusCode.PERMISSION_DENIED
 

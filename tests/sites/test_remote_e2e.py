@@ -148,3 +148,47 @@ def test_work_the_site_policy_refuses_starts_nothing_there_and_the_reason_reache
     assert not [c for c in site.api.calls if c.verb == "create" and c.resource == "pods"]
     assert site.cluster.items("Secret", selector="fedfleet.io/training=refused") == []
     wait_for(lambda: federation.site_status("site-a").get("refusedWork") == 1, 20, "refusedWork in status")
+
+
+def test_a_suspended_site_is_cut_off_the_aggregator_and_the_training_goes_on_without_it(
+    federation: Federation,
+) -> None:
+    """`spec.suspended` on a remote site mid-training: its stream closes and, within seconds,
+    the aggregator refuses its client's still valid certificate; rounds go on with the other site
+    without waiting for it."""
+    for name in ["site-a", "site-b"]:
+        federation.add_site(name).start_agent()
+    wait_for(
+        lambda: all(federation.site_status(s).get("connected") for s in ["site-a", "site-b"]), 60, "agents"
+    )
+    manifest = remote_training(
+        "cutoff", ["site-a", "site-b"], rounds=4, minClients=1, secureAggregation={"enabled": False}
+    )
+    federation.cluster.apply(manifest)
+    wait_for(
+        lambda: int(training_status(federation, "cutoff").get("completedRounds", 0)) >= 1, 300, "round 1"
+    )
+    federation.cluster.custom.patch_namespaced_custom_object(
+        "fedfleet.io", "v1alpha1", "default", "federationsites", "site-b", {"spec": {"suspended": True}}
+    )
+    suspended_after = int(training_status(federation, "cutoff")["completedRounds"])
+    client_log = lambda: federation.sites["site-b"].kubelet.logs("cutoff-site-b-0")  # noqa: E731
+    refused = "site 'site-b' was revoked at the hub"
+    wait_for(lambda: refused in client_log(), 20, "the aggregator refusing site-b")
+    wait_for(
+        lambda: training_status(federation, "cutoff").get("phase") in ("Succeeded", "Failed"),
+        120,
+        "training done",
+    )
+    status = training_status(federation, "cutoff")
+    assert status["phase"] == "Succeeded", (status, federation.logs())
+    rounds = {
+        r["metadata"]["name"]: (r.get("status") or {}).get("reportedClients", [])
+        for r in federation.cluster.items("FederatedRound", "default")
+    }
+    later = [f"cutoff-r{n:04d}" for n in range(suspended_after + 2, 5)]  # the one in flight may have had b
+    assert later and all(rounds[name] == ["site-a-0"] for name in later), rounds
+    assert status["controller"]["clientStarts"] == {"site-a-0": 1, "site-b-0": 1}
+    wait_for(
+        lambda: federation.site_status("site-b").get("connected") is False, 30, "site-b shown disconnected"
+    )

@@ -127,6 +127,7 @@ class RoundEngine:
         self.current: Round | None = None
         self.finished = False
         self._seen: dict[str, float] = {}
+        self.revoked: dict[str, str] = {}  # client id -> why its site was revoked (RevokeSites)
         self._changed = asyncio.Event()
         self._deadline_task: asyncio.Task[None] | None = None
         self._close_task: asyncio.Task[None] | None = None
@@ -226,6 +227,25 @@ class RoundEngine:
         self._after_client_change(round_)
         return round_
 
+    def revoke_clients(self, revoked: dict[str, str]) -> list[str]:
+        """The whole set of clients of sites revoked at the hub -> why. A newly revoked one is no
+        longer ready and is dropped from the open round (an update already in it stays); its
+        join, waiting now or later, is refused. Returns those newly revoked."""
+        new = sorted(revoked.keys() - self.revoked.keys())
+        self.revoked = dict(revoked)
+        round_ = self.current
+        for cid in new:
+            self._seen.pop(cid, None)
+            record = round_.clients.get(cid) if round_ is not None and round_.is_open else None
+            if round_ is not None and record is not None and record.state != ClientPhase.REPORTED:
+                round_.drop(cid, revoked[cid])
+        if new:
+            self.log.info("clients.revoked", clients=len(new))
+            if round_ is not None and round_.is_open:
+                self._after_client_change(round_)
+        self._notify()
+        return new
+
     async def abort(self, number: int, reason: str) -> Round:
         """Fail the open round now, uploads and all (a suspend that does not wait for it); the
         model stays, so the round runs again from its start. A closing or closed round is
@@ -306,6 +326,8 @@ class RoundEngine:
             )
         until = time.monotonic() + min(max(wait, 0.0), 60.0)
         while True:
+            if client_id in self.revoked:
+                raise Refusal("PERMISSION_DENIED", self.revoked[client_id])
             self._seen[client_id] = self.clock.now()
             if self.finished:
                 return Assignment(

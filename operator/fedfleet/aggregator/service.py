@@ -105,10 +105,20 @@ class Guard:
 
     def __init__(self, policy: Policy | None) -> None:
         self.policy = policy
+        self.revoked: dict[str, str] = {}  # site -> why its clients are refused (RevokeSites)
+        self.sites: dict[str, str] = {}  # client id -> the site its certificate names
 
     def client(self, context: Context, client_id: str, site: str | None = None) -> None:
-        if self.policy is not None:
-            self.policy.client(peer_identity(context.auth_context()), client_id, site)
+        if self.policy is None:
+            return
+        who = peer_identity(context.auth_context())
+        self.policy.client(who, client_id, site)
+        if who.site in self.revoked:
+            raise AuthRefusal("PERMISSION_DENIED", "site_revoked", self.why_revoked(who.site))
+        self.sites[client_id] = who.site  # bounded: only clients the training's CA certified
+
+    def why_revoked(self, site: str) -> str:
+        return f"site {site!r} was revoked at the hub: {self.revoked[site]}"
 
     def controller(self, context: Context) -> None:
         if self.policy is not None:
@@ -298,6 +308,9 @@ ROUNDS_PAGE, MAX_ROUNDS_PAGE = 20, 100  # ListRounds: default and largest page_s
 ROUNDS_PAGE_BYTES = 1024 * 1024  # a ListRounds page ends early past this: far below the message limit
 READY_PAGE, MAX_READY_PAGE = 1000, 5000  # ListReadyClients: default and largest page_size
 MAX_TOKEN_CHARACTERS = 256
+MAX_REVOKED_SITES = 1000
+MAX_SITE_CHARACTERS = 253
+MAX_REVOKE_REASON = 200
 
 
 class ControlServicer(pb_grpc.ControlServicer):
@@ -338,6 +351,30 @@ class ControlServicer(pb_grpc.ControlServicer):
     async def DropClient(self, request: pb.DropRequest, context: Context) -> pb.RoundState:
         self.guard.controller(context)
         return round_to_pb(self.engine.drop(request.round, request.client_id, request.reason))
+
+    @refusals_to_status
+    async def RevokeSites(self, request: pb.RevokeSitesRequest, context: Context) -> pb.RevokeSitesReply:
+        """The whole set of revoked sites: their clients' calls are refused from now on (a join
+        waiting now too), and those known here are dropped from the open round."""
+        self.guard.controller(context)
+        sites = list(request.sites)
+        if len(sites) > MAX_REVOKED_SITES or any(len(s) > MAX_SITE_CHARACTERS for s in sites):
+            raise Refusal(
+                "INVALID_ARGUMENT",
+                f"at most {MAX_REVOKED_SITES} sites of at most {MAX_SITE_CHARACTERS} characters",
+            )
+        reason = shorten(request.reason, MAX_REVOKE_REASON) or "revoked at the hub"
+        added = set(sites) - self.guard.revoked.keys()
+        self.guard.revoked = dict.fromkeys(sites, reason)
+        clients = {
+            cid: self.guard.why_revoked(site)
+            for cid, site in self.guard.sites.items()
+            if site in self.guard.revoked
+        }
+        dropped = self.engine.revoke_clients(clients)
+        if added:
+            log.warning("sites.revoked", sites=sorted(added)[:20], clients=len(dropped), reason=reason)
+        return pb.RevokeSitesReply(sites=sorted(sites), dropped_clients=dropped)
 
     @refusals_to_status
     async def AbortRound(self, request: pb.AbortRequest, context: Context) -> pb.RoundState:

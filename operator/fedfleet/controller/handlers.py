@@ -218,7 +218,11 @@ async def site_status(
 
 @kopf.on.event(GROUP, VERSION, "federationsites")
 def site_changed(body: kopf.Body, type: str | None, memo: Any, **_: Any) -> None:
-    """A remote site deleted or suspended at the hub loses its stream within a second."""
+    """A remote site deleted or suspended at the hub loses its stream within a second, and the
+    trainings' next passes tell their aggregators to refuse its clients."""
     gateway: SiteGateway | None = getattr(memo, "gateway", None)
     if gateway is not None:
         gateway.site_event(dict(body), deleted=type == "DELETED")
+        if (body.get("spec") or {}).get("suspended") or type == "DELETED":
+            for wake in (getattr(memo, "wake", None) or {}).values():
+                wake.set()

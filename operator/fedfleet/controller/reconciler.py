@@ -35,6 +35,8 @@ from fedfleet.controller.status import now_rfc3339, set_condition
 from fedfleet.controller.status_writer import EmitEvent, Pass, StatusWriter, as_async
 from fedfleet.controller.task_check import task_config_error
 from fedfleet.logs import get_logger
+from fedfleet.rounds.control import ControlAggregator
+from fedfleet.rounds.ports import AggregatorError, FleetState
 from fedfleet.sites.fleet import RemoteSites, SitePods
 
 Object = dict[str, Any]
@@ -69,6 +71,7 @@ class TrainingReconciler:
         self._ended: dict[str, str] = {}  # uid -> the final phase this operator wrote
         self._told_ended: set[str] = set()  # uids whose end the remote sites were told
         self._restarts_seen: dict[str, int] = {}  # uid -> aggregator restarts already warned about
+        self._revoked: dict[str, list[str]] = {}  # uid -> suspended sites the aggregator was told of
         self.ending = Ending(kube, emit)
         self.history = History(kube, self.writer)
 
@@ -96,6 +99,7 @@ class TrainingReconciler:
         self._ended.pop(ref.uid, None)
         self._told_ended.discard(ref.uid)
         self._restarts_seen.pop(ref.uid, None)
+        self._revoked.pop(ref.uid, None)
         self.ending.forget(ref.uid)
         self.history.forget(ref.uid)
 
@@ -129,6 +133,7 @@ class TrainingReconciler:
             address = self.address(ref, training.spec.aggregator.port)
             fleet = await self.clients.ensure(ref, built, sites, pods, address, step)
             aggregator = self.link.aggregator(ref, address, training.spec.expected_clients())
+            fleet = await self._revoke_suspended_sites(ref, training, sites, aggregator, fleet)
             if await self.rounds.drive(ref, training, aggregator, fleet, step):
                 await self.clients.suspend(ref, pods, step)  # suspended, no round in flight
             progress = (step.status.completed_rounds, step.status.phase)
@@ -147,6 +152,37 @@ class TrainingReconciler:
             self._ended[ref.uid] = str(step.status.phase)
             self.rounds.forget(ref.uid)  # no round to follow: pod events wake the daemon now
         return False
+
+    async def _revoke_suspended_sites(
+        self,
+        ref: res.TrainingRef,
+        training: FederatedTraining,
+        sites: list[res.SiteRef],
+        aggregator: ControlAggregator,
+        fleet: FleetState,
+    ) -> FleetState:
+        """A remote site suspended at the hub (the gateway closed its stream): the aggregator
+        refuses its clients' certificates, and rounds neither wait for nor count them. Told on
+        every pass while a site is suspended (an aggregator that restarted learns it again), and
+        once more when none is left."""
+        revoked = sorted(s.name for s in sites if s.spec.remote and s.spec.suspended)
+        if revoked or self._revoked.get(ref.uid):
+            try:
+                dropped = await aggregator.revoke_sites(revoked, SUSPENDED_SITE)
+                if revoked != self._revoked.get(ref.uid):
+                    log.info("sites.revoked", training=ref.name, sites=revoked, dropped=dropped)
+                self._revoked[ref.uid] = revoked
+            except AggregatorError as err:  # not up yet: the next pass tells it
+                log.warning("sites.revoke_failed", training=ref.name, error=str(err))
+        cut = {
+            cid
+            for site in sites
+            if site.name in revoked
+            for cid in res.client_ids(site.name, training.spec.clients_per_site)
+        }
+        if not cut:
+            return fleet
+        return FleetState(fleet.live - cut, {**fleet.down, **dict.fromkeys(sorted(cut), SUSPENDED_SITE)})
 
     async def _settle(self, ref: res.TrainingRef, phase: str, observed: Observed, step: Pass) -> bool:
         try:
@@ -327,6 +363,7 @@ class TrainingReconciler:
             )
 
 
+SUSPENDED_SITE = "its FederationSite is suspended at the hub"
 REFUSAL_LIMIT = 400  # characters of the API server's refusal kept in status
 
 

@@ -115,6 +115,17 @@ class ControlAggregator:
                 pb.DropRequest(round=number, client_id=client, reason=reason), timeout=DROP_TIMEOUT_SECONDS
             )
 
+    async def revoke_sites(self, sites: list[str], reason: str) -> list[str]:
+        """The whole set of sites whose clients the aggregator refuses; returns the clients it
+        dropped or forgot now."""
+        try:
+            reply: pb.RevokeSitesReply = await self.stub.RevokeSites(
+                pb.RevokeSitesRequest(sites=sites, reason=reason), timeout=self.status_timeout
+            )
+        except grpc.aio.AioRpcError as err:
+            raise _error(err) from None
+        return list(reply.dropped_clients)
+
     async def abort(self, number: int, reason: str) -> RoundSnapshot:
         try:
             state: pb.RoundState = await self.stub.AbortRound(

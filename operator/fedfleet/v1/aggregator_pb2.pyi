@@ -495,3 +495,19 @@ class AbortRequest(_message.Message):
 class FinishRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class RevokeSitesRequest(_message.Message):
+    __slots__ = ("sites", "reason")
+    SITES_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    sites: _containers.RepeatedScalarFieldContainer[str]
+    reason: str
+    def __init__(self, sites: _Optional[_Iterable[str]] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class RevokeSitesReply(_message.Message):
+    __slots__ = ("sites", "dropped_clients")
+    SITES_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_CLIENTS_FIELD_NUMBER: _ClassVar[int]
+    sites: _containers.RepeatedScalarFieldContainer[str]
+    dropped_clients: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, sites: _Optional[_Iterable[str]] = ..., dropped_clients: _Optional[_Iterable[str]] = ...) -> None: ...

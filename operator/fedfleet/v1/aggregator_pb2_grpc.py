@@ -327,6 +327,11 @@ class ControlStub:
                 request_serializer=fedfleet_dot_v1_dot_aggregator__pb2.FinishRequest.SerializeToString,
                 response_deserializer=fedfleet_dot_v1_dot_aggregator__pb2.AggregatorStatus.FromString,
                 _registered_method=True)
+        self.RevokeSites = channel.unary_unary(
+                '/fedfleet.v1.Control/RevokeSites',
+                request_serializer=fedfleet_dot_v1_dot_aggregator__pb2.RevokeSitesRequest.SerializeToString,
+                response_deserializer=fedfleet_dot_v1_dot_aggregator__pb2.RevokeSitesReply.FromString,
+                _registered_method=True)
 
 
 class ControlServicer:
@@ -388,6 +393,12 @@ class ControlServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RevokeSites(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControlServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -435,6 +446,11 @@ def add_ControlServicer_to_server(servicer, server):
                     servicer.FinishTraining,
                     request_deserializer=fedfleet_dot_v1_dot_aggregator__pb2.FinishRequest.FromString,
                     response_serializer=fedfleet_dot_v1_dot_aggregator__pb2.AggregatorStatus.SerializeToString,
+            ),
+            'RevokeSites': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeSites,
+                    request_deserializer=fedfleet_dot_v1_dot_aggregator__pb2.RevokeSitesRequest.FromString,
+                    response_serializer=fedfleet_dot_v1_dot_aggregator__pb2.RevokeSitesReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -681,6 +697,33 @@ class Control:
             '/fedfleet.v1.Control/FinishTraining',
             fedfleet_dot_v1_dot_aggregator__pb2.FinishRequest.SerializeToString,
             fedfleet_dot_v1_dot_aggregator__pb2.AggregatorStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeSites(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedfleet.v1.Control/RevokeSites',
+            fedfleet_dot_v1_dot_aggregator__pb2.RevokeSitesRequest.SerializeToString,
+            fedfleet_dot_v1_dot_aggregator__pb2.RevokeSitesReply.FromString,
             options,
             channel_credentials,
             insecure,
