@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -184,6 +185,10 @@ class Federation:
             60,
             "the site gateway's CA",
         )
+        # the CA is made before the server listens: wait for both ports too
+        wait_for(
+            lambda: all(_listening(p) for p in (self.gateway_port, self.gateway_port + 1)), 30, "the gateway"
+        )
 
     def site_status(self, name: str) -> dict[str, Any]:
         found = self.cluster.get("FederationSite", "default", name) or {}
@@ -210,6 +215,14 @@ class Federation:
                 f"--- {site.name} agent\n" + (site.log.read_text()[-3000:] if site.log.exists() else "")
             )
         return "\n".join(parts)
+
+
+def _listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
 
 
 def start_federation(root: Path) -> Federation:
