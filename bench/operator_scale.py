@@ -13,10 +13,11 @@ certificate the operator issued. Prints JSON and a table.
     python bench/operator_scale.py --fanout [--sites 100] [--clients 10]
 
 `--fanout` instead measures one training with sites x clients pods: seconds from apply to all
-pods Running, the operator's CPU seconds and peak RSS, on the test API server and, when
-KUBEBUILDER_ASSETS names the `make kube-assets` folder, on the real control plane
-(kube-apiserver, etcd, scheduler, controller-manager; the hub chart installed by Helm and the
-operator under its ServiceAccount) in the same run (`--lanes` picks).
+pods Running, the operator's CPU seconds and peak RSS, on the test API server, with remote
+sites through the site gateway (bench/remote_fanout.py: the same sites x clients, each site its
+own agent and stream) and, when KUBEBUILDER_ASSETS names the `make kube-assets` folder, on the
+real control plane (kube-apiserver, etcd, scheduler, controller-manager; the hub chart installed
+by Helm and the operator under its ServiceAccount) in the same run (`--lanes` picks).
 
 `--baseline` defaults to the parent of the commit that made the reconciler read watch-fed
 indices (the first commit adding controller/observed.py).
@@ -46,6 +47,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "operator"))
 
 from bench.control_standin import TimedRounds, serve  # noqa: E402
+from bench.remote_fanout import remote_fanout  # noqa: E402
 from tests.controller.cluster import Cluster, site, start_operator, training_manifest, wait_for  # noqa: E402
 from tests.dataplane.harness import free_port  # noqa: E402
 from tests.kube.control_plane import HOW_TO_ENABLE, ControlPlane, assets  # noqa: E402
@@ -266,6 +268,7 @@ def fanout(lane: str, sites: int, clients: int, timeout: float) -> dict[str, Any
 def print_fanout(results: list[dict[str, Any]]) -> None:
     print(json.dumps(results, indent=2))
     print(f"\n{'lane':<13}{'pods':>6}{'running':>9}{'seconds':>9}{'cpu s':>8}{'peak RSS MB':>13}")
+    # remote: pods are client pods at the sites, Running as the sites' agents report them
     for r in results:
         print(
             f"{r['lane']:<13}{r['pods']:>6}{r['pods_running']:>9}{r['seconds_to_all_running']:>9}"
@@ -294,14 +297,21 @@ def main() -> None:
     parser.add_argument(
         "--lanes",
         default="",
-        help="--fanout on: test-server,real (default: both when KUBEBUILDER_ASSETS is set)",
+        help="--fanout on: test-server,remote,real (default: all three; real when KUBEBUILDER_ASSETS is set)",
     )
     args = parser.parse_args()
     if args.fanout:
-        lanes = args.lanes.split(",") if args.lanes else ["test-server", *(["real"] if assets() else [])]
+        lanes = (
+            args.lanes.split(",")
+            if args.lanes
+            else ["test-server", "remote", *(["real"] if assets() else [])]
+        )
         results = []
         for lane in lanes:
-            results.append(fanout(lane, args.sites, args.clients, args.timeout))
+            if lane == "remote":
+                results.append(remote_fanout(args.sites, args.clients, args.timeout))
+            else:
+                results.append(fanout(lane, args.sites, args.clients, args.timeout))
             print(json.dumps(results[-1]), file=sys.stderr, flush=True)
         print_fanout(results)
         return

@@ -46,51 +46,60 @@ def join_token(args: argparse.Namespace) -> int:
         return 1
 
 
-async def _join_token(args: argparse.Namespace) -> int:
-    kube = Kube()
-    site = await kube.get(vocab.SITE, args.namespace, args.name)
+async def issue_join_token(
+    kube: Kube, site_name: enrol.SiteName, hub_namespace: str, ttl: datetime.timedelta
+) -> tuple[str, datetime.datetime, bytes]:
+    """A new one-time token for a remote site (only its hash is stored, in a Secret the site
+    owns; it replaces the previous one): the token, its expiry and the gateway CA's PEM."""
+    site = await kube.get(vocab.SITE, site_name.namespace, site_name.name)
     if site is None:
-        raise enrol.EnrolmentError(f"no FederationSite {args.namespace}/{args.name}")
+        raise enrol.EnrolmentError(f"no FederationSite {site_name}")
     if not (site.get("spec") or {}).get("remote"):
-        raise enrol.EnrolmentError(
-            f"FederationSite {args.namespace}/{args.name} is not remote (spec.remote: true)"
-        )
-    ca = await kube.get("Secret", args.hub_namespace, enrol.GATEWAY_CA_SECRET)
+        raise enrol.EnrolmentError(f"FederationSite {site_name} is not remote (spec.remote: true)")
+    ca = await kube.get("Secret", hub_namespace, enrol.GATEWAY_CA_SECRET)
     if ca is None:
         raise enrol.EnrolmentError(
-            f"no Secret {enrol.GATEWAY_CA_SECRET} in {args.hub_namespace}: is the operator's site gateway on "
+            f"no Secret {enrol.GATEWAY_CA_SECRET} in {hub_namespace}: is the operator's site gateway on "
             "(hub chart siteGateway.enabled) and is --hub-namespace its namespace?"
         )
     ca_pem = base64.b64decode(ca["data"]["tls.crt"])
-    token = enrol.new_token(enrol.SiteName(args.namespace, args.name))
-    expires = datetime.datetime.now(datetime.UTC) + datetime.timedelta(minutes=args.ttl_minutes)
+    token = enrol.new_token(site_name)
+    expires = datetime.datetime.now(datetime.UTC) + ttl
     record = enrol.JoinRecord(enrol.token_hash(token), expires)
-    name = enrol.join_secret_name(args.name)
+    name = enrol.join_secret_name(site_name.name)
     secret: dict[str, Any] = {
         "apiVersion": "v1",
         "kind": "Secret",
         "type": "Opaque",
         "metadata": {
             "name": name,
-            "namespace": args.namespace,
-            "labels": {vocab.LABEL_NAME: "fedfleet", vocab.LABEL_SITE: args.name},
+            "namespace": site_name.namespace,
+            "labels": {vocab.LABEL_NAME: "fedfleet", vocab.LABEL_SITE: site_name.name},
             "ownerReferences": [  # goes with the site
                 {
                     "apiVersion": vocab.API_VERSION,
                     "kind": vocab.SITE,
-                    "name": args.name,
+                    "name": site_name.name,
                     "uid": site["metadata"]["uid"],
                 }
             ],
         },
         "data": record.data(),
     }
-    existing = await kube.get("Secret", args.namespace, name)
+    existing = await kube.get("Secret", site_name.namespace, name)
     if existing is None:
         await kube.create(secret)
     else:  # a new token replaces the old one and revokes the certificate it bought
         secret["metadata"]["resourceVersion"] = existing["metadata"]["resourceVersion"]
-        await kube.request("PUT", path("Secret", args.namespace, name), secret)
+        await kube.request("PUT", path("Secret", site_name.namespace, name), secret)
+    return str(token), expires, ca_pem
+
+
+async def _join_token(args: argparse.Namespace) -> int:
+    ttl = datetime.timedelta(minutes=args.ttl_minutes)
+    token, expires, ca_pem = await issue_join_token(
+        Kube(), enrol.SiteName(args.namespace, args.name), args.hub_namespace, ttl
+    )
     if args.ca_out is not None:
         args.ca_out.write_bytes(ca_pem)
     print(f"token: {token}")
