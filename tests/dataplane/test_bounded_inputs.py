@@ -203,7 +203,14 @@ def rss_mb(pid: int) -> float:
 
 def test_refused_7_mib_uploads_do_not_grow_the_aggregator(tmp_path: Path) -> None:
     """The review saw 800 refused 7 MiB uploads grow the aggregator by 2 GB: each refusal's
-    traceback kept the frames holding the refused chunk. Now the chunk is freed with the call."""
+    traceback kept the frames holding the refused chunk (60 refusals kept +320 MB). Now the
+    chunk is freed with the call, so growth does not follow the bytes refused.
+
+    The bound is a share of what was refused, not a fixed figure: between two measurements the
+    aggregator's RSS moves by up to ~200 MB with no leak at all (freed heap that glibc keeps
+    for reuse, per arena, with or without `fedfleet.memory`'s thresholds, and gRPC's transport
+    buffers; seen on a loaded 2-core machine), and a fixed 100 MB failed there once. Keeping
+    even one refused chunk in three would exceed the bound."""
     with running_aggregator(tmp_path, secureAggregation=PLAIN) as agg:
         agg.start_round(1, [A], min_clients=1, timeout=300)
         agg.join(A)
@@ -217,5 +224,6 @@ def test_refused_7_mib_uploads_do_not_grow_the_aggregator(tmp_path: Path) -> Non
 
         refused_uploads(20)  # warm: gRPC's buffers, allocator arenas
         before = rss_mb(agg.process.pid)
-        refused_uploads(60)  # 420 MiB refused: each kept would be +420 MB (it was +320 MB)
-        assert rss_mb(agg.process.pid) - before < 100
+        refused_uploads(180)  # 1260 MiB refused
+        refused_mb = 180 * len(bad.data) / 2**20
+        assert rss_mb(agg.process.pid) - before < refused_mb / 3
