@@ -25,7 +25,9 @@ k = ceil(2 log2 N) so both draw the same graph size: the cost of what changed be
 (for the authenticated SecAgg+: signatures, certificate checks and the consistency round).
 Each case runs --passes times, REV and this tree alternating (and which goes first
 alternating too), so a burst of load from elsewhere hits both; it reports the medians over
-passes, each pass's own overhead (the spread shows the noise) and the load average.
+passes, each pass's own overhead (the spread shows the noise) and the load average. With
+--clock cpu both trees' rounds are timed by the thread's CPU time instead of the wall clock
+(the rounds run in one thread), which leaves out the time spent waiting for a core.
 
     python bench/secagg.py [--quick] [--neighbours K] [--repeats R] [--json PATH] [--grpc]
     python bench/secagg.py --grpc-only 10x1e7 [--grpc-rounds R]
@@ -514,6 +516,13 @@ def main() -> None:
     parser.add_argument(
         "--passes", type=int, default=3, help="with --baseline: alternating passes per case (medians)"
     )
+    parser.add_argument(
+        "--clock",
+        choices=["wall", "cpu"],
+        default="wall",
+        help="with --baseline: time with the wall clock or the measuring thread's CPU time (steadier"
+        " under load from other processes: time spent waiting for a core is not counted)",
+    )
     parser.add_argument("--grpc-only", help="only whole rounds over gRPC, for these NxM,NxM cases")
     parser.add_argument(
         "--grpc-rounds", type=int, default=3, help="rounds per gRPC run (the first is not timed)"
@@ -530,7 +539,7 @@ def main() -> None:
         cases = COMPARE_CASES
         if args.cases:
             cases = [(int(n), int(m)) for n, m in (c.split("x") for c in args.cases.split(","))]
-        compared = compare(args.baseline, cases, args.repeats, args.passes)
+        compared = compare(args.baseline, cases, args.repeats, args.passes, args.clock)
         print(json.dumps([rounded(r) for r in compared], indent=2))
         if args.json:
             args.json.write_text(json.dumps([rounded(r) for r in compared], indent=2) + "\n")
@@ -561,14 +570,16 @@ def main() -> None:
 
 COMPARE_CASES = [(10, 1_000_000), (100, 100_000)]
 MEASURE_IN = (  # run in a subprocess with the bench folder of one tree: its `measure`, as JSON
-    "import json, sys; sys.path.insert(0, sys.argv[1]); import secagg as b; b.measure(5, 10_000, 0, 1); "
+    "import json, sys, time; sys.path.insert(0, sys.argv[1]); "
+    "time.perf_counter = time.thread_time if sys.argv[3] == 'cpu' else time.perf_counter; "
+    "import secagg as b; b.measure(5, 10_000, 0, 1); "
     "print(json.dumps(b.measure(*json.loads(sys.argv[2]))))"
 )
 
 
-def measure_tree(bench_dir: Path, n: int, m: int, k: int, repeats: int) -> dict[str, Any]:
+def measure_tree(bench_dir: Path, n: int, m: int, k: int, repeats: int, clock: str) -> dict[str, Any]:
     run = subprocess.run(
-        [sys.executable, "-c", MEASURE_IN, str(bench_dir), json.dumps([n, m, k, repeats])],
+        [sys.executable, "-c", MEASURE_IN, str(bench_dir), json.dumps([n, m, k, repeats]), clock],
         check=True,
         capture_output=True,
         text=True,
@@ -577,7 +588,9 @@ def measure_tree(bench_dir: Path, n: int, m: int, k: int, repeats: int) -> dict[
     return result
 
 
-def compare(baseline: str, cases: list[tuple[int, int]], repeats: int, passes: int) -> list[dict[str, Any]]:
+def compare(
+    baseline: str, cases: list[tuple[int, int]], repeats: int, passes: int, clock: str = "wall"
+) -> list[dict[str, Any]]:
     """This tree against `baseline`, case by case: `passes` alternating pairs of subprocesses,
     each the median of `repeats` rounds; medians over the passes."""
     results = []
@@ -597,7 +610,7 @@ def compare(baseline: str, cases: list[tuple[int, int]], repeats: int, passes: i
                 for done in range(passes):
                     pair = [(tree, befores), (REPO, afters)]
                     for root, runs in pair if done % 2 == 0 else pair[::-1]:
-                        runs.append(measure_tree(root / "bench", n, m, k, repeats))
+                        runs.append(measure_tree(root / "bench", n, m, k, repeats, clock))
 
                 def med(runs: list[dict[str, Any]], key: str) -> float:
                     return statistics.median(r[key] for r in runs)
@@ -610,6 +623,7 @@ def compare(baseline: str, cases: list[tuple[int, int]], repeats: int, passes: i
                         "threshold_before": befores[0]["threshold"],
                         "threshold_after": afters[0]["threshold"],
                         "passes": passes,
+                        "clock": clock,
                         "load_average": load,
                         "client_s_before": med(befores, "client_s"),
                         "client_s_after": med(afters, "client_s"),
@@ -637,7 +651,11 @@ def compare_table(results: list[dict[str, Any]], baseline: str) -> str:
         f"{'N':>4} {'M':>9} {'k':>3} {'t':>5} | {'client ms':>17} | {'server ms':>17} |"
         f" {'round s':>15} | {'overhead':>8} | {'per pass':>22} | {'load':>5}"
     )
-    lines = [f"before = {baseline}, after = this tree (medians over alternating passes; one run)", head]
+    clock = results[0]["clock"] if results else "wall"
+    lines = [
+        f"before = {baseline}, after = this tree (medians over alternating passes; one run; {clock} clock)",
+        head,
+    ]
     lines.append("-" * len(head))
     for r in results:
         lines.append(

@@ -27,6 +27,7 @@ on every use.
 from __future__ import annotations
 
 import datetime
+import time
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -157,7 +158,7 @@ class Signer:
 @dataclass(frozen=True)
 class _Verified:
     key: PublicKey
-    not_after: datetime.datetime
+    not_after: float  # POSIX seconds: the earliest expiry in the chain
 
 
 class Verifier:
@@ -168,6 +169,7 @@ class Verifier:
         self.namespace, self.training = namespace, training
         self._cache: dict[tuple[str, bytes], _Verified] = {}
         self._signed: set[tuple[str, bytes, bytes, bytes]] = set()
+        self._long_term: set[tuple[str, str, bytes, bytes, bytes]] = set()
 
     @property
     def authenticated(self) -> bool:
@@ -187,6 +189,20 @@ class Verifier:
             self._signed.clear()
         self._signed.add((client, credential, signature, data))
 
+    def verify_long_term(
+        self, training: str, client: str, credential: bytes, signature: bytes, public: bytes
+    ) -> None:
+        """`verify` of `long_term_statement(training, client, public)`. The same advertisement
+        comes every round: once verified it is one lookup (and the certificate's expiry check)."""
+        fields = (training, client, credential, signature, public)
+        if fields in self._long_term:
+            self.key_of(client, credential)
+            return
+        self.verify(client, credential, signature, long_term_statement(training, client, public))
+        if len(self._long_term) >= CACHE_ENTRIES:
+            self._long_term.clear()
+        self._long_term.add(fields)
+
     def key_of(self, client: str, credential: bytes) -> PublicKey:
         if not credential:
             raise AuthenticationFailed(f"{_short(client)!r} sent no credential")
@@ -198,14 +214,14 @@ class Verifier:
             if len(credential) != 33:
                 raise MalformedMessage("an ephemeral credential is one Ed25519 public key")
             return ed25519.Ed25519PublicKey.from_public_bytes(credential[1:])
-        now = datetime.datetime.now(datetime.UTC)
         cached = self._cache.get((client, credential))
         if cached is None:
+            now = datetime.datetime.now(datetime.UTC)
             cached = self._check_chain(client, decode_chain(credential), now)
             if len(self._cache) >= CACHE_ENTRIES:
                 self._cache.clear()
             self._cache[(client, credential)] = cached
-        if now > cached.not_after:
+        if time.time() > cached.not_after:
             raise AuthenticationFailed(f"the certificate of {_short(client)!r} has expired")
         return cached.key
 
@@ -228,7 +244,7 @@ class Verifier:
         key = leaf.public_key()
         if not isinstance(key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey | ed25519.Ed25519PublicKey):
             raise AuthenticationFailed(f"the certificate of {_short(client)!r} has an unsupported key")
-        return _Verified(key, min(c.not_valid_after_utc for c in chain))
+        return _Verified(key, min(c.not_valid_after_utc for c in chain).timestamp())
 
 
 def _chains_to(chain: list[x509.Certificate], anchors: list[x509.Certificate], client: str) -> None:

@@ -29,7 +29,7 @@ import hmac
 import numpy as np
 
 from fedfleet.secagg import shamir
-from fedfleet.secagg.authentication import LongTermKey, Signer, Verifier, long_term_statement
+from fedfleet.secagg.authentication import LongTermKey, Signer, Verifier
 from fedfleet.secagg.crypto import (
     CHANNEL_BYTES,
     KEY_BYTES,
@@ -204,9 +204,10 @@ class SecAggClient:
             raise SecAggAbort(f"{len(peers)} neighbours, fewer than the threshold {self.params.threshold}")
         channels = {}
         for c, p in peers.items():
-            statement = long_term_statement(self.binding.training, c, p.long_term)
             try:
-                self.verifier.verify(c, p.credential, p.signature, statement)
+                self.verifier.verify_long_term(
+                    self.binding.training, c, p.credential, p.signature, p.long_term
+                )
                 pair = self.long_term.pair_key(c, p.long_term)
                 info = pair_info("shares", self.context, self.client, c)
                 channels[c] = self.c_keys.agree(p.c_pk, info, salt=pair, length=CHANNEL_BYTES)

@@ -197,6 +197,26 @@ class _Reader:
         self.pos = pos
         return out
 
+    def names(self, limit: int) -> tuple[str, ...]:
+        """A counted list of ids (the survivor set: every client decodes N of them)."""
+        n = self.count(limit, 2)
+        data, pos, out = self.data, self.pos, []
+        try:
+            for _ in range(n):
+                size = data[pos]
+                if not size:
+                    raise MalformedMessage(f"{self.kind.name} message has an empty id")
+                out.append(_id_text(data[pos + 1 : pos + 1 + size]))
+                pos += 1 + size
+        except IndexError:
+            pos = len(data) + 1
+        except UnicodeDecodeError:
+            raise MalformedMessage(f"{self.kind.name} message has an id that is not UTF-8") from None
+        if pos > len(data):
+            raise MalformedMessage(f"{self.kind.name} message truncated at byte {len(data)}")
+        self.pos = pos
+        return tuple(out)
+
     def end(self) -> None:
         if self.pos != len(self.data):
             raise MalformedMessage(f"{self.kind.name} message has {len(self.data) - self.pos} trailing bytes")
@@ -377,7 +397,7 @@ class SurvivorSet:
     @classmethod
     def from_bytes(cls, data: bytes, max_entries: int = UNLIMITED) -> SurvivorSet:
         r = _Reader(data, cls.KIND)
-        survivors = tuple(name for name, _, _ in r.entries(max_entries, False, 0))
+        survivors = r.names(max_entries)
         r.end()
         return cls(r.binding, survivors)
 

@@ -24,7 +24,7 @@ import os
 import numpy as np
 
 from fedfleet.secagg import shamir
-from fedfleet.secagg.authentication import Verifier, long_term_statement
+from fedfleet.secagg.authentication import Verifier
 from fedfleet.secagg.client import Coverage, round_context
 from fedfleet.secagg.crypto import KeyPair, check_public_key, pair_info
 from fedfleet.secagg.errors import (
@@ -156,8 +156,9 @@ class SecAggServer:
             raise ReplayedMessage("public keys must be fresh: distinct from each other and from others'")
         for key in (message.c_pk, message.s_pk, message.long_term):
             check_public_key(key)
-        statement = long_term_statement(self.training, client, message.long_term)
-        self.verifier.verify(client, message.credential, message.signature, statement)
+        self.verifier.verify_long_term(
+            self.training, client, message.credential, message.signature, message.long_term
+        )
         self.keys[client] = message
         self._public_keys |= {message.c_pk, message.s_pk}
 
