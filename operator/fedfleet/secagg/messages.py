@@ -23,7 +23,7 @@ from fedfleet.secagg.errors import MalformedMessage, OversizedMessage
 from fedfleet.secagg.shamir import SHARE_BYTES
 
 MAGIC = b"SA"
-VERSION = 2
+VERSION = 3  # 3: endorsements differ by direction (a version-2 peer would fail the consistency round)
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 MAX_ID_BYTES = 255
 FINGERPRINT_BYTES = 8
