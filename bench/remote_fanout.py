@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from fedfleet.controller.kube import Kube
+from fedfleet.logs import configure
 from fedfleet.sites import enrolment as enrol
-from fedfleet.sites.agent import SiteAgent
 from fedfleet.sites.commands import issue_join_token
 from fedfleet.sites.policy import AgentConfig
 from kubernetes import config
@@ -46,6 +46,8 @@ class Agents:
         self.tasks: list[asyncio.Future[None]] = []
 
     def start(self, hub: Path, sites: Path, names: list[str], port: int, clients: int, root: Path) -> None:
+        from fedfleet.sites.agent import SiteAgent  # its logger binds the level configured by now
+
         hub_kube = Kube(config.new_client_from_config(str(hub)))
         site_kube = Kube(config.new_client_from_config(str(sites)))
 
@@ -137,6 +139,7 @@ def remote_fanout(sites: int, clients: int, timeout: float) -> dict[str, Any]:
             interval=2.0,
         ).start()
         stack.callback(site_kubelet.stop)
+        configure(level="WARNING")  # 100 agents' info lines would bury the figures
         agents = Agents()
         stack.callback(agents.close)
         agents.start(hub.kubeconfig, site_api.kubeconfig, names, port, clients, root)
