@@ -31,7 +31,7 @@ from tests.controller.cluster import Cluster, start_operator, training_manifest,
 from tests.dataplane.harness import free_port
 from tests.kube.fixtures import ApiServerHandle, load_crds
 from tests.kube.kubelet import Kubelet
-from tests.sites.harness import HUB_NAMESPACE, remote_site
+from tests.sites.harness import HUB_NAMESPACE, gateway_ports, remote_site
 
 TOKEN_TTL = datetime.timedelta(hours=1)
 
@@ -106,7 +106,7 @@ def remote_fanout(sites: int, clients: int, timeout: float) -> dict[str, Any]:
             interval=2.0,
         ).start()
         stack.callback(hub_kubelet.stop)
-        port = free_port()
+        port = gateway_ports()
         operator = start_operator(
             hub.kubeconfig,
             root / "operator.log",

@@ -217,6 +217,25 @@ class Federation:
         return "\n".join(parts)
 
 
+def gateway_ports() -> int:
+    """A port that, with the next one, the gateway can listen on (every address, as it does):
+    a free port's neighbour may be any process's port, and the gateway then never serves."""
+    for _ in range(100):
+        port = free_port()
+        if port + 1 < 65536 and all(_bindable(p) for p in (port, port + 1)):
+            return port
+    raise RuntimeError("no two free neighbouring ports")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("0.0.0.0", port))
+        except OSError:
+            return False
+    return True
+
+
 def _listening(port: int) -> bool:
     try:
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
@@ -232,10 +251,7 @@ def start_federation(root: Path) -> Federation:
     for crd in load_crds():
         hub.register_crd(crd)
     kubelet = start_kubelet(hub.kubeconfig, hub_root / "kubelet")
-    port = free_port()
-    while port + 1 == 65536:
-        port = free_port()
-    federation = Federation(root, hub, kubelet, port, hub_root / "operator.log")
+    federation = Federation(root, hub, kubelet, gateway_ports(), hub_root / "operator.log")
     federation.start_operator()
     federation.wait_gateway()
     return federation
