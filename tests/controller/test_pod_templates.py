@@ -53,7 +53,7 @@ SHM: dict[str, Any] = {
 
 
 def test_a_pod_template_reaches_the_pods_and_the_operator_keeps_what_it_owns(
-    kubeconfig: Path, tmp_path: Path
+    kubeconfig: Path, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     cluster = Cluster(kubeconfig)
     priorities = client.SchedulingV1Api(cluster.api)
@@ -70,6 +70,10 @@ def test_a_pod_template_reaches_the_pods_and_the_operator_keeps_what_it_owns(
         cluster.custom.create_cluster_custom_object(GROUP, VERSION, PLATFORMS, platform("gpu-team"))
     assert misnamed.value.status == 422 and "named default" in str(misnamed.value.body)
     cluster.custom.create_cluster_custom_object(GROUP, VERSION, PLATFORMS, platform("default"))
+    # the real lane is shared by the session's tests: whatever happens, later ones get no default
+    request.addfinalizer(
+        lambda: cluster.custom.delete_cluster_custom_object(GROUP, VERSION, PLATFORMS, "default")
+    )
     manifest = training_manifest("tpl", 5600, ["site-a", "site-b"], secureAggregation={"enabled": False})
     manifest["spec"]["client"] = {
         "resources": {"requests": {"cpu": "200m"}},
@@ -116,7 +120,6 @@ def test_a_pod_template_reaches_the_pods_and_the_operator_keeps_what_it_owns(
         operator.terminate()
         operator.wait(15)
         kubelet.stop()
-        cluster.custom.delete_cluster_custom_object(GROUP, VERSION, PLATFORMS, "default")  # lanes are shared
     assert sorted(running) == ["tpl-aggregator", "tpl-site-a-0", "tpl-site-b-0"]
     for pod in running.values():
         spec, container = pod["spec"], pod["spec"]["containers"][0]
