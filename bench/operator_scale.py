@@ -40,19 +40,18 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from kubernetes import config
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "operator"))
 
 from bench.control_standin import TimedRounds, serve  # noqa: E402
+from bench.fanout_measure import phase_kubelet, until_running  # noqa: E402
 from bench.remote_fanout import remote_fanout  # noqa: E402
 from tests.controller.cluster import Cluster, site, start_operator, training_manifest, wait_for  # noqa: E402
 from tests.dataplane.harness import free_port  # noqa: E402
 from tests.kube.control_plane import HOW_TO_ENABLE, ControlPlane, assets  # noqa: E402
 from tests.kube.fixtures import OPERATOR_TOKEN, ApiServerHandle, start_kubelet  # noqa: E402
-from tests.kube.kubelet import Kubelet  # noqa: E402
 from tests.kube.real_lane import NODES, RealLane  # noqa: E402
 
 SITES = ["site-a", "site-b", "site-c"]
@@ -196,8 +195,6 @@ def fanout(lane: str, sites: int, clients: int, timeout: float) -> dict[str, Any
     plane from KUBEBUILDER_ASSETS with the hub chart installed by Helm and the operator under
     its ServiceAccount); the kubelet only flips phases, so the figures are the operator's and
     the control plane's, not the pods'."""
-    import psutil
-
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         root = Path(tmp)
         nodes = None
@@ -220,49 +217,25 @@ def fanout(lane: str, sites: int, clients: int, timeout: float) -> dict[str, Any
         names = [f"site-{i:03d}" for i in range(sites)]
         for name in names:
             cluster.apply(site(name, capacity=clients))
-        kubelet = Kubelet(
-            config.new_client_from_config(str(kubeconfig)),
-            root / "kubelet",
-            phase_only=True,
-            interval=2.0,
-            nodes=nodes,
-        ).start()
+        kubelet = phase_kubelet(kubeconfig, root / "kubelet", nodes)
         stack.callback(kubelet.stop)
         operator = start_operator(
             kubeconfig, root / "operator.log", interval=None, FEDFLEET_LOG_LEVEL="WARNING"
         )
         stack.callback(operator.wait, 30)
         stack.callback(operator.terminate)
-        watched = psutil.Process(operator.pid)
         expected = sites * clients + 1  # clients and the aggregator
         started = time.perf_counter()
         cluster.apply(
             training_manifest("scale", 50051, names, clientsPerSite=clients, minClients=sites * clients)
         )
-        running = 0
-        while time.perf_counter() - started < timeout:
+
+        def running_now() -> int:
             pods = cluster.items("Pod", selector="fedfleet.io/training=scale")
-            running = sum((p.get("status") or {}).get("phase") == "Running" for p in pods)
-            if running >= expected:
-                break
-            time.sleep(2.0)
-        seconds = time.perf_counter() - started
-        cpu = watched.cpu_times()
-        peak_kb = next(
-            int(line.split()[1])
-            for line in Path(f"/proc/{operator.pid}/status").read_text().splitlines()
-            if line.startswith("VmHWM:")
-        )
-    return {
-        "lane": lane,
-        "sites": sites,
-        "clients_per_site": clients,
-        "pods": expected,
-        "pods_running": running,
-        "seconds_to_all_running": round(seconds, 2),
-        "operator_cpu_seconds": round(cpu.user + cpu.system, 2),
-        "operator_peak_rss_mb": round(peak_kb / 1024, 1),
-    }
+            return sum((p.get("status") or {}).get("phase") == "Running" for p in pods)
+
+        figures = until_running(operator.pid, running_now, expected, started, timeout)
+    return {"lane": lane, "sites": sites, "clients_per_site": clients, **figures}
 
 
 def print_fanout(results: list[dict[str, Any]]) -> None:

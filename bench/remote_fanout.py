@@ -27,10 +27,10 @@ from fedfleet.sites.commands import issue_join_token
 from fedfleet.sites.policy import AgentConfig
 from kubernetes import config
 
+from bench.fanout_measure import phase_kubelet, until_running
 from tests.controller.cluster import Cluster, start_operator, training_manifest, wait_for
 from tests.dataplane.harness import free_port
 from tests.kube.fixtures import ApiServerHandle, load_crds
-from tests.kube.kubelet import Kubelet
 from tests.sites.harness import HUB_NAMESPACE, gateway_ports, remote_site
 
 TOKEN_TTL = datetime.timedelta(hours=1)
@@ -99,12 +99,7 @@ def remote_fanout(sites: int, clients: int, timeout: float) -> dict[str, Any]:
         for crd in load_crds():
             hub.register_crd(crd)
         time.sleep(0.2)
-        hub_kubelet = Kubelet(
-            config.new_client_from_config(str(hub.kubeconfig)),
-            root / "hub-kubelet",
-            phase_only=True,
-            interval=2.0,
-        ).start()
+        hub_kubelet = phase_kubelet(hub.kubeconfig, root / "hub-kubelet")
         stack.callback(hub_kubelet.stop)
         port = gateway_ports()
         operator = start_operator(
@@ -132,12 +127,7 @@ def remote_fanout(sites: int, clients: int, timeout: float) -> dict[str, Any]:
         for name in names:
             site_api.add_namespace(name)
             cluster.apply(remote_site(name, capacity=clients))
-        site_kubelet = Kubelet(
-            config.new_client_from_config(str(site_api.kubeconfig)),
-            root / "site-kubelet",
-            phase_only=True,
-            interval=2.0,
-        ).start()
+        site_kubelet = phase_kubelet(site_api.kubeconfig, root / "site-kubelet")
         stack.callback(site_kubelet.stop)
         configure(level="WARNING")  # 100 agents' info lines would bury the figures
         agents = Agents()
@@ -152,8 +142,7 @@ def remote_fanout(sites: int, clients: int, timeout: float) -> dict[str, Any]:
         wait_for(lambda: connected() == sites or agents.failures(), timeout, "every agent connected", 1.0)
         if agents.failures():
             raise SystemExit(f"agents failed: {agents.failures()[:3]}")
-        watched = psutil.Process(operator.pid)
-        before = watched.cpu_times()
+        before = psutil.Process(operator.pid).cpu_times()
         expected = sites * clients
         aggregator_port = free_port()
         manifest = training_manifest(
@@ -162,29 +151,18 @@ def remote_fanout(sites: int, clients: int, timeout: float) -> dict[str, Any]:
         manifest["spec"]["aggregator"]["externalAddress"] = f"127.0.0.1:{aggregator_port}"
         started = time.perf_counter()
         cluster.apply(manifest)
-        running = 0
-        while time.perf_counter() - started < timeout:
-            running = sum(
+
+        def running_now() -> int:  # client pods at the sites, as their agents report them
+            return sum(
                 int((s.get("status") or {}).get("clientsRunning", 0)) for s in cluster.items("FederationSite")
             )
-            if running >= expected:
-                break
-            time.sleep(2.0)
-        seconds = time.perf_counter() - started
-        cpu = watched.cpu_times()
-        peak_kb = next(
-            int(line.split()[1])
-            for line in Path(f"/proc/{operator.pid}/status").read_text().splitlines()
-            if line.startswith("VmHWM:")
-        )
+
+        figures = until_running(operator.pid, running_now, expected, started, timeout)
+    from_apply = figures["operator_cpu_seconds"] - before.user - before.system
     return {
         "lane": "remote",
         "sites": sites,
         "clients_per_site": clients,
-        "pods": expected,
-        "pods_running": running,
-        "seconds_to_all_running": round(seconds, 2),
-        "operator_cpu_seconds": round(cpu.user + cpu.system, 2),  # from its start, as the other lanes
-        "operator_cpu_seconds_from_apply": round(cpu.user + cpu.system - before.user - before.system, 2),
-        "operator_peak_rss_mb": round(peak_kb / 1024, 1),
+        **figures,
+        "operator_cpu_seconds_from_apply": round(from_apply, 2),
     }
