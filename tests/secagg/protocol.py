@@ -98,6 +98,18 @@ def keys_and_shares(
     server.close_shares()
 
 
+def inputs_closed(n: int, m: int, neighbours: int) -> Fleet:
+    """An authenticated fleet of n whose every client has uploaded, inputs closed: where the
+    consistency round, and a lying aggregator's chance, begins."""
+    fleet = make_fleet(n, m, neighbours=neighbours)
+    authenticate(fleet)
+    keys_and_shares(fleet)
+    for c in fleet.ids:
+        upload(fleet, c)
+    fleet.server.close_inputs()
+    return fleet
+
+
 def upload(fleet: Fleet, client: str, chunk: int = 700, rng: np.random.Generator | None = None) -> None:
     """Stream one client's masked update in chunks (shuffled when `rng` is given)."""
     c, m = fleet.clients[client], fleet.dimension

@@ -39,6 +39,7 @@ from tests.secagg.protocol import (
     Fleet,
     authenticate,
     bound,
+    inputs_closed,
     keys_and_shares,
     make_fleet,
     plain,
@@ -50,12 +51,7 @@ LOW_ORDER = (bytes(32), (1).to_bytes(32, "little"))  # the identity and a point 
 
 
 def test_an_authenticated_round_releases_the_exact_sum() -> None:
-    fleet = make_fleet(6, 500, neighbours=4)
-    authenticate(fleet)
-    keys_and_shares(fleet)
-    for c in fleet.ids:
-        upload(fleet, c)
-    fleet.server.close_inputs()
+    fleet = inputs_closed(6, 500, neighbours=4)
     reveal(fleet, fleet.ids)
     values, weight = fleet.server.unmask()
     expected, expected_weight = plain(fleet, set(fleet.ids))
@@ -149,12 +145,7 @@ def test_inconsistent_dropout_sets_make_clients_refuse_to_reveal() -> None:
     self mask) and the other half that it dropped (to collect shares of its masking key). Each
     client endorses the one set it was shown; nobody holds t endorsements of its own set, so
     nobody reveals anything."""
-    fleet = make_fleet(8, 200, neighbours=7)  # complete graph, t = 4
-    authenticate(fleet)
-    keys_and_shares(fleet)
-    for c in fleet.ids:
-        upload(fleet, c)
-    fleet.server.close_inputs()
+    fleet = inputs_closed(8, 200, neighbours=7)  # complete graph, t = 4
     everyone = tuple(fleet.ids)
     without = tuple(c for c in everyone if c != "c00")
     shown = {c: everyone if c in ("c00", "c01", "c02", "c03") else without for c in fleet.ids}
@@ -174,12 +165,7 @@ def test_inconsistent_dropout_sets_make_clients_refuse_to_reveal() -> None:
             fleet.clients[c].reveal(inbox.to_bytes())
         assert fleet.clients[c].stage == "aborted"
     # forged endorsements (the aggregator does not hold the pair keys) count for nothing either
-    fleet = make_fleet(8, 200, neighbours=7)
-    authenticate(fleet)
-    keys_and_shares(fleet)
-    for c in fleet.ids:
-        upload(fleet, c)
-    fleet.server.close_inputs()
+    fleet = inputs_closed(8, 200, neighbours=7)
     victim = fleet.clients["c04"]
     victim.endorse(SurvivorSet(Binding("t", 1, "c04"), without).to_bytes())
     forged = EndorsementInbox(Binding("t", 1, "c04"), tuple((s, bytes(32)) for s in without if s != "c04"))
@@ -191,12 +177,7 @@ def test_a_clients_own_endorsements_reflected_back_count_for_nothing() -> None:
     """The same split view, but the aggregator answers each client with the tags it sent
     itself, relabelled as coming from the neighbours they were addressed to: a pair's tag
     depends on its direction, so none is valid and nobody reveals."""
-    fleet = make_fleet(8, 200, neighbours=7)
-    authenticate(fleet)
-    keys_and_shares(fleet)
-    for c in fleet.ids:
-        upload(fleet, c)
-    fleet.server.close_inputs()
+    fleet = inputs_closed(8, 200, neighbours=7)
     everyone = tuple(fleet.ids)
     without = tuple(c for c in everyone if c != "c00")
     for c in fleet.ids:
