@@ -77,6 +77,17 @@ class SiteCluster:
         """Who called this site's API server, apart from the test's kubelet."""
         return {c.user for c in self.api.calls} - {"test"}
 
+    def ran_one_pod_and_removed_it(self) -> None:
+        """The agent made the training's one client pod, never replaced it, and removed it once
+        the training ended: its pod calls at this site are one create, then one delete."""
+        wait_for(lambda: not self.client_pods(), 30, f"{self.name} removes the ended training's pod")
+        pod_calls = [
+            c.verb
+            for c in self.api.calls
+            if (c.user, c.resource) == (AGENT_TOKEN, "pods") and c.verb in ("create", "delete")
+        ]
+        assert pod_calls == ["create", "delete"], (self.name, pod_calls)
+
 
 @dataclass
 class Federation:
