@@ -20,7 +20,7 @@ from fedfleet.controller.observed import SITES_KEY, IndexedObserved, Object, pod
 from fedfleet.controller.reconciler import TrainingReconciler
 from fedfleet.controller.resources import RETAIN_LABEL
 from fedfleet.controller.settings import OperatorSettings
-from fedfleet.controller.site_status import recheck_sites, site_readiness
+from fedfleet.controller.site_status import outdated, recheck_sites, site_readiness
 from fedfleet.controller.spec_checks import InvalidSpec, parse, resolve_sites
 from fedfleet.logs import get_logger
 from fedfleet.sites.fleet import RemoteSites
@@ -200,19 +200,11 @@ async def cleanup(
 async def site_status(
     spec: kopf.Spec, status: kopf.Status, namespace: str | None, patch: kopf.Patch, memo: Any, **_: Any
 ) -> None:
-    """READY only when the site's namespace and data claim exist (re-checked by `recheck_sites`,
+    """READY as `site_readiness` decides, at once on a change (`recheck_sites` re-checks later,
     since a claim made after the site changes nothing on the site itself). Written only when it
-    changed.
-    A remote site (its own cluster): the site gateway writes connected, clients, heartbeat."""
-    if spec.get("remote"):
-        wanted: dict[str, Any] = {
-            "ready": not spec.get("suspended"),
-            "gpus": int((spec.get("gpu") or {}).get("count", 0)),
-            "message": "suspended" if spec.get("suspended") else "runs in its own cluster",
-        }
-    else:
-        wanted = await site_readiness(memo.kube, dict(spec), namespace or "")
-    if any(status.get(k) != v for k, v in wanted.items()):
+    changed. A remote site's connection fields are the site gateway's."""
+    wanted = await site_readiness(memo.kube, dict(spec), namespace or "")
+    if outdated(status, wanted):
         patch.status.update(wanted)
 
 

@@ -7,7 +7,7 @@ before a training waits on pods that are never made or stuck in ContainerCreatin
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
@@ -20,9 +20,17 @@ log = get_logger(component="operator")
 
 
 async def site_readiness(kube: Kube, spec: Object, namespace: str) -> Object:
-    """`status` fields for a site with `spec`, declared in `namespace`."""
-    target = str(spec.get("namespace") or namespace)
+    """`status` fields for a site with `spec`, declared in `namespace`. A remote site (its own
+    cluster) is ready unless suspended; the site gateway writes its connection fields."""
     gpus = int((spec.get("gpu") or {}).get("count", 0))
+    if spec.get("remote"):
+        suspended = bool(spec.get("suspended"))
+        return {
+            "ready": not suspended,
+            "gpus": gpus,
+            "message": "suspended" if suspended else "runs in its own cluster",
+        }
+    target = str(spec.get("namespace") or namespace)
     problem = ""
     if target != namespace and await kube.get("Namespace", None, target) is None:
         problem = f"namespace {target} does not exist"
@@ -38,9 +46,14 @@ async def site_readiness(kube: Kube, spec: Object, namespace: str) -> Object:
     return {"ready": not problem, "gpus": gpus, "message": problem}
 
 
+def outdated(status: Mapping[str, Any], wanted: Object) -> bool:
+    """Whether `status` differs from the `wanted` readiness fields (written only when it does)."""
+    return any(status.get(k) != v for k, v in wanted.items())
+
+
 async def recheck_sites(kube: Kube, sites: Callable[[], Iterable[Object]], interval: float) -> None:
-    """Re-check every in-cluster site each `interval` seconds: a claim made or lost after the site
-    changes nothing on the site itself. A loop of the operator's, not a kopf timer, because a timer
+    """Re-check every site each `interval` seconds: a claim made or lost after the site changes
+    nothing on the site itself (a remote site costs no request). A loop of the operator's, not a kopf timer, because a timer
     puts kopf's finalizer on every site, and a site uninstalled while the hub operator is down
     would then never go away."""
     while True:
@@ -51,11 +64,9 @@ async def recheck_sites(kube: Kube, sites: Callable[[], Iterable[Object]], inter
                 str(site["metadata"]["name"]),
                 str(site["metadata"]["namespace"]),
             )
-            if spec.get("remote"):
-                continue  # its own cluster: the site gateway writes its status
             try:
                 wanted = await site_readiness(kube, spec, namespace)
-                if any((site.get("status") or {}).get(k) != v for k, v in wanted.items()):
+                if outdated(site.get("status") or {}, wanted):
                     await kube.patch_status("FederationSite", namespace, name, wanted)
             except ApiException as err:  # gone meanwhile, or not allowed: the next pass tries again
                 if err.status != 404:
