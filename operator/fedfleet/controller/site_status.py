@@ -53,9 +53,9 @@ def outdated(status: Mapping[str, Any], wanted: Object) -> bool:
 
 async def recheck_sites(kube: Kube, sites: Callable[[], Iterable[Object]], interval: float) -> None:
     """Re-check every site each `interval` seconds: a claim made or lost after the site changes
-    nothing on the site itself (a remote site costs no request). A loop of the operator's, not a kopf timer, because a timer
-    puts kopf's finalizer on every site, and a site uninstalled while the hub operator is down
-    would then never go away."""
+    nothing on the site itself (a remote site costs no request). A loop of the operator's, not a
+    kopf timer, because a timer puts kopf's finalizer on every site, and a site uninstalled while
+    the hub operator is down would then never go away."""
     while True:
         await asyncio.sleep(interval)
         for site in list(sites()):
