@@ -110,6 +110,7 @@ class Federation:
             self.operator_log,
             FEDFLEET_SITE_GATEWAY_PORT=str(self.gateway_port),
             FEDFLEET_NAMESPACE=HUB_NAMESPACE,
+            FEDFLEET_SITE_ORPHAN_CHECK_SECONDS="2",
         )
 
     def kill_operator(self) -> None:

@@ -190,3 +190,37 @@ def test_a_suspended_site_is_cut_off_the_aggregator_and_the_training_goes_on_wit
     wait_for(
         lambda: federation.site_status("site-b").get("connected") is False, 30, "site-b shown disconnected"
     )
+
+
+def test_a_training_deleted_while_the_hub_and_the_agent_were_away_leaves_nothing_at_the_site(
+    federation: Federation,
+) -> None:
+    """The hub operator and the site's agent are both down when a running training is deleted;
+    the hub comes back and finishes the deletion before the agent reconnects, so no stream hears
+    of the end. The agent then reports the training's pod: the hub looks the training up, finds it
+    gone, and tells the site to remove the pod, its key and its manifest."""
+    site = federation.add_site("site-a")
+    site.start_agent()
+    wait_for(lambda: federation.site_status("site-a").get("connected"), 60, "agent connected")
+    federation.cluster.apply(
+        remote_training("gone", ["site-a"], rounds=1000, minClients=1, secureAggregation={"enabled": False})
+    )
+    wait_for(
+        lambda: any((p.get("status") or {}).get("phase") == "Running" for p in site.client_pods()),
+        120,
+        "the site's client running",
+    )
+    site.kill_agent()
+    federation.kill_operator()
+    federation.cluster.delete("FederatedTraining", "default", "gone")  # waits on the operator's finalizer
+    federation.start_operator()
+    wait_for(lambda: federation.cluster.get("FederatedTraining", "default", "gone") is None, 60, "deleted")
+    assert [p["metadata"]["name"] for p in site.client_pods()] == ["gone-site-a-0"]
+    site.start_agent()
+    site.ran_one_pod_and_removed_it()
+    for kind in ("Secret", "ConfigMap"):
+        assert site.cluster.items(kind, selector="fedfleet.io/training=gone") == [], kind
+    assert "site.orphans_ended" in federation.logs()
+    hub_chart = render(HUB, load_values(HUB / "ci" / "site-gateway.yaml"))  # the look-up is granted
+    used = {permission(c) for c in federation.hub.calls if c.user == OPERATOR_TOKEN}
+    assert used - granted(of_kind(hub_chart, "ClusterRole")[0]) == set()

@@ -62,7 +62,7 @@ when they rotate, deleted with the training) and reads a user's issuer Secret.
 {{- define "fedfleet.namespacedRules" -}}
 - apiGroups: [fedfleet.io]
   resources: [federatedtrainings]
-  verbs: [list, watch, patch]
+  verbs: [get, list, watch, patch]
 - apiGroups: [fedfleet.io]
   resources: [federatedtrainings/status, federatedrounds/status, federationsites/status]
   verbs: [patch]

@@ -24,7 +24,7 @@ from fedfleet.controller.site_status import outdated, recheck_sites, site_readin
 from fedfleet.controller.spec_checks import InvalidSpec, parse, resolve_sites
 from fedfleet.logs import get_logger
 from fedfleet.sites.fleet import RemoteSites
-from fedfleet.sites.gateway import SiteGateway, load_or_create_ca
+from fedfleet.sites.gateway import GatewaySettings, SiteGateway, load_or_create_ca
 from fedfleet.sites.gateway import serve as serve_gateway
 
 GROUP, VERSION = vocab.GROUP, vocab.VERSION
@@ -48,7 +48,8 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **kwargs: Any) -> 
     memo.gateway = memo.gateway_server = None
     if memo.settings.site_gateway_port:  # sites in their own clusters dial in here
         ca = await load_or_create_ca(memo.kube, memo.settings.namespace)
-        memo.gateway = SiteGateway(memo.kube, memo.remote, ca)
+        checks = GatewaySettings(orphan_check_seconds=memo.settings.site_orphan_check_seconds)
+        memo.gateway = SiteGateway(memo.kube, memo.remote, ca, checks)
         port = memo.settings.site_gateway_port
         memo.gateway_server = await serve_gateway(
             memo.gateway,

@@ -32,6 +32,8 @@ class OperatorSettings:
     site_gateway_port: int = 0
     site_gateway_enrol_port: int = 0  # 0: the gateway's port + 1
     site_gateway_names: tuple[str, ...] = ()
+    # a remote site's pods of a training no pass claims this long: the hub's API is asked if it ended
+    site_orphan_check_seconds: float = 30.0
     namespace: str = "default"
 
     @classmethod
@@ -53,6 +55,9 @@ class OperatorSettings:
             site_gateway_enrol_port=_port(env, "FEDFLEET_SITE_GATEWAY_ENROL_PORT"),
             site_gateway_names=tuple(
                 n.strip() for n in env.get("FEDFLEET_SITE_GATEWAY_NAMES", "").split(",") if n.strip()
+            ),
+            site_orphan_check_seconds=_seconds(
+                env, "FEDFLEET_SITE_ORPHAN_CHECK_SECONDS", defaults.site_orphan_check_seconds
             ),
             namespace=env.get("FEDFLEET_NAMESPACE") or defaults.namespace,
         )

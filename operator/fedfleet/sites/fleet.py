@@ -144,6 +144,14 @@ class RemoteSites:
         for training in touched:
             self.wake(training)
 
+    def unclaimed(self, site: Site) -> set[TrainingKey]:
+        """Trainings the site reports pods of that no reconcile pass wants and none was told ended."""
+        return {k[:2] for k in site.states} - site.wishes.keys() - site.ended
+
+    def end(self, site: Site, training: TrainingKey) -> None:
+        site.ended.add(training)
+        site.changed.set()
+
     def revoke(self, name: SiteName, reason: str) -> None:
         site = self.sites.get((name.namespace, name.name))
         if site is not None:

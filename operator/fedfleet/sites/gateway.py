@@ -46,6 +46,7 @@ class GatewaySettings:
     heartbeat_timeout_seconds: float = 30.0  # a stream silent this long is closed
     grace_seconds: float = 10.0  # a dropped site shows Connected=False after this
     heartbeat_write_seconds: float = 30.0  # status.lastHeartbeat written at most this often
+    orphan_check_seconds: float = 30.0  # a reported training no pass claimed this long is looked up
     token_ttl: datetime.timedelta = enrol.TOKEN_TTL
 
 
@@ -116,6 +117,7 @@ class SiteGateway(pb_grpc.SiteGatewayServicer):
         self.settings = settings or GatewaySettings()
         self._streams: dict[tuple[str, str], int] = {}  # the site's current stream (a newer one wins)
         self._written: dict[tuple[str, str], Object] = {}
+        self._checking: dict[tuple[tuple[str, str], tuple[str, str]], asyncio.Task[None]] = {}
 
     # -- enrolment ---------------------------------------------------------------------------
     async def Enroll(
@@ -280,6 +282,34 @@ class SiteGateway(pb_grpc.SiteGatewayServicer):
             if kind == "state":
                 wire.check_state(message.state)
                 self.sites.report(site, message.state)
+                for training in self.sites.unclaimed(site):
+                    self._check_orphan(site, training)
+
+    def _check_orphan(self, site: Site, training: tuple[str, str]) -> None:
+        """A site runs pods of a training no reconcile pass claims: one that ended or was deleted
+        while this operator was away (its end was told to no one). After a settling time (a
+        restarted operator's first passes claim the live ones), the hub's API decides: gone or
+        final, and the site is told to remove them. Never on a guess: an API error decides nothing."""
+        key = ((site.name.namespace, site.name.name), training)
+        if key in self._checking:
+            return
+
+        async def check() -> None:
+            try:
+                await asyncio.sleep(self.settings.orphan_check_seconds)
+                if training not in self.sites.unclaimed(site):
+                    return
+                found = await self.kube.get(vocab.TRAINING, *training)
+                phase = ((found or {}).get("status") or {}).get("phase")
+                if found is None or phase in vocab.FINAL_PHASES:
+                    log.info("site.orphans_ended", site=str(site.name), training="/".join(training))
+                    self.sites.end(site, training)
+            except ApiException as err:
+                log.warning("site.orphan_check_failed", site=str(site.name), status=err.status)
+            finally:
+                self._checking.pop(key, None)
+
+        self._checking[key] = asyncio.get_running_loop().create_task(check())
 
     async def _after_grace(self, site: Site, key: tuple[str, str], stream: int) -> None:
         await asyncio.sleep(self.settings.grace_seconds)
