@@ -19,6 +19,7 @@ from fedfleet.api.status import (
     RoundClient,
     RoundPrivacyStatus,
     RoundStatus,
+    SiteRecord,
     SiteStatus,
     StatusModel,
     TrainingStatus,
@@ -66,6 +67,7 @@ TRAINING = TrainingStatus(
     lineage_public_key="-----BEGIN PUBLIC KEY-----\n...\n-----END PUBLIC KEY-----\n",
     lineage_key_fingerprint="sha256:" + "c" * 64,
     refused_clients={"site-c-0": "base model digest not allowed"},
+    removed_sites=["site-d"],
     message="suspended after round 2",
     start_time=STAMP,
     observed_generation=2,
@@ -77,6 +79,7 @@ TRAINING = TrainingStatus(
         evaluated=True,
         waiting_since=1780000000.5,
         suspended_clients=["site-a-0"],
+        sites=[SiteRecord(name="site-a", namespace="default"), SiteRecord(name="site-d", namespace="d")],
     ),
 )
 ROUND = RoundStatus(

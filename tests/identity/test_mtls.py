@@ -138,7 +138,8 @@ def test_a_revoked_site_s_valid_certificate_is_refused_until_the_revocation_is_l
         return list(control.ListReadyClients(pb.ListReadyRequest(), timeout=10).client_ids)
 
     assert {"site-d-0", "site-e-0"} <= set(ready())
-    reply = control.RevokeSites(pb.RevokeSitesRequest(sites=["site-d"], reason="suspended"), timeout=10)
+    revoke = pb.RevokeSitesRequest(sites=[pb.RevokedSite(site="site-d", reason="suspended")])
+    reply = control.RevokeSites(revoke, timeout=10)
     assert list(reply.dropped_clients) == ["site-d-0"] and list(reply.sites) == ["site-d"]
     before = fed.refusals()
     err = refused(lambda: join(revoked, "site-d-0", "site-d"))
@@ -148,7 +149,7 @@ def test_a_revoked_site_s_valid_certificate_is_refused_until_the_revocation_is_l
     assert "site-d-0" not in ready()
     assert join(other, "site-e-0", "site-e").action == pb.JoinReply.ACTION_WAIT
 
-    too_many = pb.RevokeSitesRequest(sites=[f"s{i}" for i in range(1001)])
+    too_many = pb.RevokeSitesRequest(sites=[pb.RevokedSite(site=f"s{i}") for i in range(1001)])
     assert (
         refused(lambda: control.RevokeSites(too_many, timeout=10)).code() == grpc.StatusCode.INVALID_ARGUMENT
     )
@@ -237,7 +238,7 @@ def test_only_the_controller_identity_may_drive_rounds(fed: Federation) -> None:
         lambda: control.ListRounds(pb.ListRoundsRequest(), timeout=10),
         lambda: control.ListReadyClients(pb.ListReadyRequest(), timeout=10),
         lambda: control.GetRound(pb.RoundRequest(round=1), timeout=10),
-        lambda: control.RevokeSites(pb.RevokeSitesRequest(sites=["site-b"]), timeout=10),
+        lambda: control.RevokeSites(pb.RevokeSitesRequest(sites=[pb.RevokedSite(site="site-b")]), timeout=10),
     ):
         assert refused(call).code() == grpc.StatusCode.PERMISSION_DENIED
 

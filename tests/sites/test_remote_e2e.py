@@ -147,19 +147,19 @@ def test_work_the_site_policy_refuses_starts_nothing_there_and_the_reason_reache
 ROUNDS = 10  # rounds of a few tenths of a second: some surely start after the suspension
 
 
-def test_a_suspended_site_is_cut_off_the_aggregator_and_the_training_goes_on_without_it(
+def test_a_suspended_and_a_deleted_site_are_cut_off_the_aggregator_and_the_training_goes_on(
     federation: Federation,
 ) -> None:
-    """`spec.suspended` on a remote site mid-training: its stream closes and, within seconds,
-    the aggregator refuses its client's still valid certificate; rounds go on with the other site
-    without waiting for it."""
-    for name in ["site-a", "site-b"]:
+    """Mid-training, `spec.suspended` on one remote site and `kubectl delete` of another: their
+    streams close and, within seconds, the aggregator refuses their clients' still valid
+    certificates; rounds go on with the remaining site without waiting for them, and the
+    training names the deleted site instead of stopping on it."""
+    names = ["site-a", "site-b", "site-c"]
+    for name in names:
         federation.add_site(name).start_agent()
-    wait_for(
-        lambda: all(federation.site_status(s).get("connected") for s in ["site-a", "site-b"]), 60, "agents"
-    )
+    wait_for(lambda: all(federation.site_status(s).get("connected") for s in names), 60, "agents")
     manifest = remote_training(
-        "cutoff", ["site-a", "site-b"], rounds=ROUNDS, minClients=1, secureAggregation={"enabled": False}
+        "cutoff", names, rounds=ROUNDS, minClients=1, secureAggregation={"enabled": False}
     )
     federation.cluster.apply(manifest)
     wait_for(
@@ -168,9 +168,15 @@ def test_a_suspended_site_is_cut_off_the_aggregator_and_the_training_goes_on_wit
     federation.cluster.custom.patch_namespaced_custom_object(
         "fedfleet.io", "v1alpha1", "default", "federationsites", "site-b", {"spec": {"suspended": True}}
     )
-    client_log = lambda: federation.sites["site-b"].kubelet.logs("cutoff-site-b-0")  # noqa: E731
-    refused = "site 'site-b' was revoked at the hub"
-    wait_for(lambda: refused in client_log(), 20, "the aggregator refusing site-b")
+    kubectl = ["kubectl", "--kubeconfig", str(federation.hub.kubeconfig)]
+    subprocess.run([*kubectl, "delete", "federationsite", "site-c"], check=True, timeout=30)
+    for name, why in (
+        ("site-b", "its FederationSite is suspended at the hub"),
+        ("site-c", "its FederationSite was deleted at the hub"),
+    ):
+        refused = f"site '{name}' was revoked at the hub: {why}"
+        client_log = lambda n=name: federation.sites[n].kubelet.logs(f"cutoff-{n}-0")  # noqa: E731
+        wait_for(lambda r=refused, c=client_log: r in c(), 20, f"the aggregator refusing {name}")
     refused_after = int(training_status(federation, "cutoff")["completedRounds"])
     wait_for(
         lambda: training_status(federation, "cutoff").get("phase") in ("Succeeded", "Failed"),
@@ -183,10 +189,15 @@ def test_a_suspended_site_is_cut_off_the_aggregator_and_the_training_goes_on_wit
         r["metadata"]["name"]: (r.get("status") or {}).get("reportedClients", [])
         for r in federation.cluster.items("FederatedRound", "default")
     }
-    # the round open when b was refused may have had its update; every round after is a's alone
+    # the round open when b and c were refused may have had their updates; every round after is a's alone
     later = [f"cutoff-r{n:04d}" for n in range(refused_after + 2, ROUNDS + 1)]
     assert later and all(rounds[name] == ["site-a-0"] for name in later), rounds
-    assert status["controller"]["clientStarts"] == {"site-a-0": 1, "site-b-0": 1}
+    assert status["controller"]["clientStarts"] == {"site-a-0": 1, "site-b-0": 1, "site-c-0": 1}
+    assert status["removedSites"] == ["site-c"]
+    assert [m for reason, m in federation.cluster.events("cutoff") if reason == "SiteRemoved"] == [
+        "site site-c removed mid-training (its FederationSite was deleted at the hub): the aggregator "
+        "refuses its clients and rounds go on with the other sites (minClients 1)"
+    ]
     wait_for(
         lambda: federation.site_status("site-b").get("connected") is False, 30, "site-b shown disconnected"
     )

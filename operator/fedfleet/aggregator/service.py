@@ -358,14 +358,14 @@ class ControlServicer(pb_grpc.ControlServicer):
         waiting now too), and those known here are dropped from the open round."""
         self.guard.controller(context)
         sites = list(request.sites)
-        if len(sites) > MAX_REVOKED_SITES or any(len(s) > MAX_SITE_CHARACTERS for s in sites):
+        if len(sites) > MAX_REVOKED_SITES or any(len(s.site) > MAX_SITE_CHARACTERS for s in sites):
             raise Refusal(
                 "INVALID_ARGUMENT",
                 f"at most {MAX_REVOKED_SITES} sites of at most {MAX_SITE_CHARACTERS} characters",
             )
-        reason = shorten(request.reason, MAX_REVOKE_REASON) or "revoked at the hub"
-        added = set(sites) - self.guard.revoked.keys()
-        self.guard.revoked = dict.fromkeys(sites, reason)
+        revoked = {s.site: shorten(s.reason, MAX_REVOKE_REASON) or "revoked at the hub" for s in sites}
+        added = revoked.keys() - self.guard.revoked.keys()
+        self.guard.revoked = revoked
         clients = {
             cid: self.guard.why_revoked(site)
             for cid, site in self.guard.sites.items()
@@ -373,8 +373,9 @@ class ControlServicer(pb_grpc.ControlServicer):
         }
         dropped = self.engine.revoke_clients(clients)
         if added:
-            log.warning("sites.revoked", sites=sorted(added)[:20], clients=len(dropped), reason=reason)
-        return pb.RevokeSitesReply(sites=sorted(sites), dropped_clients=dropped)
+            reasons = sorted({revoked[site] for site in added})[:5]
+            log.warning("sites.revoked", sites=sorted(added)[:20], clients=len(dropped), reasons=reasons)
+        return pb.RevokeSitesReply(sites=sorted(revoked), dropped_clients=dropped)
 
     @refusals_to_status
     async def AbortRound(self, request: pb.AbortRequest, context: Context) -> pb.RoundState:

@@ -42,6 +42,13 @@ class Condition(StatusModel):
 CONDITIONS_LIST: dict[str, Any] = {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]}
 
 
+class SiteRecord(StatusModel):
+    """A site a training runs on, as the operator last resolved it."""
+
+    name: str
+    namespace: str = Field(description="Where its client pods and their Secrets are (remote: at the hub).")
+
+
 class ControllerState(StatusModel):
     """The operator's own record of a training, read back by a restarted operator: not for
     users (they read the fields beside it), and never edited by them (status subresource).
@@ -65,6 +72,12 @@ class ControllerState(StatusModel):
     suspended_clients: list[str] = Field(
         default_factory=list,
         description="Clients whose pods a suspend removed: their next start is a resume.",
+    )
+    sites: list[SiteRecord] = Field(
+        default_factory=list,
+        description="The sites the training runs on, in data-partition order. Once it started, one "
+        "deleted since keeps its place (its clients are revoked, the others' partitions stay) and "
+        "the cleanup finds its namespace.",
     )
 
 
@@ -111,6 +124,11 @@ class TrainingStatus(StatusModel):
     )
     refused_clients: dict[str, str] = Field(
         default_factory=dict, description="Clients whose site policy refused this training, with the reason."
+    )
+    removed_sites: list[str] = Field(
+        default_factory=list,
+        description="Sites gone since the training started (deleted at the hub): the aggregator "
+        "refuses their clients and rounds go on without them.",
     )
     message: str = ""
     start_time: str | None = Field(

@@ -100,6 +100,10 @@ class ClientPods:
         down: dict[str, str] = {}
         unschedulable: list[str] = []
         for site_index, site in enumerate(sites):
+            if site.gone:  # removed mid-training: its pods go (its clients are revoked, not waited for)
+                for cid in res.client_ids(site.name, spec.clients_per_site):
+                    await self._remove(ref, by_client.get(cid))
+                continue
             for index in range(spec.clients_per_site):
                 cid = res.client_id(site.name, index)
                 pod = by_client.get(cid)
@@ -178,9 +182,20 @@ class ClientPods:
             self._parked.setdefault(ref.uid, set()).add(cid)  # until the status shows the list
             if cid not in book.suspended_clients:
                 book.suspended_clients.append(cid)
-            if not self._recently(self._deleted, ref.uid, pod):
-                await self.writer.delete(meta["namespace"], meta["name"])
-                self._deleted[(ref.uid, meta["namespace"], meta["name"])] = time.monotonic()
+            await self._remove(ref, pod)
+
+    async def _remove(self, ref: res.TrainingRef, pod: Object | None) -> bool:
+        """Delete a pod once (not again while the index still shows it going); True if it did."""
+        if (
+            pod is None
+            or pod["metadata"].get("deletionTimestamp")
+            or self._recently(self._deleted, ref.uid, pod)
+        ):
+            return False
+        meta = pod["metadata"]
+        await self.writer.delete(meta["namespace"], meta["name"])
+        self._deleted[(ref.uid, meta["namespace"], meta["name"])] = time.monotonic()
+        return True
 
     def _recently(self, marks: dict[tuple[str, str, str], float], uid: str, pod: Object) -> bool:
         key = (uid, pod["metadata"]["namespace"], pod["metadata"]["name"])
@@ -238,10 +253,7 @@ class ClientPods:
                     f"client {cid} failed {starts[cid]} times (exit code {code}); not restarted",
                 )
             return
-        if age(pod, finished=True) >= delay:
-            meta = pod["metadata"]
-            await self.writer.delete(meta["namespace"], meta["name"])
-            self._deleted[(ref.uid, meta["namespace"], meta["name"])] = time.monotonic()
+        if age(pod, finished=True) >= delay and await self._remove(ref, pod):
             await self.emit(  # once per failed pod: it is deleted here, and a new one started
                 step.body,
                 "Warning",

@@ -13,6 +13,7 @@ from typing import Any, cast
 import kopf
 
 from fedfleet import vocabulary as vocab
+from fedfleet.api.status import ControllerState
 from fedfleet.controller import metrics
 from fedfleet.controller import resources as res
 from fedfleet.controller.kube import Kube
@@ -174,7 +175,9 @@ async def cleanup(
     observed = IndexedObserved(
         kwargs["training_pods"], kwargs["federation_sites"], kwargs["platform_templates"]
     )
+    recorded = ControllerState.model_validate((body.get("status") or {}).get("controller") or {}).sites
     namespaces = {namespace or ""} | {p["metadata"]["namespace"] for p in observed.pods(name)}
+    namespaces |= {r.namespace for r in recorded}  # a site deleted mid-training left its Secrets there
     try:
         namespaces |= {s.namespace for s in resolve_sites(parse(dict(body)), observed.sites())}
     except InvalidSpec:  # a site gone or changed since: look wherever a site is
@@ -212,10 +215,10 @@ async def site_status(
 @kopf.on.event(GROUP, VERSION, "federationsites")
 def site_changed(body: kopf.Body, type: str | None, memo: Any, **_: Any) -> None:
     """A remote site deleted or suspended at the hub loses its stream within a second, and the
-    trainings' next passes tell their aggregators to refuse its clients."""
+    trainings' next passes (woken now) tell their aggregators to refuse its clients."""
     gateway: SiteGateway | None = getattr(memo, "gateway", None)
     if gateway is not None:
         gateway.site_event(dict(body), deleted=type == "DELETED")
-        if (body.get("spec") or {}).get("suspended") or type == "DELETED":
-            for wake in (getattr(memo, "wake", None) or {}).values():
-                wake.set()
+    if (body.get("spec") or {}).get("suspended") or type == "DELETED":
+        for wake in (getattr(memo, "wake", None) or {}).values():
+            wake.set()

@@ -18,6 +18,7 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 
 from fedfleet import vocabulary as vocab
+from fedfleet.api.status import SiteRecord
 from fedfleet.api.training import FederatedTraining
 from fedfleet.controller import resources as res
 from fedfleet.controller.aggregator_link import AggregatorLink
@@ -28,6 +29,7 @@ from fedfleet.controller.ending import Ending
 from fedfleet.controller.history import History
 from fedfleet.controller.kube import Kube
 from fedfleet.controller.observed import Observed
+from fedfleet.controller.revocation import Revocations, revoked_sites, without_revoked
 from fedfleet.controller.rounds import Rounds
 from fedfleet.controller.settings import OperatorSettings
 from fedfleet.controller.spec_checks import InvalidSpec, parse, resolve_sites, with_platform_defaults
@@ -35,8 +37,6 @@ from fedfleet.controller.status import now_rfc3339, set_condition
 from fedfleet.controller.status_writer import EmitEvent, Pass, StatusWriter, as_async
 from fedfleet.controller.task_check import task_config_error
 from fedfleet.logs import get_logger
-from fedfleet.rounds.control import ControlAggregator
-from fedfleet.rounds.ports import AggregatorError, FleetState
 from fedfleet.sites.fleet import RemoteSites, SitePods
 
 Object = dict[str, Any]
@@ -71,7 +71,7 @@ class TrainingReconciler:
         self._ended: dict[str, str] = {}  # uid -> the final phase this operator wrote
         self._told_ended: set[str] = set()  # uids whose end the remote sites were told
         self._restarts_seen: dict[str, int] = {}  # uid -> aggregator restarts already warned about
-        self._revoked: dict[str, list[str]] = {}  # uid -> suspended sites the aggregator was told of
+        self.revocations = Revocations()
         self.ending = Ending(kube, emit)
         self.history = History(kube, self.writer)
 
@@ -99,7 +99,7 @@ class TrainingReconciler:
         self._ended.pop(ref.uid, None)
         self._told_ended.discard(ref.uid)
         self._restarts_seen.pop(ref.uid, None)
-        self._revoked.pop(ref.uid, None)
+        self.revocations.forget(ref.uid)
         self.ending.forget(ref.uid)
         self.history.forget(ref.uid)
 
@@ -118,22 +118,28 @@ class TrainingReconciler:
         step.status.message = ""  # what this pass finds worth saying
         try:
             training = parse(body)
-            sites = resolve_sites(training, observed.sites())
+            ran_on = step.current.controller.sites if step.current.start_time else None
+            sites = resolve_sites(training, observed.sites(), ran_on)
+            step.status.controller.sites = [SiteRecord(name=s.name, namespace=s.namespace) for s in sites]
+            present = [s for s in sites if not s.gone]
             built = with_platform_defaults(training, observed.platform())  # what the pods are made from
             if (error := await self._task_error(ref, step, training)) is not None:  # the costly check last
                 raise InvalidSpec(error)
             if not await self._mark_started(ref, step):
                 return False  # the spec changed after this pass read it: the next pass acts on it
             try:
-                await self.certificates.ensure(ref, training.spec, sites)  # before any pod mounts them
+                await self.certificates.ensure(ref, training.spec, present)  # before any pod mounts them
             except CertificateError as err:
                 raise InvalidSpec(str(err)) from None
-            pods = observed.pods(ref.name) + self._remote_pods(ref, training, sites, step)
-            await self._ensure_aggregator(ref, training, built, sites, pods, step)
+            pods = observed.pods(ref.name) + self._remote_pods(ref, training, present, step)
+            await self._ensure_aggregator(ref, training, built, present, pods, step)
             address = self.address(ref, training.spec.aggregator.port)
             fleet = await self.clients.ensure(ref, built, sites, pods, address, step)
             aggregator = self.link.aggregator(ref, address, training.spec.expected_clients())
-            fleet = await self._revoke_suspended_sites(ref, training, sites, aggregator, fleet)
+            revoked = revoked_sites(sites)
+            await self.revocations.tell(ref.uid, ref.name, revoked, aggregator)
+            fleet = without_revoked(fleet, revoked, training.spec.clients_per_site)
+            await self._removed_sites(step, sites, training.spec.min_clients)
             if await self.rounds.drive(ref, training, aggregator, fleet, step):
                 await self.clients.suspend(ref, pods, step)  # suspended, no round in flight
             progress = (step.status.completed_rounds, step.status.phase)
@@ -153,36 +159,23 @@ class TrainingReconciler:
             self.rounds.forget(ref.uid)  # no round to follow: pod events wake the daemon now
         return False
 
-    async def _revoke_suspended_sites(
-        self,
-        ref: res.TrainingRef,
-        training: FederatedTraining,
-        sites: list[res.SiteRef],
-        aggregator: ControlAggregator,
-        fleet: FleetState,
-    ) -> FleetState:
-        """A remote site suspended at the hub (the gateway closed its stream): the aggregator
-        refuses its clients' certificates, and rounds neither wait for nor count them. Told on
-        every pass while a site is suspended (an aggregator that restarted learns it again), and
-        once more when none is left."""
-        revoked = sorted(s.name for s in sites if s.spec.remote and s.spec.suspended)
-        if revoked or self._revoked.get(ref.uid):
-            try:
-                dropped = await aggregator.revoke_sites(revoked, SUSPENDED_SITE)
-                if revoked != self._revoked.get(ref.uid):
-                    log.info("sites.revoked", training=ref.name, sites=revoked, dropped=dropped)
-                self._revoked[ref.uid] = revoked
-            except AggregatorError as err:  # not up yet: the next pass tells it
-                log.warning("sites.revoke_failed", training=ref.name, error=str(err))
-        cut = {
-            cid
-            for site in sites
-            if site.name in revoked
-            for cid in res.client_ids(site.name, training.spec.clients_per_site)
-        }
-        if not cut:
-            return fleet
-        return FleetState(fleet.live - cut, {**fleet.down, **dict.fromkeys(sorted(cut), SUSPENDED_SITE)})
+    async def _removed_sites(self, step: Pass, sites: list[res.SiteRef], min_clients: int) -> None:
+        """Sites gone since the training started: named in status and its message, a Warning
+        Event once per site (status remembers which were told, across restarts)."""
+        gone = [s for s in sites if s.gone]
+        step.status.removed_sites = [s.name for s in gone]
+        for site in gone:
+            if site.name not in step.current.removed_sites:
+                await self.emit(
+                    step.body,
+                    "Warning",
+                    "SiteRemoved",
+                    f"site {site.name} removed mid-training ({site.gone}): the aggregator refuses its "
+                    f"clients and rounds go on with the other sites (minClients {min_clients})",
+                )
+        if gone:
+            said = f"sites removed mid-training, their clients refused: {', '.join(s.name for s in gone)}"
+            step.status.message = "; ".join(m for m in (step.status.message, said) if m)
 
     async def _settle(self, ref: res.TrainingRef, phase: str, observed: Observed, step: Pass) -> bool:
         try:
@@ -363,7 +356,6 @@ class TrainingReconciler:
             )
 
 
-SUSPENDED_SITE = "its FederationSite is suspended at the hub"
 REFUSAL_LIMIT = 400  # characters of the API server's refusal kept in status
 
 

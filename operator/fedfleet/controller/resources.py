@@ -54,6 +54,7 @@ class SiteRef:
     name: str
     namespace: str  # where the site's client pods run
     spec: FederationSiteSpec
+    gone: str = ""  # why a site the training ran on is no longer one (deleted at the hub): no pods, revoked
 
 
 def labels(training: str, component: str, **extra: str) -> dict[str, str]:

@@ -6,7 +6,7 @@ request. Every refusal is an `InvalidSpec` whose message names the field.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from pydantic import ValidationError
@@ -14,10 +14,13 @@ from pydantic import ValidationError
 from fedfleet.api.load import ManifestError, parse_training
 from fedfleet.api.platform import PLATFORM_NAME, ClusterPodTemplateSpec, InvalidPlatform, with_platform
 from fedfleet.api.site import FederationSiteSpec
+from fedfleet.api.status import SiteRecord
 from fedfleet.api.training import FederatedTraining
 from fedfleet.controller import resources as res
 
 Object = dict[str, Any]
+SITE_DELETED = "its FederationSite was deleted at the hub"
+SITE_UNSELECTED = "its FederationSite no longer matches spec.sites.selector"
 
 
 class InvalidSpec(Exception):
@@ -50,32 +53,53 @@ def with_platform_defaults(training: FederatedTraining, platform: Object | None)
         raise InvalidSpec(str(err)) from None
 
 
-def resolve_sites(training: FederatedTraining, site_objects: Iterable[Object]) -> list[res.SiteRef]:
-    """The sites the training runs on, in order: by name, or every site its selector matches."""
+def resolve_sites(
+    training: FederatedTraining, site_objects: Iterable[Object], ran_on: Sequence[SiteRecord] | None = None
+) -> list[res.SiteRef]:
+    """The sites the training runs on, in data-partition order: by name, or every site its
+    selector matches. `ran_on`: once the training started, the sites it ran on (its status): one
+    gone since is not an error but stays in its place, `gone` (its clients are revoked, the
+    others keep their data partitions), so one deleted site does not stop a running training."""
     selector = training.spec.sites.selector
     wanted = training.spec.sites.names
     match = dict(selector.match_labels) if selector else {}
     found: dict[str, res.SiteRef] = {}
+    existing: set[str] = set()
     for item in site_objects:
         meta = item["metadata"]
         name, namespace = meta["name"], meta["namespace"]
+        existing.add(name)
         labels = meta.get("labels") or {}
         if (wanted and name not in wanted) or any(labels.get(k) != v for k, v in match.items()):
             continue
         spec = FederationSiteSpec.model_validate(item.get("spec") or {})
         found[name] = res.SiteRef(name, spec.namespace or namespace, spec)
-    missing = [n for n in wanted if n not in found]
-    if missing:
-        raise InvalidSpec(f"spec.sites.names: no FederationSite named {', '.join(missing)}")
-    if not found:
-        raise InvalidSpec("spec.sites.selector: matches no FederationSite")
-    sites = [found[n] for n in (wanted or sorted(found))]
+    if ran_on is None:
+        missing = [n for n in wanted if n not in found]
+        if missing:
+            raise InvalidSpec(f"spec.sites.names: no FederationSite named {', '.join(missing)}")
+        if not found:
+            raise InvalidSpec("spec.sites.selector: matches no FederationSite")
+        sites = [found[n] for n in (wanted or sorted(found))]
+    else:  # names: every one existed when it started (the spec is frozen since)
+        recorded = {r.name: r.namespace for r in ran_on}
+        order = dict.fromkeys([*recorded, *(wanted or sorted(found))])
+        sites = [
+            found.get(n)
+            or res.SiteRef(
+                n,
+                recorded.get(n, ""),
+                FederationSiteSpec(),
+                SITE_UNSELECTED if n in existing else SITE_DELETED,
+            )
+            for n in order
+        ]
     errors = training.spec.semantic_errors(len(sites))
     errors += [
         f"FederationSite {s.name}: capacity {s.spec.capacity} is below spec.clientsPerSite "
         f"{training.spec.clients_per_site}"
         for s in sites
-        if s.spec.capacity < training.spec.clients_per_site
+        if not s.gone and s.spec.capacity < training.spec.clients_per_site
     ]
     if training.spec.release.oci is not None and not training.spec.aggregator.state_volume_size:
         errors.append(

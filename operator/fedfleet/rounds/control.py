@@ -11,7 +11,7 @@ every completed round. Every loop is bounded, whatever the aggregator answers.""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
 import grpc
@@ -115,13 +115,14 @@ class ControlAggregator:
                 pb.DropRequest(round=number, client_id=client, reason=reason), timeout=DROP_TIMEOUT_SECONDS
             )
 
-    async def revoke_sites(self, sites: list[str], reason: str) -> list[str]:
-        """The whole set of sites whose clients the aggregator refuses; returns the clients it
-        dropped or forgot now."""
+    async def revoke_sites(self, sites: Mapping[str, str]) -> list[str]:
+        """The whole set of sites whose clients the aggregator refuses, each with why; returns the
+        clients it dropped or forgot now."""
+        request = pb.RevokeSitesRequest(
+            sites=[pb.RevokedSite(site=site, reason=why) for site, why in sorted(sites.items())]
+        )
         try:
-            reply: pb.RevokeSitesReply = await self.stub.RevokeSites(
-                pb.RevokeSitesRequest(sites=sites, reason=reason), timeout=self.status_timeout
-            )
+            reply: pb.RevokeSitesReply = await self.stub.RevokeSites(request, timeout=self.status_timeout)
         except grpc.aio.AioRpcError as err:
             raise _error(err) from None
         return list(reply.dropped_clients)

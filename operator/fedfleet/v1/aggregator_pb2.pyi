@@ -497,12 +497,18 @@ class FinishRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class RevokeSitesRequest(_message.Message):
-    __slots__ = ("sites", "reason")
+    __slots__ = ("sites",)
     SITES_FIELD_NUMBER: _ClassVar[int]
+    sites: _containers.RepeatedCompositeFieldContainer[RevokedSite]
+    def __init__(self, sites: _Optional[_Iterable[_Union[RevokedSite, _Mapping]]] = ...) -> None: ...
+
+class RevokedSite(_message.Message):
+    __slots__ = ("site", "reason")
+    SITE_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
-    sites: _containers.RepeatedScalarFieldContainer[str]
+    site: str
     reason: str
-    def __init__(self, sites: _Optional[_Iterable[str]] = ..., reason: _Optional[str] = ...) -> None: ...
+    def __init__(self, site: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class RevokeSitesReply(_message.Message):
     __slots__ = ("sites", "dropped_clients")
