@@ -13,6 +13,7 @@ import torch
 from cryptography import x509
 
 from fedfleet.api.training import FederatedTraining
+from fedfleet.chunks import reuse_arrays
 from fedfleet.client.connection import AggregatorConnection
 from fedfleet.convert import round_config_from_pb
 from fedfleet.identity.ca import identity_of
@@ -88,6 +89,11 @@ class SiteClient:
         self.log = self.conn.log.bind(device=str(self.device))
         self._secagg_attempts: dict[int, int] = {}  # round -> the last SecAgg+ attempt joined
         self._secagg_identity: tuple[bytes, LongTermKey, Verifier] | None = None
+        # model-sized arrays kept across rounds, so their pages are touched once (a fresh page
+        # costs more than the copy into it): the global weights (the next download refills
+        # them), the plain update, the masked upload's words
+        self._global: Weights = {}
+        self._plain_update: Weights = {}
         self._upload_words: np.ndarray | None = None
 
     def _identity(self) -> tuple[LongTermKey | None, Verifier | None]:
@@ -177,14 +183,17 @@ class SiteClient:
         return self._upload_words
 
     def _update(self, global_weights: Weights, flat: np.ndarray | None) -> Weights:
-        """local - global per tensor: written into `flat` (float32, tensors in name order: the
-        masked layout) when given, else in place of the fresh copy `federated_weights` returns."""
+        """local - global per tensor (the local weights are only read): written into `flat`
+        (float32, tensors in name order: the masked layout) when given, else into arrays kept
+        across rounds (each tensor's own dtype)."""
         local = self.task.federated_weights(self.model)
+        if flat is None:
+            self._plain_update = reuse_arrays(self._plain_update, global_weights)
         update, offset = {}, 0
         for name in sorted(global_weights):
             base = global_weights[name]
             if flat is None:
-                out = local[name]
+                out = self._plain_update[name]
             else:
                 out = flat[offset : offset + base.size].reshape(base.shape)
                 offset += base.size
@@ -197,7 +206,7 @@ class SiteClient:
             config = round_config_from_pb(reply.config)
             settings = config.secure_aggregation
             secure = self._exchange_keys(reply.round, settings) if settings is not None else None
-            global_weights = self.conn.download(reply.round, reply.deadline_unix)
+            global_weights = self._global = self.conn.download(reply.round, reply.deadline_unix, self._global)
             self.task.load_federated_weights(self.model, global_weights)
             examples, metrics = self.task.evaluate(self.model, self.data, self.device)
             self.conn.report(

@@ -139,9 +139,14 @@ class AggregatorConnection:
         reply: pb.JoinReply = self.call(self.stub.JoinRound, request, timeout=JOIN_WAIT_SECONDS + 10)
         return reply
 
-    def download(self, round_number: int, deadline_unix: float = 0.0) -> Weights:
+    def download(
+        self, round_number: int, deadline_unix: float = 0.0, reuse: Weights | None = None
+    ) -> Weights:
+        """The round's global weights, written into `reuse`'s arrays where they fit (the caller
+        gives them up: a failed download leaves them part-written)."""
+
         def fetch() -> Weights:
-            assembler = ChunkAssembler()
+            assembler = ChunkAssembler(reuse)
             request = pb.ModelRequest(training=self.training, client_id=self.client_id, round=round_number)
             for chunk in self._download(request, timeout=until(deadline_unix)):
                 assembler.add(chunk)

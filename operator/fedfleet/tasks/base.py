@@ -91,7 +91,7 @@ class Task(ABC, Generic[ConfigT]):
 
     def federated_weights(self, model: torch.nn.Module) -> Weights:
         """The weights that travel and are averaged; the aggregator checkpoints exactly these.
-        Fresh arrays the caller owns (the client computes its update in them, in place)."""
+        The caller only reads them: they may share the model's memory (no copy per round)."""
         return state_to_numpy(model)
 
     def load_federated_weights(self, model: torch.nn.Module, weights: Weights) -> None:
@@ -137,12 +137,13 @@ def load_task(spec: TaskSpec, model: ModelSpec | None = None) -> Task[Any]:
 
 
 def state_to_numpy(model: torch.nn.Module) -> Weights:
-    """The federated weights: every floating-point entry of the state dict, as numpy arrays.
+    """The federated weights: every floating-point entry of the state dict, as numpy arrays
+    (views of the model's CPU tensors: a copy would land in fresh pages every round).
 
     Integer buffers (such as BatchNorm's step counters) stay local to the client.
     """
     return {
-        name: tensor.detach().to("cpu").numpy().copy()
+        name: tensor.detach().to("cpu").numpy()
         for name, tensor in model.state_dict().items()
         if tensor.is_floating_point()
     }
