@@ -9,9 +9,12 @@ differs with the arithmetic:
   Memory is (1 + staging slots) x model; uploads beyond the free slots wait, held back by gRPC
   flow control.
 * `MaskedSum` (SecAgg+ lanes, sums mod 2^lane): integer addition is exactly reversible, so each
-  checked chunk is added into the sum as it arrives and also appended to an unlinked temporary
-  file (the page cache, not the process, holds it); a refused upload is undone by subtracting
-  those words again. Memory is one model of lanes plus a chunk, whatever the number of uploads.
+  checked chunk is added into the sum as it arrives and also written to an undo journal, an
+  unnamed file in the state directory (the page cache, not the process, holds it); a refused
+  upload is undone by subtracting those words again. Memory is one model of lanes plus a
+  chunk, whatever the number of uploads. Journals are kept and rewritten in place, upload
+  after upload and round after round (one per upload in flight at once): writing into pages
+  the file already has costs a copy, fresh pages for every upload cost several times more.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import asyncio
 import os
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -161,26 +164,26 @@ class PlainSum(RunningSum):
 
 
 class _FoldedUpload(Upload):
-    """Words go straight into the sum; a journal of them (file offset order) allows the undo."""
+    """Words go straight into the sum; the journal holds them at their own position (the
+    upload's words [0, added) are in the sum) for the undo."""
 
-    def __init__(self, owner: MaskedSum) -> None:
+    def __init__(self, owner: MaskedSum, journal: BinaryIO) -> None:
         super().__init__(ChunkCheck(owner.layout))
-        self.owner = owner
-        # unnamed (O_TMPFILE): nothing is left behind by a crash
-        self.journal = os.open(owner.spool_dir, os.O_TMPFILE | os.O_RDWR, 0o600)
-        self.spans: list[tuple[int, int]] = []  # (first word, words), in journal order
+        self.owner, self.journal = owner, journal
+        self.added = 0  # words of this upload in the sum: chunks arrive in order, from word 0
         self.done = False
 
     def add(self, chunk: Chunk) -> None:
         if self.done:
             raise RuntimeError("the upload is closed")
         _, first, words = self.check.values(chunk)
-        written = os.write(self.journal, words.data)  # before the sum: an error leaves it as it was
-        if written != words.nbytes:
+        position = first * words.itemsize
+        written = os.pwrite(self.journal.fileno(), words.data, position)  # before the sum: an error
+        if written != words.nbytes:  # leaves it as it was
             raise OSError(f"short write to the upload journal: {written} of {words.nbytes} bytes")
         target = self.owner.total[first : first + len(words)]
         np.add(target, words, out=target)  # wraps: mod 2^lane
-        self.spans.append((first, len(words)))
+        self.added = first + len(words)
         self.check.accept(chunk, words)
 
     def commit(self) -> None:
@@ -193,21 +196,19 @@ class _FoldedUpload(Upload):
         if self.done:
             return
         total = self.owner.total
-        scratch = np.empty(max((n for _, n in self.spans), default=0), dtype=total.dtype)
-        position = 0
-        for first, count in self.spans:
-            words = scratch[:count]
-            if os.preadv(self.journal, [words.data], position) != words.nbytes:
+        scratch = np.empty(min(self.added, FOLD_BLOCK), dtype=total.dtype)
+        for first in range(0, self.added, FOLD_BLOCK):
+            words = scratch[: min(FOLD_BLOCK, self.added - first)]
+            if os.preadv(self.journal.fileno(), [words.data], first * words.itemsize) != words.nbytes:
                 raise OSError("the upload journal is shorter than what was added")
-            target = total[first : first + count]
+            target = total[first : first + len(words)]
             np.subtract(target, words, out=target)
-            position += words.nbytes
         self._close()
 
     def _close(self) -> None:
         self.done = True
-        os.close(self.journal)
         self.owner.open.discard(self)
+        self.owner.journals.append(self.journal)
 
 
 class MaskedSum(RunningSum):
@@ -217,14 +218,20 @@ class MaskedSum(RunningSum):
         super().__init__(ModelLayout({MASKED_TENSOR: (lane, (size,))}), lane)
         self.spool_dir = spool_dir
         self.open: set[_FoldedUpload] = set()
+        self.journals: list[BinaryIO] = []  # free ones; closed when this sum is dropped
 
     def fits(self, size: int, lane: np.dtype[Any]) -> bool:
         return self.dtype == lane and self.layout.size == size
 
     async def open_upload(self, weight: float) -> Upload:
-        upload = _FoldedUpload(self)
+        # unnamed (O_TMPFILE): nothing is left behind by a crash
+        journal = self.journals.pop() if self.journals else self._new_journal()
+        upload = _FoldedUpload(self, journal)
         self.open.add(upload)
         return upload
+
+    def _new_journal(self) -> BinaryIO:
+        return os.fdopen(os.open(self.spool_dir, os.O_TMPFILE | os.O_RDWR, 0o600), "r+b", buffering=0)
 
     def close_uploads(self) -> None:
         for upload in list(self.open):
