@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from fedfleet.api.training import StrategySpec
 
 Weights = dict[str, np.ndarray]
+BLOCK = 1 << 18  # elements per step of an in-place update: temporaries stay cache-sized
 
 _REGISTRY: dict[str, type[Strategy]] = {}
 
@@ -63,9 +64,17 @@ class FedAvg(Strategy):
     name = "FedAvg"
 
     def apply(self, global_weights: Weights, mean_delta: Weights) -> None:
+        """In blocks: `delta * lr` of a whole tensor would be a model-sized temporary in fresh pages."""
         lr = self.spec.server_learning_rate
         for key, delta in mean_delta.items():
-            global_weights[key] += (delta * lr).astype(global_weights[key].dtype, copy=False)
+            target = global_weights[key]
+            if target.shape != delta.shape or not (target.flags.c_contiguous and delta.flags.c_contiguous):
+                target += (delta * lr).astype(target.dtype, copy=False)
+                continue
+            flat, step = target.reshape(-1), delta.reshape(-1)
+            for begin in range(0, len(flat), BLOCK):
+                block = flat[begin : begin + BLOCK]
+                block += (step[begin : begin + BLOCK] * lr).astype(block.dtype, copy=False)
 
 
 @register
