@@ -16,8 +16,13 @@ parameters (bench/synthetic_task.py), with SecAgg+ on and off; the round time is
 aggregator's (start to Succeeded: key exchange, download, upload, unmasking, checkpoint).
 Each is set against the round's limit measured right after it: the round's bytes (downloads
 and uploads) streamed as protobuf messages into a sink (bench/transfer.py), plus with SecAgg+
-one client's mask expansion and the server's unmasking (`round_limits`). It also reports the
-peak RSS of the aggregator and of the largest client (the sending side) over the model's bytes.
+one client's mask expansion and the server's unmasking (`round_limits`); and against the
+machine's limit, where all N clients' masks share this machine's cores as they do in the run.
+Where each round's time went comes from the run's logs and /proc: until the last client had
+the model, until the last upload was accepted, until the round closed, and the CPU seconds of
+the aggregator and of all clients. It also reports the peak RSS of the aggregator and of the
+largest client (the sending side) over the model's bytes. The rounds use mTLS (the product's
+default) unless --plaintext; the limit streams in plaintext.
 
 With --baseline REV it measures the same cases with this tree and with REV (checked out in a
 temporary `git worktree`), in subprocesses of one run, at the former default
@@ -339,18 +344,21 @@ def measure(n: int, m: int, neighbours: int, repeats: int) -> dict[str, Any]:
     }
 
 
-class PeakWatcher:
-    """Peak RSS (VmHWM, MB) of the aggregator and of the largest client process of a local run,
-    read from /proc every 0.2 s while it runs (a high-water mark only grows, so the last read
-    of each process is its peak)."""
+class RunWatcher:
+    """Peak RSS (VmHWM, MB) and CPU seconds (user + system) of the aggregator and of each client
+    process of a local run, read from /proc every 0.1 s while it runs, for the processes the
+    runner lists in OUT/processes.json (a high-water mark only grows, so the last read of each
+    process is its peak). `cpu_between` interpolates the CPU samples at two instants."""
 
     def __init__(self, out: Path) -> None:
-        self.marker = str(out)
+        self.listing = out / "processes.json"
         self.peaks: dict[str, float] = {"aggregator": 0.0, "client": 0.0}
+        self.samples: list[tuple[float, float, float]] = []  # (time, aggregator CPU s, clients CPU s)
+        self._tick = os.sysconf("SC_CLK_TCK")
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> PeakWatcher:
+    def __enter__(self) -> RunWatcher:
         self._thread.start()
         return self
 
@@ -359,24 +367,90 @@ class PeakWatcher:
         self._thread.join()
 
     def _run(self) -> None:
-        while not self._stop.wait(0.2):
-            for proc in Path("/proc").glob("[0-9]*"):
+        pids: dict[str, int] = {}
+        while not self._stop.wait(0.1):
+            if not pids:
+                with contextlib.suppress(OSError, ValueError, KeyError):
+                    pids = json.loads(self.listing.read_text())["pids"]
+                continue
+            cpu = {"aggregator": 0.0, "client": 0.0}
+            for name, pid in pids.items():
+                role = "aggregator" if name == "aggregator" else "client"
                 with contextlib.suppress(OSError):
-                    argv = (proc / "cmdline").read_bytes().split(b"\0")
-                    if len(argv) < 4 or self.marker.encode() not in b" ".join(argv):
-                        continue
-                    role = argv[3].decode()
-                    if role in self.peaks:
-                        for line in (proc / "status").read_text().splitlines():
-                            if line.startswith("VmHWM:"):
-                                self.peaks[role] = max(self.peaks[role], int(line.split()[1]) / 1024)
+                    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                    cpu[role] += (int(fields[11]) + int(fields[12])) / self._tick
+                    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                        if line.startswith("VmHWM:"):
+                            self.peaks[role] = max(self.peaks[role], int(line.split()[1]) / 1024)
+            self.samples.append((time.time(), cpu["aggregator"], cpu["client"]))
+
+    def cpu_between(self, begin: float, end: float) -> tuple[float, float]:
+        """(aggregator, all clients) CPU seconds spent between two instants (time.time())."""
+
+        def at(when: float) -> np.ndarray:
+            times = [t for t, _, _ in self.samples]
+            return np.array([np.interp(when, times, [sample[i] for sample in self.samples]) for i in (1, 2)])
+
+        spent = at(end) - at(begin)
+        return float(spent[0]), float(spent[1])
+
+
+def _events(path: Path) -> list[dict[str, Any]]:
+    events = []
+    for line in path.read_text().splitlines():
+        with contextlib.suppress(ValueError):
+            event = json.loads(line)
+            event["t"] = datetime.datetime.fromisoformat(
+                event["timestamp"].replace("Z", "+00:00")
+            ).timestamp()
+            events.append(event)
+    return events
+
+
+def round_breakdown(out: Path, watcher: RunWatcher) -> list[dict[str, float]]:
+    """Per training round, from the run's logs: when the last client had the model (keys,
+    download, load, evaluation), the last update was accepted (training, masks, upload), the
+    round closed (consistency, reveals, unmasking, checkpoint, next broadcast); and the CPU
+    seconds of the aggregator and of all clients between its start and its close."""
+    logs = out / "logs"
+    aggregator = _events(logs / "aggregator.log")
+    clients = [e for path in logs.glob("site-*.log") for e in _events(path)]
+    rounds = []
+    for started in (e for e in aggregator if e["event"] == "round.started" and e["kind"] == "train"):
+        number = started["round"]
+
+        def last(events: list[dict[str, Any]], name: str, number: int = number) -> float:
+            return max(e["t"] for e in events if e["event"] == name and e.get("round") == number)
+
+        closed = next(
+            e["t"]
+            for e in aggregator
+            if e["event"] == "round.closed" and e["round"] == number and e["kind"] == "train"
+        )
+        have_model = max(
+            e["t"]
+            for e in clients
+            if e["event"] == "model.evaluated" and e["round"] == number and e["model_version"] == number - 1
+        )
+        uploaded = last(aggregator, "update.accepted")
+        cpu = watcher.cpu_between(started["t"], closed)
+        rounds.append(
+            {
+                "to_model_s": have_model - started["t"],
+                "to_uploads_s": uploaded - have_model,
+                "to_close_s": closed - uploaded,
+                "aggregator_cpu_s": cpu[0],
+                "clients_cpu_s": cpu[1],
+            }
+        )
+    return rounds
 
 
 def grpc_round_seconds(
-    n: int, m: int, secure: bool, rounds: int, workdir: Path
-) -> tuple[list[float], dict[str, float]]:
-    """Per-round seconds of a real `fedfleet local run` (N client processes, M parameters), and
-    the peak RSS in MB of its aggregator and of its largest client."""
+    n: int, m: int, secure: bool, rounds: int, workdir: Path, tls: bool = True
+) -> tuple[list[float], dict[str, float], list[dict[str, float]]]:
+    """Per-round seconds of a real `fedfleet local run` (N client processes, M parameters), the
+    peak RSS in MB of its aggregator and of its largest client, and each round's breakdown."""
     manifest = workdir / f"bench-{n}-{m}-{int(secure)}.yaml"
     spec = {
         "task": {"name": "synthetic_task:SyntheticUpdate", "config": {"parameters": m}},
@@ -385,12 +459,13 @@ def grpc_round_seconds(
         "minClients": n,
         "roundTimeoutSeconds": 600,
         "secureAggregation": {"enabled": secure, "clipRange": 1.0},
+        "tls": {"enabled": tls},
     }
     document = {"apiVersion": "fedfleet.io/v1alpha1", "kind": "FederatedTraining"}
     manifest.write_text(yaml.safe_dump(document | {"metadata": {"name": "bench"}, "spec": spec}))
     out = workdir / manifest.stem
     path = os.pathsep.join([str(REPO / "bench"), str(REPO / "operator"), os.environ.get("PYTHONPATH", "")])
-    with PeakWatcher(out) as watcher:
+    with RunWatcher(out) as watcher:
         subprocess.run(
             [
                 sys.executable,
@@ -408,15 +483,18 @@ def grpc_round_seconds(
             env=os.environ | {"PYTHONPATH": path},
         )
     seconds = [float(r["seconds"]) for r in json.loads((out / "metrics.json").read_text())["rounds"]]
-    return seconds, watcher.peaks
+    return seconds, watcher.peaks, round_breakdown(out, watcher)
 
 
-def round_limits(n: int, m: int) -> tuple[float, float]:
-    """(SecAgg+, plain) limits of one round, measured now: the round's bytes (each client's
-    download of M float32 and upload of M + 1 uint32 words, or M float32) streamed as protobuf
-    messages into a sink by two client processes (bench/transfer.py's limit), plus, with SecAgg+,
-    one client's mask expansion (k + 1 keystreams of M + 1 words, its critical path) and the
-    server's removal of n self masks."""
+def round_limits(n: int, m: int) -> dict[str, float]:
+    """The round's limits, measured now. The bytes: each client's download of M float32 and
+    upload of M + 1 uint32 words (or M float32) streamed as protobuf messages into a sink by two
+    client processes (bench/transfer.py's limit). The masks: one client's expansion (k + 1
+    keystreams of M + 1 words, added) and the server's removal of n self masks.
+
+    `secure_limit_s` counts one client's masks (its critical path when every client has its
+    own machine); `secure_machine_limit_s` counts all n clients' masks spread over this
+    machine's cores, which they share in this bench."""
     from transfer import limit_seconds  # bench/transfer.py, next to this script
 
     ids = [f"c{i:03d}" for i in range(n)]
@@ -424,59 +502,111 @@ def round_limits(n: int, m: int) -> tuple[float, float]:
     plain_bytes = limit_seconds(1, 2 * m, "float32", ids, 2)
     k = SecAggParams.build(n).neighbours
     compute = Limit(m + 1)
-    masks = statistics.median([compute.masks(k + 1) + compute.masks(n) for _ in range(3)])
-    return secure_bytes + masks, plain_bytes
+    client_masks = statistics.median([compute.masks(k + 1) for _ in range(3)])
+    unmask = statistics.median([compute.masks(n) for _ in range(3)])
+    cores = min(n, os.cpu_count() or 1)
+    return {
+        "bytes_secure_s": secure_bytes,
+        "bytes_plain_s": plain_bytes,
+        "client_masks_s": client_masks,
+        "unmask_s": unmask,
+        "cores": cores,
+        "secure_limit_s": secure_bytes + client_masks + unmask,
+        "secure_machine_limit_s": secure_bytes + n * client_masks / cores + unmask,
+        "plain_limit_s": plain_bytes,
+    }
 
 
-def grpc_rounds(cases: list[tuple[int, int]], rounds: int) -> list[dict[str, Any]]:
+def grpc_rounds(cases: list[tuple[int, int]], rounds: int, tls: bool = True) -> list[dict[str, Any]]:
     """Median round time with SecAgg+ and without, same run; round 1 (cold start) is left out;
-    each against its limit, measured right after; peak RSS of the aggregator and of a client
-    (the sending side) over the model's float32 bytes."""
+    each against its limits, measured right after; where the time went (medians of the timed
+    rounds' breakdowns); peak RSS of the aggregator and of a client (the sending side) over the
+    model's float32 bytes."""
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for n, m in cases:
             load = os.getloadavg()[0]
-            secure, secure_peaks = grpc_round_seconds(n, m, True, rounds, Path(tmp))
-            plain, plain_peaks = grpc_round_seconds(n, m, False, rounds, Path(tmp))
+            secure, secure_peaks, secure_parts = grpc_round_seconds(n, m, True, rounds, Path(tmp), tls)
+            plain, plain_peaks, plain_parts = grpc_round_seconds(n, m, False, rounds, Path(tmp), tls)
             secure_s, plain_s = statistics.median(secure[1:]), statistics.median(plain[1:])
-            secure_limit, plain_limit = round_limits(n, m)
-            results.append(
-                {
-                    "clients": n,
-                    "parameters": m,
-                    "rounds_timed": rounds - 1,
-                    "load_average": load,
-                    "secure_round_s": secure_s,
-                    "plain_round_s": plain_s,
-                    "secure_over_plain": secure_s / plain_s,
-                    "secure_limit_s": secure_limit,
-                    "secure_over_limit": secure_s / secure_limit,
-                    "plain_limit_s": plain_limit,
-                    "plain_over_limit": plain_s / plain_limit,
-                    "secure_client_peak_over_model": secure_peaks["client"] * 2**20 / (4 * m),
-                    "secure_aggregator_peak_over_model": secure_peaks["aggregator"] * 2**20 / (4 * m),
-                    "plain_client_peak_over_model": plain_peaks["client"] * 2**20 / (4 * m),
-                    "plain_aggregator_peak_over_model": plain_peaks["aggregator"] * 2**20 / (4 * m),
-                }
-            )
+            limits = round_limits(n, m)
+            result: dict[str, Any] = {
+                "clients": n,
+                "parameters": m,
+                "rounds_timed": rounds - 1,
+                "tls": tls,
+                "load_average": load,
+                "load_average_after": os.getloadavg()[0],
+                "secure_round_s": secure_s,
+                "plain_round_s": plain_s,
+                "secure_over_plain": secure_s / plain_s,
+                **{f"limit_{key}": value for key, value in limits.items()},
+                "secure_over_limit": secure_s / limits["secure_limit_s"],
+                "secure_over_machine_limit": secure_s / limits["secure_machine_limit_s"],
+                "plain_over_limit": plain_s / limits["plain_limit_s"],
+                "secure_client_peak_over_model": secure_peaks["client"] * 2**20 / (4 * m),
+                "secure_aggregator_peak_over_model": secure_peaks["aggregator"] * 2**20 / (4 * m),
+                "plain_client_peak_over_model": plain_peaks["client"] * 2**20 / (4 * m),
+                "plain_aggregator_peak_over_model": plain_peaks["aggregator"] * 2**20 / (4 * m),
+            }
+            for label, parts in (("secure", secure_parts[1:]), ("plain", plain_parts[1:])):
+                for key in parts[0] if parts else []:
+                    result[f"{label}_{key}"] = statistics.median(part[key] for part in parts)
+            results.append(result)
     return results
 
 
 def grpc_table(results: list[dict[str, Any]]) -> str:
     head = (
-        f"{'N':>4} {'M':>9} | {'SecAgg+ s':>9} {'limit':>6} {'ratio':>6} | {'plain s':>7} {'limit':>6}"
-        f" {'ratio':>6} | {'SecAgg+/plain':>13} | {'peak/model client':>17} {'aggregator':>10} | {'load':>5}"
+        f"{'N':>4} {'M':>9} | {'SecAgg+ s':>9} {'limit':>6} {'ratio':>6} {'machine':>7} {'ratio':>6} |"
+        f" {'plain s':>7} {'limit':>6} {'ratio':>6} | {'peak/model client':>17} {'aggregator':>10} |"
+        f" {'load':>9}"
     )
     lines = [head, "-" * len(head)]
     for r in results:
         lines.append(
             f"{r['clients']:>4} {r['parameters']:>9} | {r['secure_round_s']:>9.2f}"
-            f" {r['secure_limit_s']:>6.2f} {r['secure_over_limit']:>6.2f} |"
-            f" {r['plain_round_s']:>7.2f} {r['plain_limit_s']:>6.2f}"
-            f" {r['plain_over_limit']:>6.2f} | {r['secure_over_plain']:>13.2f} |"
+            f" {r['limit_secure_limit_s']:>6.2f} {r['secure_over_limit']:>6.2f}"
+            f" {r['limit_secure_machine_limit_s']:>7.2f} {r['secure_over_machine_limit']:>6.2f} |"
+            f" {r['plain_round_s']:>7.2f} {r['limit_plain_limit_s']:>6.2f}"
+            f" {r['plain_over_limit']:>6.2f} |"
             f" {r['secure_client_peak_over_model']:>17.2f} {r['secure_aggregator_peak_over_model']:>10.2f} |"
-            f" {r['load_average']:>5.1f}"
+            f" {r['load_average']:>4.1f}/{r['load_average_after']:<4.1f}"
         )
+    lines.append(
+        "\nlimit: the round's bytes at the protobuf stream's speed + one client's masks + the server's"
+        " unmasking;\nmachine: the same with all N clients' masks spread over this machine's cores."
+    )
+    lines.append("\nwhere each round's time went (medians of the timed rounds; seconds):")
+    parts = (
+        f"{'':>8} {'round':>6} | {'keys+model':>10} {'train+masks+upload':>18} {'unmask+save':>11} |"
+        f" {'CPU aggregator':>14} {'clients':>7} {'busy':>5}"
+    )
+    lines.append(parts)
+    for r in results:
+        for label, name in (("secure", "SecAgg+"), ("plain", "plain")):
+            if f"{label}_to_model_s" not in r:
+                continue
+            cpu = r[f"{label}_aggregator_cpu_s"] + r[f"{label}_clients_cpu_s"]
+            lines.append(
+                f"{name:>8} {r[f'{label}_round_s']:>6.2f} | {r[f'{label}_to_model_s']:>10.2f}"
+                f" {r[f'{label}_to_uploads_s']:>18.2f} {r[f'{label}_to_close_s']:>11.2f} |"
+                f" {r[f'{label}_aggregator_cpu_s']:>14.2f} {r[f'{label}_clients_cpu_s']:>7.2f}"
+                f" {cpu / (r['limit_cores'] * r[f'{label}_round_s']):>5.0%}"
+            )
+    lines.append(
+        "limit parts: bytes SecAgg+ {:.2f} s, plain {:.2f} s; one client's masks {:.3f} s; unmasking"
+        " {:.3f} s; cores {}".format(
+            results[-1]["limit_bytes_secure_s"],
+            results[-1]["limit_bytes_plain_s"],
+            results[-1]["limit_client_masks_s"],
+            results[-1]["limit_unmask_s"],
+            results[-1]["limit_cores"],
+        )
+        if results
+        else ""
+    )
+    lines.append("busy: CPU seconds of the aggregator and all clients over (cores x round seconds).")
     return "\n".join(lines)
 
 
@@ -527,10 +657,15 @@ def main() -> None:
     parser.add_argument(
         "--grpc-rounds", type=int, default=3, help="rounds per gRPC run (the first is not timed)"
     )
+    parser.add_argument(
+        "--plaintext",
+        action="store_true",
+        help="gRPC rounds without mTLS (spec.tls.enabled false), the limit's own transport",
+    )
     args = parser.parse_args()
     if args.grpc_only:
         cases = [(int(n), int(float(m))) for n, m in (c.split("x") for c in args.grpc_only.split(","))]
-        over_grpc = grpc_rounds(cases, args.grpc_rounds)
+        over_grpc = grpc_rounds(cases, args.grpc_rounds, not args.plaintext)
         print(json.dumps([rounded(r) for r in over_grpc], indent=2))
         print("\nwhole rounds over gRPC between processes (fedfleet local run, synthetic update):")
         print(grpc_table(over_grpc))
@@ -549,7 +684,11 @@ def main() -> None:
     measure(5, 10_000, 0, 1)  # warm-up, not reported: imports, caches, this thread's scratch
     cases = QUICK if args.quick else CASES
     results = [measure(n, m, args.neighbours, args.repeats) for n, m in cases]
-    over_grpc = grpc_rounds(GRPC_QUICK if args.quick else GRPC_CASES, args.grpc_rounds) if args.grpc else []
+    over_grpc = (
+        grpc_rounds(GRPC_QUICK if args.quick else GRPC_CASES, args.grpc_rounds, not args.plaintext)
+        if args.grpc
+        else []
+    )
     document: Any = [rounded(r) for r in results]
     if args.grpc:
         document = {"compute": document, "grpc": [rounded(r) for r in over_grpc]}
