@@ -72,6 +72,7 @@ class TrainingReconciler:
         self._told_ended: set[str] = set()  # uids whose end the remote sites were told
         self._restarts_seen: dict[str, int] = {}  # uid -> aggregator restarts already warned about
         self.revocations = Revocations()
+        self._removals_told: dict[str, set[str]] = {}  # uid -> sites whose removal was announced
         self.ending = Ending(kube, emit)
         self.history = History(kube, self.writer)
 
@@ -100,6 +101,7 @@ class TrainingReconciler:
         self._told_ended.discard(ref.uid)
         self._restarts_seen.pop(ref.uid, None)
         self.revocations.forget(ref.uid)
+        self._removals_told.pop(ref.uid, None)
         self.ending.forget(ref.uid)
         self.history.forget(ref.uid)
 
@@ -161,11 +163,14 @@ class TrainingReconciler:
 
     async def _removed_sites(self, step: Pass, sites: list[res.SiteRef], min_clients: int) -> None:
         """Sites gone since the training started: named in status and its message, a Warning
-        Event once per site (status remembers which were told, across restarts)."""
+        Event once per site (status remembers which were told across restarts; this operator,
+        while the watched body lags its own write)."""
         gone = [s for s in sites if s.gone]
         step.status.removed_sites = [s.name for s in gone]
+        told = self._removals_told.setdefault(step.body["metadata"]["uid"], set())
         for site in gone:
-            if site.name not in step.current.removed_sites:
+            if site.name not in step.current.removed_sites and site.name not in told:
+                told.add(site.name)
                 await self.emit(
                     step.body,
                     "Warning",
