@@ -13,7 +13,7 @@ from fedfleet import vocabulary as vocab
 from fedfleet.controller import core
 from fedfleet.privacy.release import ReleasedRounds, RoundPrivacy
 from fedfleet.round_config import RoundConfig, SecAggSettings
-from fedfleet.rounds.ports import AggregatorView, ClientState, RoundSnapshot
+from fedfleet.rounds.ports import AggregatorView, ClientState, RoundSnapshot, SiteAccount
 from fedfleet.strategies import StrategyTerms
 from fedfleet.v1 import aggregator_pb2 as pb
 
@@ -100,6 +100,17 @@ def aggregator_view(status: pb.AggregatorStatus, current: pb.RoundState | None =
         lineage_head=status.lineage_head,
         lineage_public_key=status.lineage_public_key,
         lineage_key_fingerprint=status.lineage_key_fingerprint,
+        sites=tuple(
+            SiteAccount(
+                s.site,
+                s.updates_accepted,
+                s.updates_refused,
+                s.bytes_received,
+                s.bytes_sent,
+                s.client_seconds,
+            )
+            for s in status.sites
+        ),
     )
 
 

@@ -21,6 +21,7 @@ from fedfleet.api.status import (
     RoundStatus,
     SiteRecord,
     SiteStatus,
+    SiteTrainingAccount,
     StatusModel,
     TrainingStatus,
 )
@@ -122,6 +123,21 @@ SITE = SiteStatus(
     gpus_in_use=1,
     refused_work=0,
     enrolled=STAMP,
+    trainings={
+        "default/digits": SiteTrainingAccount(
+            updates_accepted=3,
+            updates_refused=1,
+            bytes_received=4096,
+            bytes_sent=8192,
+            client_seconds=12.5,
+            updated=STAMP,
+        )
+    },
+    updates_accepted=3,
+    updates_refused=1,
+    bytes_received=4096,
+    bytes_sent=8192,
+    client_seconds=12.5,
 )
 SAMPLES: dict[str, StatusModel] = {
     "FederatedTraining": TRAINING,

@@ -91,9 +91,15 @@ def test_three_remote_sites_train_to_success_through_an_agent_kill_and_a_hub_res
     hub_chart = render(HUB, load_values(HUB / "ci" / "site-gateway.yaml"))
     used = {permission(c) for c in federation.hub.calls if c.user == OPERATOR_TOKEN}
     assert used - granted(of_kind(hub_chart, "ClusterRole")[0]) == set()
+    retried = bool(status["controller"].get("roundFailures"))  # a retried round's clients upload again
     for name in SITES:
         shown = federation.site_status(name)
         assert shown["connected"] is True and shown["agentVersion"], shown
+        # what the aggregator counted for the site's one client, written once more at the end
+        account = shown["trainings"]["default/digits"]
+        assert account["updatesAccepted"] == 3 or (retried and account["updatesAccepted"] > 3), shown
+        assert account["bytesReceived"] > 0 and account["bytesSent"] > 0 and account["clientSeconds"] > 0
+        assert shown["updatesAccepted"] == account["updatesAccepted"]  # the only training: the total
     listed = subprocess.run(
         ["kubectl", "--kubeconfig", str(federation.hub.kubeconfig), "get", "federationsites", "-o", "wide"],
         capture_output=True,
@@ -102,10 +108,15 @@ def test_three_remote_sites_train_to_success_through_an_agent_kill_and_a_hub_res
         timeout=30,
     ).stdout.split("\n")
     header = listed[0].split()
-    assert header[:8] == ["NAME", "NAMESPACE", "GPUS", "READY", "REMOTE", "CONNECTED", "CLIENTS", "AGENT"], (
-        listed
-    )
-    starts = [listed[0].index(column) for column in header]  # kubectl aligns values under headers
+    assert header == [
+        *("NAME", "NAMESPACE", "GPUS", "READY", "REMOTE", "CONNECTED", "CLIENTS", "UPDATES", "AGENT"),
+        *("HEARTBEAT", "GPUSINUSE", "REFUSED", "RECEIVED", "SENT", "CLIENTSECONDS", "AGE"),
+    ], listed
+    starts, at = [], 0  # kubectl aligns values under headers (AGE is also the start of AGENT)
+    for column in header:
+        at = listed[0].index(column, at)
+        starts.append(at)
+        at += len(column)
     row = {
         column: listed[1][start : [*starts, len(listed[1])][k + 1]].strip()
         for k, (column, start) in enumerate(zip(header, starts, strict=True))
@@ -116,6 +127,7 @@ def test_three_remote_sites_train_to_success_through_an_agent_kill_and_a_hub_res
         "true",
         "0.1.0",
     ), listed
+    assert int(row["UPDATES"]) >= 3 and int(row["SENT"]) > 0 and float(row["CLIENTSECONDS"]) > 0, listed
 
 
 def test_work_the_site_policy_refuses_starts_nothing_there_and_the_reason_reaches_the_hub(

@@ -23,6 +23,7 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from fedfleet.aggregator import admission
+from fedfleet.aggregator.accounting import SiteAccounts
 from fedfleet.aggregator.admission import UploadHeader
 from fedfleet.aggregator.broadcast import Broadcast
 from fedfleet.aggregator.checkpoints import CheckpointStore, StreamedModel
@@ -122,6 +123,7 @@ class RoundEngine:
             for path in sorted(self.store.evaluations_dir.glob("version-[0-9]*.json"))
         }
         self.layout = latest.layout()
+        self.accounts = SiteAccounts(state_dir / "accounting.json")  # per site, read by GetStatus
         self.sum = PlainSum(self.layout, staging_slots, wire=wire_dtype(spec.compression.bits))
         self.masked_sum: MaskedSum | None = None  # allocated by the first SecAgg+ round
         self.current: Round | None = None
@@ -222,7 +224,7 @@ class RoundEngine:
         round_ = admission.open_round(self.current, number)
         if client_id not in round_.clients:
             raise Refusal("NOT_FOUND", f"client {client_id!r} is not a participant of round {number}")
-        round_.drop(client_id, reason or "dropped by the controller")
+        round_.drop(client_id, reason or "dropped by the controller", self.clock.now())
         self.log.info("client.dropped", round=number, client=client_id, reason=reason)
         self._after_client_change(round_)
         return round_
@@ -238,7 +240,7 @@ class RoundEngine:
             self._seen.pop(cid, None)
             record = round_.clients.get(cid) if round_ is not None and round_.is_open else None
             if round_ is not None and record is not None and record.state != ClientPhase.REPORTED:
-                round_.drop(cid, revoked[cid])
+                round_.drop(cid, revoked[cid], self.clock.now())
         if new:
             self.log.info("clients.revoked", clients=len(new))
             if round_ is not None and round_.is_open:
@@ -315,7 +317,10 @@ class RoundEngine:
         return done
 
     # -- client side ----------------------------------------------------------------------
-    async def join(self, training: str, client_id: str, session: str, wait: float) -> Assignment:
+    async def join(
+        self, training: str, client_id: str, session: str, wait: float, site: str = ""
+    ) -> Assignment:
+        """`site`: the client's site, for its accounting (checked against its certificate)."""
         admission.check_training(self.training, training)
         if not client_id or not session:
             raise Refusal("INVALID_ARGUMENT", "client_id and session are required")
@@ -324,6 +329,7 @@ class RoundEngine:
                 "INVALID_ARGUMENT",
                 f"client_id has {len(client_id)} characters; at most {MAX_CLIENT_ID_CHARACTERS}",
             )
+        self.accounts.joined(client_id, site)
         until = time.monotonic() + min(max(wait, 0.0), 60.0)
         while True:
             if client_id in self.revoked:
@@ -350,10 +356,11 @@ class RoundEngine:
             return None
         if record.session is None:
             record.session, record.state = session, ClientPhase.TRAINING
+            record.joined = self.clock.now()
             self._notify()
         elif record.session != session:
             # A restarted client process: its earlier self is gone; it joins the next round afresh.
-            round_.drop(client_id, "client restarted during the round")
+            round_.drop(client_id, "client restarted during the round", self.clock.now())
             self.log.info("client.dropped", round=round_.number, client=client_id, reason="new session")
             self._after_client_change(round_)
             return None
@@ -386,7 +393,7 @@ class RoundEngine:
         """A client's train metrics, or its evaluation of model `model_version` (phase EVALUATE)."""
         admission.check_training(self.training, training)
         round_ = admission.open_round(self.current, number)
-        record = admission.participant(round_, client_id)
+        admission.participant(round_, client_id)
         admission.check_metrics(metrics, num_examples, self.spec.updates.max_examples)
         entry = (num_examples, metrics)
         if phase == Kind.EVALUATE:
@@ -399,7 +406,7 @@ class RoundEngine:
             round_.eval_reports[client_id] = entry
             self.evaluations[round_.model_version] = round_.evaluation()
             if round_.kind == Kind.EVALUATE:
-                record.state = ClientPhase.REPORTED
+                round_.report(client_id, self.clock.now())
                 self._after_client_change(round_)
         else:
             round_.train_reports[client_id] = entry
@@ -458,7 +465,7 @@ class RoundEngine:
                 self.mean.check_update(round_, plaintext)
             upload.commit()
             round_.bytes_received += upload.bytes_received
-            record.state = ClientPhase.REPORTED
+            round_.report(header.client_id, self.clock.now())
         except BaseException:
             if upload is not None:
                 upload.abort()  # the sum is as before; the client may upload again
@@ -551,6 +558,7 @@ class RoundEngine:
                 self._notify()
                 await self._aggregate(round_)
             round_.finished = round_.finished or self.clock.now()
+            self.accounts.in_rounds(round_.client_seconds())
             self.log.info(
                 "round.closed",
                 round=round_.number,

@@ -38,6 +38,8 @@ class ClientRecord:
     state: ClientPhase = ClientPhase.SELECTED
     reason: str = ""
     session: str | None = None
+    joined: float = 0.0  # when it joined the round (its session began)
+    left: float = 0.0  # when it reported or was dropped
 
 
 def weighted_means(reports: dict[str, tuple[int, dict[str, float]]], prefix: str) -> dict[str, float]:
@@ -114,10 +116,20 @@ class Round:
             return self.evaluation()
         return weighted_means(self.train_reports, "train_") | self.produced_evaluation
 
-    def drop(self, client_id: str, reason: str) -> None:
+    def drop(self, client_id: str, reason: str, at: float = 0.0) -> None:
         record = self.clients[client_id]
         if record.state != ClientPhase.REPORTED:
             record.state, record.reason = ClientPhase.DROPPED, reason
+            record.left = record.left or at
+
+    def report(self, client_id: str, at: float) -> None:
+        record = self.clients[client_id]
+        record.state, record.left = ClientPhase.REPORTED, at
+
+    def client_seconds(self) -> dict[str, float]:
+        """Each client's time in the closed round: from its join to its report, its drop or
+        the round's close."""
+        return {cid: (r.left or self.finished) - r.joined for cid, r in self.clients.items() if r.joined}
 
     def to_record(self) -> dict[str, Any]:
         """What round.json keeps, and what the controller copies into FederatedRound status."""

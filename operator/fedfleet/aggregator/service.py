@@ -225,7 +225,7 @@ class AggregatorServicer(pb_grpc.AggregatorServicer):
     async def JoinRound(self, request: pb.JoinRequest, context: Context) -> pb.JoinReply:
         self.guard.client(context, request.client_id, request.site)
         got = await self.engine.join(
-            request.training, request.client_id, request.session, request.wait_seconds
+            request.training, request.client_id, request.session, request.wait_seconds, request.site
         )
         return pb.JoinReply(
             action=ACTIONS[got.action],
@@ -243,12 +243,17 @@ class AggregatorServicer(pb_grpc.AggregatorServicer):
             broadcast, still_open = self.engine.model_for(request.training, request.client_id, request.round)
         except Refusal as refusal:
             await refuse(context, "DownloadModel", refusal)
-        for message in broadcast.messages():
-            if not still_open():
-                await context.abort(
-                    grpc.StatusCode.ABORTED, f"round {request.round} closed during the download"
-                )
-            yield message
+        sent = 0
+        try:
+            for message in broadcast.messages():
+                if not still_open():
+                    await context.abort(
+                        grpc.StatusCode.ABORTED, f"round {request.round} closed during the download"
+                    )
+                sent += len(message)
+                yield message
+        finally:  # a download cut short counts what was sent
+            self.engine.accounts.sent(request.client_id, sent)
 
     @refusals_to_status
     async def UploadUpdate(
@@ -261,16 +266,24 @@ class AggregatorServicer(pb_grpc.AggregatorServicer):
         if not isinstance(first, pb.UpdateHeader):
             raise Refusal("INVALID_ARGUMENT", "an upload starts with exactly one header message")
         self.guard.client(context, first.client_id)
+        read = 0  # update data read from the stream, for the site's accounting
 
         async def chunks() -> AsyncIterator[Chunk]:
+            nonlocal read
             async for message in request_iterator:
                 if isinstance(message, Malformed):
                     raise Refusal("INVALID_ARGUMENT", message.reason)
                 if not isinstance(message, Chunk):
                     raise Refusal("INVALID_ARGUMENT", "a second header in one upload")
+                read += len(message.data)
                 yield message
 
-        received, reported = await self.engine.receive_update(header_from_pb(first), chunks())
+        try:
+            received, reported = await self.engine.receive_update(header_from_pb(first), chunks())
+        except Refusal:
+            self.engine.accounts.upload(first.client_id, False, read)
+            raise
+        self.engine.accounts.upload(first.client_id, True, read)
         return pb.UploadReply(bytes_received=received, clients_reported=reported)
 
     @refusals_to_status
@@ -385,13 +398,13 @@ class ControlServicer(pb_grpc.ControlServicer):
     @refusals_to_status
     async def GetStatus(self, request: pb.StatusRequest, context: Context) -> pb.AggregatorStatus:
         self.guard.controller(context)
-        return self.status()
+        return await self.status()
 
     @refusals_to_status
     async def FinishTraining(self, request: pb.FinishRequest, context: Context) -> pb.AggregatorStatus:
         self.guard.controller(context)
         self.engine.finish()
-        return self.status()
+        return await self.status()
 
     @refusals_to_status
     async def GetRound(self, request: pb.RoundRequest, context: Context) -> pb.RoundState:
@@ -446,10 +459,14 @@ class ControlServicer(pb_grpc.ControlServicer):
             client_ids=page, next_page_token=page[-1] if page and more else "", total=len(ready)
         )
 
-    def status(self) -> pb.AggregatorStatus:
+    async def status(self) -> pb.AggregatorStatus:
         """Bounded: the current round and the last completed ones as summaries, the released
-        DP records grouped (kept as rounds end, by `RoundHistory`), a page of ready clients."""
+        DP records grouped (kept as rounds end, by `RoundHistory`), a page of ready clients, the
+        figures of at most 1000 sites (written to the state directory before they are shown)."""
         engine = self.engine
+        accounts, changed = engine.accounts.snapshot()
+        if changed is not None:
+            await asyncio.to_thread(engine.accounts.write, changed)
         ready = engine.ready_clients()
         recent = (engine.record_of(int(r["round"])) for r in engine.history.last(RECENT_ROUNDS))
         return pb.AggregatorStatus(
@@ -468,6 +485,17 @@ class ControlServicer(pb_grpc.ControlServicer):
             lineage_head=engine.ledger.head,
             lineage_public_key=engine.ledger.public_key_pem,
             lineage_key_fingerprint=engine.ledger.key_fingerprint,
+            sites=[
+                pb.SiteAccount(
+                    site=site,
+                    updates_accepted=f.updates_accepted,
+                    updates_refused=f.updates_refused,
+                    bytes_received=f.bytes_received,
+                    bytes_sent=f.bytes_sent,
+                    client_seconds=f.client_seconds,
+                )
+                for site, f in accounts.items()
+            ],
         )
 
 

@@ -191,8 +191,20 @@ class RoundStatus(StatusModel):
     conditions: list[Condition] = Field(default_factory=list, json_schema_extra=CONDITIONS_LIST)
 
 
+class SiteTrainingAccount(StatusModel):
+    """What the site's clients did in one training, as its aggregator counted them."""
+
+    updates_accepted: int = 0
+    updates_refused: int = 0
+    bytes_received: int = Field(default=0, description="Update bytes the aggregator read from its clients.")
+    bytes_sent: int = Field(default=0, description="Model bytes the aggregator sent to its clients.")
+    client_seconds: float = Field(default=0.0, description="Its clients' time in rounds.")
+    updated: str | None = Field(default=None, json_schema_extra=DATE_TIME)
+
+
 class SiteStatus(StatusModel):
-    """FederationSite status (more fields come with remote sites: extend here)."""
+    """FederationSite status: readiness (the operator), a remote site's connection (the site
+    gateway), and the site's figures per training (the operator, from each aggregator)."""
 
     ready: bool = False
     gpus: int = 0
@@ -210,3 +222,13 @@ class SiteStatus(StatusModel):
     enrolled: str | None = Field(
         default=None, description="When the agent enrolled.", json_schema_extra=DATE_TIME
     )
+    # accounting (controller/site_accounts.py): per training, and totals over those listed
+    trainings: dict[str, SiteTrainingAccount] | None = Field(
+        default=None,
+        description='"<namespace>/<training>" -> the site\'s figures in it (the 50 updated last).',
+    )
+    updates_accepted: int | None = None
+    updates_refused: int | None = None
+    bytes_received: int | None = None
+    bytes_sent: int | None = None
+    client_seconds: float | None = None

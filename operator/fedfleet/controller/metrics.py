@@ -23,3 +23,28 @@ SITE_REFUSED_WORK = Gauge("fedfleet_site_refused_work", "Clients the site's poli
 SITE_HEARTBEAT = Gauge(
     "fedfleet_site_last_heartbeat_seconds", "Unix time of the site's last message", ["site"]
 )
+# each site's figures per training, set from the training's aggregator (its counts only grow), by
+# FederationSite "<namespace>/<name>" and training "<namespace>/<name>" (controller/site_accounts.py)
+SITE_UPDATES_ACCEPTED = Gauge(
+    "fedfleet_site_updates_accepted",
+    "Updates of the site's clients the aggregator accepted",
+    ["site", "training"],
+)
+SITE_UPDATES_REFUSED = Gauge(
+    "fedfleet_site_updates_refused",
+    "Updates of the site's clients the aggregator refused",
+    ["site", "training"],
+)
+SITE_BYTES_RECEIVED = Gauge(
+    "fedfleet_site_bytes_received",
+    "Update bytes the aggregator read from the site's clients",
+    ["site", "training"],
+)
+SITE_BYTES_SENT = Gauge(
+    "fedfleet_site_bytes_sent", "Model bytes the aggregator sent to the site's clients", ["site", "training"]
+)
+SITE_CLIENT_SECONDS = Gauge(
+    "fedfleet_site_client_seconds",
+    "Time the site's clients spent in the training's rounds",
+    ["site", "training"],
+)

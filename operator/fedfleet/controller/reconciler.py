@@ -32,6 +32,7 @@ from fedfleet.controller.observed import Observed
 from fedfleet.controller.revocation import Revocations, revoked_sites, without_revoked
 from fedfleet.controller.rounds import Rounds
 from fedfleet.controller.settings import OperatorSettings
+from fedfleet.controller.site_accounts import SiteAccounting
 from fedfleet.controller.spec_checks import InvalidSpec, parse, resolve_sites, with_platform_defaults
 from fedfleet.controller.status import now_rfc3339, set_condition
 from fedfleet.controller.status_writer import EmitEvent, Pass, StatusWriter, as_async
@@ -73,6 +74,7 @@ class TrainingReconciler:
         self._restarts_seen: dict[str, int] = {}  # uid -> aggregator restarts already warned about
         self.revocations = Revocations()
         self._removals_told: dict[str, set[str]] = {}  # uid -> sites whose removal was announced
+        self.site_accounts = SiteAccounting(kube)
         self.ending = Ending(kube, emit)
         self.history = History(kube, self.writer)
 
@@ -102,6 +104,7 @@ class TrainingReconciler:
         self._restarts_seen.pop(ref.uid, None)
         self.revocations.forget(ref.uid)
         self._removals_told.pop(ref.uid, None)
+        self.site_accounts.forget(ref.uid)
         self.ending.forget(ref.uid)
         self.history.forget(ref.uid)
 
@@ -142,8 +145,11 @@ class TrainingReconciler:
             await self.revocations.tell(ref.uid, ref.name, revoked, aggregator)
             fleet = without_revoked(fleet, revoked, training.spec.clients_per_site)
             await self._removed_sites(step, sites, training.spec.min_clients)
-            if await self.rounds.drive(ref, training, aggregator, fleet, step):
-                await self.clients.suspend(ref, pods, step)  # suspended, no round in flight
+            driven = await self.rounds.drive(ref, training, aggregator, fleet, step)
+            if driven.suspended:
+                await self.clients.suspend(ref, pods, step)  # no round in flight
+            if driven.view is not None:
+                await self.site_accounts.record(ref, observed.sites(), driven.view.sites, step.done)
             progress = (step.status.completed_rounds, step.status.phase)
             await self.history.prune(ref, training.spec.history, progress)
         except InvalidSpec as err:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from kubernetes.client.exceptions import ApiException
 
@@ -41,6 +41,11 @@ class KnownFleet:
 
     async def observe(self) -> FleetState:
         return self.state
+
+
+class Driven(NamedTuple):
+    suspended: bool  # with no round in flight: the client pods may go
+    view: AggregatorView | None  # the aggregator's status the step read; None: unreachable
 
 
 class KubeRecorder:
@@ -273,9 +278,8 @@ class Rounds:
         aggregator: WatchableAggregator,
         fleet: FleetState,
         step: Pass,
-    ) -> bool:
-        """One driver step; the bookkeeping goes back into status.controller. True when the
-        training is suspended with no round in flight (its client pods may go)."""
+    ) -> Driven:
+        """One driver step; the bookkeeping goes back into status.controller."""
         spec = training.spec
         recorder = KubeRecorder(self.kube, self.writer, self.emit, ref, spec, step, self._announced)
         driver = RoundDriver(spec, aggregator, KnownFleet(fleet), recorder)
@@ -284,7 +288,7 @@ class Rounds:
         result = await driver.step(book)
         if isinstance(result, Unreachable):
             self._waiting(step, training, str(result.error))
-            return False
+            return Driven(False, None)
         book.store(step.status.controller)
         action = result.action
         generation = step.generation
@@ -314,7 +318,7 @@ class Rounds:
             if recorder.announce("Resumed"):
                 message = f"resumed after round {result.view.model_version}"
                 await recorder.emit(step.body, "Normal", "TrainingResumed", message)
-        return isinstance(action, core.Suspend)
+        return Driven(isinstance(action, core.Suspend), result.view)
 
     @staticmethod
     def _waiting(step: Pass, training: FederatedTraining, why: str) -> None:

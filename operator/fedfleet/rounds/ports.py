@@ -65,6 +65,18 @@ class RoundSnapshot:
 
 
 @dataclass(frozen=True)
+class SiteAccount:
+    """One site's figures in the training, as the aggregator counted them (they only grow)."""
+
+    site: str
+    updates_accepted: int = 0
+    updates_refused: int = 0
+    bytes_received: int = 0  # update data read from its clients' uploads, accepted or refused
+    bytes_sent: int = 0  # model download messages streamed to its clients
+    client_seconds: float = 0.0  # its clients' time in rounds
+
+
+@dataclass(frozen=True)
 class AggregatorView:
     """What the driver needs of the aggregator's status; bounded whatever the rounds run."""
 
@@ -80,6 +92,7 @@ class AggregatorView:
     lineage_head: str = ""
     lineage_public_key: str = ""
     lineage_key_fingerprint: str = ""
+    sites: tuple[SiteAccount, ...] = ()  # per site, by name
 
 
 class AggregatorError(Exception):

@@ -397,7 +397,7 @@ class StatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class AggregatorStatus(_message.Message):
-    __slots__ = ("training", "model_version", "model_digest", "ready_clients", "finished", "lineage_head", "lineage_public_key", "lineage_key_fingerprint", "current", "recent", "ready_count", "released")
+    __slots__ = ("training", "model_version", "model_digest", "ready_clients", "finished", "lineage_head", "lineage_public_key", "lineage_key_fingerprint", "current", "recent", "ready_count", "released", "sites")
     TRAINING_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     MODEL_DIGEST_FIELD_NUMBER: _ClassVar[int]
@@ -410,6 +410,7 @@ class AggregatorStatus(_message.Message):
     RECENT_FIELD_NUMBER: _ClassVar[int]
     READY_COUNT_FIELD_NUMBER: _ClassVar[int]
     RELEASED_FIELD_NUMBER: _ClassVar[int]
+    SITES_FIELD_NUMBER: _ClassVar[int]
     training: str
     model_version: int
     model_digest: str
@@ -422,7 +423,24 @@ class AggregatorStatus(_message.Message):
     recent: _containers.RepeatedCompositeFieldContainer[RoundSummary]
     ready_count: int
     released: _containers.RepeatedCompositeFieldContainer[ReleasedPrivacy]
-    def __init__(self, training: _Optional[str] = ..., model_version: _Optional[int] = ..., model_digest: _Optional[str] = ..., ready_clients: _Optional[_Iterable[str]] = ..., finished: _Optional[bool] = ..., lineage_head: _Optional[str] = ..., lineage_public_key: _Optional[str] = ..., lineage_key_fingerprint: _Optional[str] = ..., current: _Optional[_Union[RoundSummary, _Mapping]] = ..., recent: _Optional[_Iterable[_Union[RoundSummary, _Mapping]]] = ..., ready_count: _Optional[int] = ..., released: _Optional[_Iterable[_Union[ReleasedPrivacy, _Mapping]]] = ...) -> None: ...
+    sites: _containers.RepeatedCompositeFieldContainer[SiteAccount]
+    def __init__(self, training: _Optional[str] = ..., model_version: _Optional[int] = ..., model_digest: _Optional[str] = ..., ready_clients: _Optional[_Iterable[str]] = ..., finished: _Optional[bool] = ..., lineage_head: _Optional[str] = ..., lineage_public_key: _Optional[str] = ..., lineage_key_fingerprint: _Optional[str] = ..., current: _Optional[_Union[RoundSummary, _Mapping]] = ..., recent: _Optional[_Iterable[_Union[RoundSummary, _Mapping]]] = ..., ready_count: _Optional[int] = ..., released: _Optional[_Iterable[_Union[ReleasedPrivacy, _Mapping]]] = ..., sites: _Optional[_Iterable[_Union[SiteAccount, _Mapping]]] = ...) -> None: ...
+
+class SiteAccount(_message.Message):
+    __slots__ = ("site", "updates_accepted", "updates_refused", "bytes_received", "bytes_sent", "client_seconds")
+    SITE_FIELD_NUMBER: _ClassVar[int]
+    UPDATES_ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    UPDATES_REFUSED_FIELD_NUMBER: _ClassVar[int]
+    BYTES_RECEIVED_FIELD_NUMBER: _ClassVar[int]
+    BYTES_SENT_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    site: str
+    updates_accepted: int
+    updates_refused: int
+    bytes_received: int
+    bytes_sent: int
+    client_seconds: float
+    def __init__(self, site: _Optional[str] = ..., updates_accepted: _Optional[int] = ..., updates_refused: _Optional[int] = ..., bytes_received: _Optional[int] = ..., bytes_sent: _Optional[int] = ..., client_seconds: _Optional[float] = ...) -> None: ...
 
 class RoundRequest(_message.Message):
     __slots__ = ("round", "kind")

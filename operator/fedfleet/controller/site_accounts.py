@@ -1,0 +1,119 @@
+"""Each site's figures in a training (updates accepted and refused, bytes, client-seconds), from
+the training's aggregator (`AggregatorView.sites`), into the site's FederationSite status under
+`trainings["<namespace>/<training>"]`, with totals over the trainings listed for the printer
+columns, and into Prometheus gauges.
+
+A write is a JSON merge patch of that one key and the totals, so trainings and the site gateway
+(which writes the connection fields) never overwrite each other's; it is sent only when the
+site's figures changed, at most every `write_seconds` per training, and once more on the pass
+that ends it. The totals are summed from what this operator holds of each site (seeded from the
+watched site once, then kept current by its own writes: one operator writes them).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from kubernetes.client.exceptions import ApiException
+
+from fedfleet import vocabulary as vocab
+from fedfleet.api.status import SiteStatus, SiteTrainingAccount
+from fedfleet.controller import metrics
+from fedfleet.controller import resources as res
+from fedfleet.controller.kube import Kube
+from fedfleet.controller.status import now_rfc3339
+from fedfleet.logs import get_logger
+from fedfleet.rounds.ports import SiteAccount
+
+Object = dict[str, Any]
+MAX_TRAININGS = 50  # per site: the most recently updated are kept
+GAUGES = (
+    metrics.SITE_UPDATES_ACCEPTED,
+    metrics.SITE_UPDATES_REFUSED,
+    metrics.SITE_BYTES_RECEIVED,
+    metrics.SITE_BYTES_SENT,
+    metrics.SITE_CLIENT_SECONDS,
+)
+log = get_logger(component="operator")
+
+
+class SiteAccounting:
+    def __init__(self, kube: Kube, write_seconds: float = 30.0) -> None:
+        self.kube = kube
+        self.write_seconds = write_seconds
+        self._written: dict[str, tuple[float, dict[str, SiteAccount]]] = {}  # uid -> (when, by site)
+        self._sites: dict[tuple[str, str], dict[str, SiteTrainingAccount]] = {}  # site -> its trainings
+        self._labels: dict[str, set[tuple[str, str]]] = {}  # uid -> the gauges' label pairs
+
+    async def record(
+        self, ref: res.TrainingRef, sites: Iterable[Object], accounts: Iterable[SiteAccount], final: bool
+    ) -> None:
+        """`sites`: the FederationSites (the watched index); `final`: the pass that ends the training."""
+        key = f"{ref.namespace}/{ref.name}"
+        figures = {a.site: a for a in accounts}
+        objects = {s["metadata"]["name"]: s for s in sites}
+        for site, account in figures.items():
+            if (found := objects.get(site)) is not None:
+                self._gauges(ref.uid, f"{found['metadata']['namespace']}/{site}", key, account)
+        when, before = self._written.get(ref.uid, (0.0, {}))
+        if figures == before or (not final and time.monotonic() - when < self.write_seconds):
+            return
+        for site, account in figures.items():
+            found = objects.get(site)
+            if account == before.get(site) or found is None:  # unchanged, or the site is gone
+                continue
+            try:
+                await self._write(found, key, account)
+            except ApiException as err:  # the next change writes it; the training goes on
+                log.warning("site.accounts_not_written", site=site, training=key, status=err.status)
+        self._written[ref.uid] = (time.monotonic(), figures)
+
+    async def _write(self, site: Object, key: str, account: SiteAccount) -> None:
+        meta = site["metadata"]
+        name = (meta["namespace"], meta["name"])
+        if name not in self._sites:
+            self._sites[name] = dict(SiteStatus.model_validate(site.get("status") or {}).trainings or {})
+        trainings = self._sites[name]
+        trainings[key] = SiteTrainingAccount(
+            updates_accepted=account.updates_accepted,
+            updates_refused=account.updates_refused,
+            bytes_received=account.bytes_received,
+            bytes_sent=account.bytes_sent,
+            client_seconds=round(account.client_seconds, 1),
+            updated=now_rfc3339(),
+        )
+        by_age = sorted(trainings, key=lambda k: (k == key, trainings[k].updated or ""))
+        dropped = by_age[: max(0, len(trainings) - MAX_TRAININGS)]
+        for old in dropped:
+            del trainings[old]
+        kept = trainings.values()
+        patch: Object = {
+            "trainings": {key: trainings[key].dump(), **dict.fromkeys(dropped)},
+            "updatesAccepted": sum(t.updates_accepted for t in kept),
+            "updatesRefused": sum(t.updates_refused for t in kept),
+            "bytesReceived": sum(t.bytes_received for t in kept),
+            "bytesSent": sum(t.bytes_sent for t in kept),
+            "clientSeconds": round(sum(t.client_seconds for t in kept), 1),
+        }
+        await self.kube.patch_status(vocab.SITE, name[0], name[1], patch)
+
+    def _gauges(self, uid: str, site: str, training: str, account: SiteAccount) -> None:
+        values = (
+            account.updates_accepted,
+            account.updates_refused,
+            account.bytes_received,
+            account.bytes_sent,
+            account.client_seconds,
+        )
+        for gauge, value in zip(GAUGES, values, strict=True):
+            gauge.labels(site=site, training=training).set(value)
+        self._labels.setdefault(uid, set()).add((site, training))
+
+    def forget(self, uid: str) -> None:
+        """A training gone: its gauges go (its figures stay in the sites' status)."""
+        self._written.pop(uid, None)
+        for labels in self._labels.pop(uid, set()):
+            for gauge in GAUGES:
+                gauge.remove(*labels)
