@@ -7,10 +7,12 @@ reach (client pods, manifests and client certificate Secrets in other namespaces
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from typing import Any, cast
 
 import kopf
+from pydantic import ValidationError
 
 from fedfleet import vocabulary as vocab
 from fedfleet.api.status import ControllerState
@@ -175,9 +177,10 @@ async def cleanup(
     observed = IndexedObserved(
         kwargs["training_pods"], kwargs["federation_sites"], kwargs["platform_templates"]
     )
-    recorded = ControllerState.model_validate((body.get("status") or {}).get("controller") or {}).sites
     namespaces = {namespace or ""} | {p["metadata"]["namespace"] for p in observed.pods(name)}
-    namespaces |= {r.namespace for r in recorded}  # a site deleted mid-training left its Secrets there
+    with contextlib.suppress(ValidationError):  # a status not ours must not hold the finalizer
+        recorded = ControllerState.model_validate((body.get("status") or {}).get("controller") or {})
+        namespaces |= {r.namespace for r in recorded.sites}  # a site deleted mid-training left Secrets
     try:
         namespaces |= {s.namespace for s in resolve_sites(parse(dict(body)), observed.sites())}
     except InvalidSpec:  # a site gone or changed since: look wherever a site is
