@@ -539,6 +539,8 @@ def grpc_rounds(cases: list[tuple[int, int]], rounds: int, tls: bool = True) -> 
                 "load_average_after": os.getloadavg()[0],
                 "secure_round_s": secure_s,
                 "plain_round_s": plain_s,
+                "secure_rounds_s": secure[1:],
+                "plain_rounds_s": plain[1:],
                 "secure_over_plain": secure_s / plain_s,
                 **{f"limit_{key}": value for key, value in limits.items()},
                 "secure_over_limit": secure_s / limits["secure_limit_s"],
