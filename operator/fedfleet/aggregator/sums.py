@@ -5,7 +5,8 @@ differs with the arithmetic:
 
 * `PlainSum` (float32, weight x update): float addition cannot be undone exactly, so an upload
   is received into a staging buffer (scaled by its weight as it is copied there from the
-  chunk's bytes), checked chunk by chunk, and added to the sum only once complete.
+  chunk's bytes), checked chunk by chunk, and added to the sum only once complete (the
+  round's first one, while the sum is zeros, becomes the sum by a swap of buffers).
   Memory is (1 + staging slots) x model; uploads beyond the free slots wait, held back by gRPC
   flow control.
 * `MaskedSum` (SecAgg+ lanes, sums mod 2^lane): integer addition is exactly reversible, so each
@@ -105,12 +106,17 @@ class _StagedUpload(Upload):
         return self.buffer
 
     def commit(self) -> None:
-        """Add the staged weight x update into the sum, in place and in blocks."""
+        """Add the staged weight x update into the sum, in place and in blocks. The round's
+        first one takes the sum's place instead (the sum is zeros then: 0 + x is x), and the
+        zeroed sum becomes the free staging buffer: no pass over the model at all."""
         self.check.check_complete()
         total = self.owner.total
-        for begin in range(0, len(total), FOLD_BLOCK):
-            block = total[begin : begin + FOLD_BLOCK]
-            np.add(block, self.buffer[begin : begin + FOLD_BLOCK], out=block)
+        if self.owner.count == 0:
+            self.owner.total, self.buffer = self.buffer, total
+        else:
+            for begin in range(0, len(total), FOLD_BLOCK):
+                block = total[begin : begin + FOLD_BLOCK]
+                np.add(block, self.buffer[begin : begin + FOLD_BLOCK], out=block)
         self.owner.total_weight += self.weight
         self.owner.count += 1
         self._release()
