@@ -1,8 +1,8 @@
 """What each site's clients did in this training: updates accepted and refused, update bytes
 read from them, model bytes sent to them, and their time in rounds. Counted by the aggregator,
 which sees every upload and download, and kept in `STATE/accounting.json` so the figures
-survive a restart and only grow: `snapshot` gives the text to write before the figures are
-shown (GetStatus), so no figure anyone saw is lost by a crash.
+survive a restart and only grow: `saved` writes them before they are shown (GetStatus), so no
+figure anyone saw is lost by a crash.
 
 A client's site is the one it joined as (`JoinRound`: with mTLS the guard has checked it
 against the certificate; a local run without certificates: what the client says). A client
@@ -11,6 +11,7 @@ that has not joined this aggregator process yet is not attributed.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 from collections.abc import Mapping
@@ -41,6 +42,7 @@ class SiteAccounts:
         self.sites: dict[str, SiteFigures] = {}
         self._site_of: dict[str, str] = {}  # client id -> site
         self._saved = ""
+        self._writing = asyncio.Lock()
         if path.exists():
             try:
                 saved = json.loads(path.read_text())
@@ -88,14 +90,15 @@ class SiteAccounts:
             if (figures := self._of(client_id)) is not None:
                 figures.client_seconds += max(spent, 0.0)
 
-    def snapshot(self) -> tuple[dict[str, SiteFigures], str | None]:
-        """The figures by site name, and the file's new text when they changed since it was
-        last written: write it (`write`) before showing them."""
-        figures = {site: dataclasses.replace(f) for site, f in sorted(self.sites.items())}
-        text = json.dumps({"sites": {s: dataclasses.asdict(f) for s, f in figures.items()}}, sort_keys=True)
-        return figures, None if text == self._saved else text
-
-    def write(self, text: str) -> None:
-        """Durably (a temporary sibling, fsynced, renamed); blocking: run it off the event loop."""
-        write_durably(self.path, text)
-        self._saved = text
+    async def saved(self) -> dict[str, SiteFigures]:
+        """The figures by site name, written durably first when they changed since the last
+        write (a temporary sibling, fsynced, renamed; off the event loop). One write at a time:
+        two callers at once would share the temporary file, and an older text could land last."""
+        async with self._writing:
+            figures = {site: dataclasses.replace(f) for site, f in sorted(self.sites.items())}
+            rows = {site: dataclasses.asdict(f) for site, f in figures.items()}
+            text = json.dumps({"sites": rows}, sort_keys=True)
+            if text != self._saved:
+                await asyncio.to_thread(write_durably, self.path, text)
+                self._saved = text
+            return figures

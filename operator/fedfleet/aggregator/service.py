@@ -464,9 +464,7 @@ class ControlServicer(pb_grpc.ControlServicer):
         DP records grouped (kept as rounds end, by `RoundHistory`), a page of ready clients, the
         figures of at most 1000 sites (written to the state directory before they are shown)."""
         engine = self.engine
-        accounts, changed = engine.accounts.snapshot()
-        if changed is not None:
-            await asyncio.to_thread(engine.accounts.write, changed)
+        accounts = await engine.accounts.saved()
         ready = engine.ready_clients()
         recent = (engine.record_of(int(r["round"])) for r in engine.history.last(RECENT_ROUNDS))
         return pb.AggregatorStatus(
