@@ -28,6 +28,7 @@ UNEXERCISED: dict[Permission, str] = {
     ("create", "", "persistentvolumeclaims"): "spec.aggregator.stateVolumeSize (resources.state_claim)",
     ("delete", "", "persistentvolumeclaims"): "spec.retention.stateVolume: Delete (handlers.cleanup)",
     ("list", "fedfleet.io", "federatedrounds"): "spec.history pruning (history.History.prune)",
+    ("get", "fedfleet.io", "federatedtrainings"): "a site's unclaimed training (gateway._check_orphan)",
     ("get", "", "persistentvolumeclaims"): "a site's dataVolumeClaim (site_status.site_readiness)",
     ("get", "", "namespaces"): "a FederationSite naming another namespace (handlers.site_status)",
     (
