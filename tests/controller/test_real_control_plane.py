@@ -183,7 +183,8 @@ def test_a_verb_missing_from_the_charts_role_is_refused_and_the_training_says_wh
         assert "system:serviceaccount:fedfleet:fedfleet" in shown and "site-c" in shown, shown
         status = cluster.get("FederatedTraining", "default", "denied")["status"]
         assert status["message"] == shown
-        assert ("Forbidden", shown) in cluster.events("denied")
+        # the Event follows the status write that shows the condition
+        wait_for(lambda: ("Forbidden", shown) in cluster.events("denied"), 30, "the Forbidden Event")
         # and the operator's log, with the call that failed
         failed = wait_for(
             lambda: next((e for e in run.log_lines() if e.get("event") == "reconcile.failed"), None),

@@ -161,7 +161,7 @@ def test_a_client_killed_mid_round_is_dropped_then_rejoins_the_next_round(tmp_pa
     finish(run)
     rounds = {r["round"]: r for r in json.loads((out / "metrics.json").read_text())["rounds"]}
     assert rounds[2]["clients"] == "3/4" and rounds[2]["dropped"] == ["site-b-0"]
-    assert rounds[3]["clients"] == "4/4", "the restarted client rejoins the next round"
+    assert rounds[3]["clients"] == "4/4", ("the restarted client rejoins the next round", rounds[3])
     restarted = [
         json.loads(line)
         for line in (out / "logs" / "site-b-0.log").read_text().splitlines()
