@@ -137,6 +137,21 @@ async def test_clients_are_ready_for_the_ttl_of_the_clock(tmp_path: Path) -> Non
     assert engine.ready_clients() == []
 
 
+async def test_a_client_dropped_as_down_is_not_ready_until_it_joins_again(tmp_path: Path) -> None:
+    """Its last join predates its death: counting it ready would start the next round with a
+    process that is still starting (and drop it there if it starts late)."""
+    clock = ManualClock()
+    engine = engine_for(tmp_path, clock)
+    engine.start_round(1, Kind.TRAIN, CLIENTS, 60, min_clients=1)
+    assert (await engine.join("unit", "a", "a-1", 0)).action == "train"
+    assert (await engine.join("unit", "b", "b-1", 0)).action == "train"
+    assert engine.ready_clients() == ["a", "b"]  # within the TTL of their joins
+    engine.drop(1, "b", "client process exited with code -9")
+    assert engine.ready_clients() == ["a"]
+    assert (await engine.join("unit", "b", "b-2", 0)).action == "wait"  # restarted: left out of round 1
+    assert engine.ready_clients() == ["a", "b"]
+
+
 async def test_evaluations_are_written_whole(tmp_path: Path) -> None:
     clock = ManualClock()
     engine = engine_for(tmp_path, clock)

@@ -77,10 +77,18 @@ class SiteCluster:
         """Who called this site's API server, apart from the test's kubelet."""
         return {c.user for c in self.api.calls} - {"test"}
 
-    def ran_one_pod_and_removed_it(self) -> None:
+    def ran_one_pod_and_removed_it(self, training: str) -> None:
         """The agent made the training's one client pod, never replaced it, and removed it once
-        the training ended: its pod calls at this site are one create, then one delete."""
-        wait_for(lambda: not self.client_pods(), 30, f"{self.name} removes the ended training's pod")
+        the training ended, with the client's key and manifest: its pod calls at this site are one
+        create, then one delete. The agent deletes the pod before the Secret and ConfigMap, so all
+        three are awaited."""
+        owned = f"fedfleet.io/training={training}"
+        kinds = ("Pod", "Secret", "ConfigMap")
+        wait_for(
+            lambda: not any(self.cluster.items(kind, selector=owned) for kind in kinds),
+            30,
+            f"{self.name} removes the ended training's pod, key and manifest",
+        )
         pod_calls = [
             c.verb
             for c in self.api.calls

@@ -93,5 +93,5 @@ def test_outbound_only_sites_train_through_a_network_cut_longer_than_the_round_d
     assert after and "site-b-0" in after[-1], closed  # the site came back and trained again
     assert final["controller"]["clientStarts"] == {"site-a-0": 1, "site-b-0": 1}
     for site in federation.sites.values():
-        site.ran_one_pod_and_removed_it()
+        site.ran_one_pod_and_removed_it("outbound")
         assert site.callers() == {AGENT_TOKEN}, site.callers()

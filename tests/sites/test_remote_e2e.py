@@ -69,9 +69,7 @@ def test_three_remote_sites_train_to_success_through_an_agent_kill_and_a_hub_res
     assert status["completedRounds"] == 3
     assert status["controller"]["clientStarts"] == {"site-a-0": 1, "site-b-0": 1, "site-c-0": 1}
     for site in federation.sites.values():
-        site.ran_one_pod_and_removed_it()
-        for kind in ("Secret", "ConfigMap"):  # the client's key and manifest went with it
-            assert site.cluster.items(kind, selector="fedfleet.io/training=digits") == [], (site.name, kind)
+        site.ran_one_pod_and_removed_it("digits")  # with the client's key and manifest
     assert "agent.reconnecting" in federation.sites["site-a"].log.read_text()  # the hub went away
 
     # the site clusters: only their own agent (and the test's kubelet) ever called them
@@ -240,9 +238,7 @@ def test_a_training_deleted_while_the_hub_and_the_agent_were_away_leaves_nothing
     wait_for(lambda: federation.cluster.get("FederatedTraining", "default", "gone") is None, 60, "deleted")
     assert [p["metadata"]["name"] for p in site.client_pods()] == ["gone-site-a-0"]
     site.start_agent()
-    site.ran_one_pod_and_removed_it()
-    for kind in ("Secret", "ConfigMap"):
-        assert site.cluster.items(kind, selector="fedfleet.io/training=gone") == [], kind
+    site.ran_one_pod_and_removed_it("gone")
     assert "site.orphans_ended" in federation.logs()
     hub_chart = render(HUB, load_values(HUB / "ci" / "site-gateway.yaml"))  # the look-up is granted
     used = {permission(c) for c in federation.hub.calls if c.user == OPERATOR_TOKEN}

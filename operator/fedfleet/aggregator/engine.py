@@ -221,9 +221,13 @@ class RoundEngine:
         return self.masked_sum
 
     def drop(self, number: int, client_id: str, reason: str) -> Round:
+        """The controller says the client's process or pod is down: it leaves the round, and its
+        last join no longer makes it ready (a restarted process is ready once it joins again, so
+        the next round waits for it rather than counting on a process that is still starting)."""
         round_ = admission.open_round(self.current, number)
         if client_id not in round_.clients:
             raise Refusal("NOT_FOUND", f"client {client_id!r} is not a participant of round {number}")
+        self._seen.pop(client_id, None)
         round_.drop(client_id, reason or "dropped by the controller", self.clock.now())
         self.log.info("client.dropped", round=number, client=client_id, reason=reason)
         self._after_client_change(round_)
