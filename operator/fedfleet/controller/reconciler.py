@@ -149,7 +149,7 @@ class TrainingReconciler:
             if driven.suspended:
                 await self.clients.suspend(ref, pods, step)  # no round in flight
             if driven.view is not None:
-                await self.site_accounts.record(ref, observed.sites(), driven.view.sites, step.done)
+                await self.site_accounts.record(ref, observed.sites(), sites, driven.view.sites, step.done)
             progress = (step.status.completed_rounds, step.status.phase)
             await self.history.prune(ref, training.spec.history, progress)
         except InvalidSpec as err:

@@ -12,6 +12,7 @@ watched site once, then kept current by its own writes: one operator writes them
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -29,6 +30,8 @@ from fedfleet.rounds.ports import SiteAccount
 
 Object = dict[str, Any]
 MAX_TRAININGS = 50  # per site: the most recently updated are kept
+INT64_MAX = 2**63 - 1  # the API server's integers
+NOT_OURS = "not one of the training's FederationSites"
 GAUGES = (
     metrics.SITE_UPDATES_ACCEPTED,
     metrics.SITE_UPDATES_REFUSED,
@@ -46,26 +49,44 @@ class SiteAccounting:
         self._written: dict[str, tuple[float, dict[str, SiteAccount]]] = {}  # uid -> (when, by site)
         self._sites: dict[tuple[str, str], dict[str, SiteTrainingAccount]] = {}  # site -> its trainings
         self._labels: dict[str, set[tuple[str, str]]] = {}  # uid -> the gauges' label pairs
+        self._refused: set[tuple[str, str]] = set()  # (uid, site) whose figures were refused, logged
 
     async def record(
-        self, ref: res.TrainingRef, sites: Iterable[Object], accounts: Iterable[SiteAccount], final: bool
+        self,
+        ref: res.TrainingRef,
+        sites: Iterable[Object],
+        ran_on: Iterable[res.SiteRef],
+        accounts: Iterable[SiteAccount],
+        final: bool,
     ) -> None:
-        """`sites`: the FederationSites (the watched index); `final`: the pass that ends the training."""
+        """`sites`: the FederationSites (the watched index); `ran_on`: the training's sites, the
+        only ones its aggregator may account for; `final`: the pass that ends the training.
+        The aggregator may lie: figures for another site, or ones no count can be, are not
+        written (logged once per site)."""
         key = f"{ref.namespace}/{ref.name}"
-        figures = {a.site: a for a in accounts}
-        objects = {s["metadata"]["name"]: s for s in sites}
+        own = {(s.namespace, s.name) for s in ran_on}
+        objects = {
+            name: s for s in sites if ((meta := s["metadata"])["namespace"], name := meta["name"]) in own
+        }
+        figures: dict[str, SiteAccount] = {}
+        for account in accounts:
+            why = NOT_OURS if account.site not in objects else implausible(account)
+            if why is None:
+                figures[account.site] = account
+            elif (ref.uid, account.site[:253]) not in self._refused:
+                self._refused.add((ref.uid, account.site[:253]))
+                log.warning("site.accounts_refused", site=account.site[:253], training=key, reason=why)
         for site, account in figures.items():
-            if (found := objects.get(site)) is not None:
-                self._gauges(ref.uid, f"{found['metadata']['namespace']}/{site}", key, account)
+            found = objects[site]
+            self._gauges(ref.uid, f"{found['metadata']['namespace']}/{site}", key, account)
         when, before = self._written.get(ref.uid, (0.0, {}))
         if figures == before or (not final and time.monotonic() - when < self.write_seconds):
             return
         for site, account in figures.items():
-            found = objects.get(site)
-            if account == before.get(site) or found is None:  # unchanged, or the site is gone
+            if account == before.get(site):
                 continue
             try:
-                await self._write(found, key, account)
+                await self._write(objects[site], key, account)
             except ApiException as err:  # the next change writes it; the training goes on
                 log.warning("site.accounts_not_written", site=site, training=key, status=err.status)
         self._written[ref.uid] = (time.monotonic(), figures)
@@ -114,6 +135,17 @@ class SiteAccounting:
     def forget(self, uid: str) -> None:
         """A training gone: its gauges go (its figures stay in the sites' status)."""
         self._written.pop(uid, None)
+        self._refused = {r for r in self._refused if r[0] != uid}
         for labels in self._labels.pop(uid, set()):
             for gauge in GAUGES:
                 gauge.remove(*labels)
+
+
+def implausible(account: SiteAccount) -> str | None:
+    """Why figures cannot be a count of anything (the API server would refuse them too)."""
+    counts = (account.updates_accepted, account.updates_refused, account.bytes_received, account.bytes_sent)
+    if any(not 0 <= value <= INT64_MAX for value in counts):
+        return "a count outside 0..2^63-1"
+    if not (math.isfinite(account.client_seconds) and 0 <= account.client_seconds <= INT64_MAX):
+        return "client-seconds not a finite, non-negative number"
+    return None
