@@ -10,6 +10,7 @@ import dataclasses
 from typing import Any
 
 from fedfleet import vocabulary as vocab
+from fedfleet.api.status import SiteTrainingAccount
 from fedfleet.controller import core
 from fedfleet.privacy.release import ReleasedRounds, RoundPrivacy
 from fedfleet.round_config import RoundConfig, SecAggSettings
@@ -111,6 +112,18 @@ def aggregator_view(status: pb.AggregatorStatus, current: pb.RoundState | None =
             )
             for s in status.sites
         ),
+    )
+
+
+def site_training_account(account: SiteAccount, updated: str | None = None) -> SiteTrainingAccount:
+    """A site's figures in the shape FederationSite status and a local run's report show them."""
+    return SiteTrainingAccount(
+        updates_accepted=account.updates_accepted,
+        updates_refused=account.updates_refused,
+        bytes_received=account.bytes_received,
+        bytes_sent=account.bytes_sent,
+        client_seconds=round(account.client_seconds, 1),
+        updated=updated,
     )
 
 

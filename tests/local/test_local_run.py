@@ -107,6 +107,12 @@ def test_a_local_run_trains_with_secure_aggregation_as_well_as_without(tmp_path:
         assert rounds[-1]["train_loss"] < rounds[0]["train_loss"]
         assert (tmp_path / mode / "metrics.png").read_bytes()[:4] == b"\x89PNG"
         assert metrics["final"]["model_digest"] in output
+        sites = metrics["sites"]  # each site's figures, as the aggregator counted them
+        assert sorted(sites) == ["site-a", "site-b", "site-c"]
+        assert all(s["updatesAccepted"] == 4 and s["updatesRefused"] == 0 for s in sites.values()), sites
+        assert sum(s["bytesReceived"] for s in sites.values()) == sum(r["bytes"] for r in rounds)
+        assert all(s["bytesSent"] > 0 and s["clientSeconds"] > 0 for s in sites.values()), sites
+        assert "client-seconds" in output  # the per-site table
         assert sorted(p.name for p in (tmp_path / mode / "state" / "rounds").iterdir()) == [
             f"round-{n:06d}" for n in range(5)
         ]
@@ -162,6 +168,11 @@ def test_a_client_killed_mid_round_is_dropped_then_rejoins_the_next_round(tmp_pa
     rounds = {r["round"]: r for r in json.loads((out / "metrics.json").read_text())["rounds"]}
     assert rounds[2]["clients"] == "3/4" and rounds[2]["dropped"] == ["site-b-0"]
     assert rounds[3]["clients"] == "4/4", ("the restarted client rejoins the next round", rounds[3])
+    accepted = {
+        site: s["updatesAccepted"]
+        for site, s in json.loads((out / "metrics.json").read_text())["sites"].items()
+    }
+    assert accepted == {"site-a": 3, "site-b": 2, "site-c": 3, "site-d": 3}  # site-b's killed round: none
     restarted = [
         json.loads(line)
         for line in (out / "logs" / "site-b-0.log").read_text().splitlines()

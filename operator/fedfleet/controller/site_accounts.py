@@ -25,6 +25,7 @@ from fedfleet.controller import metrics
 from fedfleet.controller import resources as res
 from fedfleet.controller.kube import Kube
 from fedfleet.controller.status import now_rfc3339
+from fedfleet.convert import site_training_account
 from fedfleet.logs import get_logger
 from fedfleet.rounds.ports import SiteAccount
 
@@ -97,14 +98,7 @@ class SiteAccounting:
         if name not in self._sites:
             self._sites[name] = dict(SiteStatus.model_validate(site.get("status") or {}).trainings or {})
         trainings = self._sites[name]
-        trainings[key] = SiteTrainingAccount(
-            updates_accepted=account.updates_accepted,
-            updates_refused=account.updates_refused,
-            bytes_received=account.bytes_received,
-            bytes_sent=account.bytes_sent,
-            client_seconds=round(account.client_seconds, 1),
-            updated=now_rfc3339(),
-        )
+        trainings[key] = site_training_account(account, updated=now_rfc3339())
         by_age = sorted(trainings, key=lambda k: (k == key, trainings[k].updated or ""))
         dropped = by_age[: max(0, len(trainings) - MAX_TRAININGS)]
         for old in dropped:

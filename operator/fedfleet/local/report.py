@@ -9,6 +9,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from fedfleet.convert import site_training_account
 from fedfleet.local.runner import RunResult
 
 
@@ -59,6 +60,7 @@ def write_metrics(result: RunResult, out_dir: Path) -> Path:
                     "publicKey": result.lineage_public_key,
                     "keyFingerprint": result.lineage_key_fingerprint,
                 },
+                "sites": {a.site: site_training_account(a).dump() for a in result.sites},
                 "seconds": result.seconds,
             },
             indent=2,
@@ -115,4 +117,25 @@ def print_table(result: RunResult, console: Console | None = None) -> None:
             fmt(row["seconds"], ".1f"),
         ]
         table.add_row(*cells, *([fmt(row["epsilon"], ".4g")] if private else []))
-    (console or Console()).print(table)
+    console = console or Console()
+    console.print(table)
+    if result.sites:
+        console.print(site_table(result))
+
+
+def site_table(result: RunResult) -> Table:
+    """What each site's clients did, as the aggregator counted them (a cluster shows the same
+    on the FederationSite: `kubectl get federationsites -o wide`)."""
+    table = Table(title="sites")
+    for column in ("site", "updates", "refused", "received bytes", "sent bytes", "client-seconds"):
+        table.add_column(column, justify="right")
+    for account in sorted(result.sites, key=lambda a: a.site):
+        table.add_row(
+            account.site,
+            str(account.updates_accepted),
+            str(account.updates_refused),
+            f"{account.bytes_received:,}",
+            f"{account.bytes_sent:,}",
+            f"{account.client_seconds:.1f}",
+        )
+    return table

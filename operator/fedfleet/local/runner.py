@@ -19,7 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from fedfleet.api.training import FederatedTraining, RetrySpec
 from fedfleet.chunks import GRPC_OPTIONS
 from fedfleet.controller import core
-from fedfleet.convert import round_record
+from fedfleet.convert import aggregator_view, round_record
 from fedfleet.identity.credentials import channel_credentials, channel_options
 from fedfleet.identity.files import TlsFiles
 from fedfleet.identity.local import issue_local
@@ -31,7 +31,13 @@ from fedfleet.logs import get_logger
 from fedfleet.provenance.signing import generate_signing_key
 from fedfleet.rounds.control import ControlAggregator
 from fedfleet.rounds.driver import Bookkeeping, RoundDriver, Unreachable
-from fedfleet.rounds.ports import AggregatorError, AggregatorRefused, AggregatorUnavailable, RoundSnapshot
+from fedfleet.rounds.ports import (
+    AggregatorError,
+    AggregatorRefused,
+    AggregatorUnavailable,
+    RoundSnapshot,
+    SiteAccount,
+)
 from fedfleet.v1 import aggregator_pb2 as pb
 from fedfleet.v1 import aggregator_pb2_grpc as pb_grpc
 
@@ -59,6 +65,7 @@ class RunResult:
     lineage_head: str = ""
     lineage_public_key: str = ""  # PEM; empty when the records are unsigned
     lineage_key_fingerprint: str = ""
+    sites: tuple[SiteAccount, ...] = ()  # each site's figures, as the aggregator counted them
 
 
 @dataclass
@@ -303,6 +310,7 @@ class LocalRunner:
             lineage_head=status.lineage_head,
             lineage_public_key=status.lineage_public_key,
             lineage_key_fingerprint=status.lineage_key_fingerprint,
+            sites=aggregator_view(status).sites,
         )
 
     def _add_epsilon(self, rounds: list[dict[str, Any]], history: list[RoundSnapshot]) -> None:
