@@ -29,6 +29,9 @@ _PHASES: dict[int, vocab.RoundPhase] = {
 }
 _KINDS: dict[int, vocab.RoundKind] = {pb.ROUND_KIND_TRAIN: "train", pb.ROUND_KIND_EVALUATE: "evaluate"}
 _KIND_TO_PB: dict[str, int] = {kind: value for value, kind in _KINDS.items()}
+# AggregatorStatus.sites: the most an aggregator counts and shows, and the most read from one
+# (a lying one's further entries are not read, so what the operator logs of them stays bounded)
+MAX_STATUS_SITES = 1000
 
 
 def round_phase(value: int) -> vocab.RoundPhase:
@@ -110,7 +113,7 @@ def aggregator_view(status: pb.AggregatorStatus, current: pb.RoundState | None =
                 s.bytes_sent,
                 s.client_seconds,
             )
-            for s in status.sites
+            for s in status.sites[:MAX_STATUS_SITES]
         ),
     )
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from fedfleet import convert
 from fedfleet.api.site import FederationSiteSpec
 from fedfleet.controller import resources as res
 from fedfleet.controller.site_accounts import MAX_TRAININGS, SiteAccounting
 from fedfleet.rounds.ports import SiteAccount
+from fedfleet.v1 import aggregator_pb2 as pb
 from prometheus_client import REGISTRY
 
 from tests.controller.memory import MemoryKube, stamp
@@ -136,3 +138,12 @@ async def test_a_lying_aggregator_writes_no_other_sites_figures_and_no_impossibl
     assert stored(kube, "a")["trainings"]["team/liar"]["updatesAccepted"] == 1
     assert "trainings" not in stored(kube, "elsewhere")
     accounts.forget(LIAR.uid)
+
+
+def test_the_operator_reads_no_more_site_figures_than_an_aggregator_may_show() -> None:
+    """A lying aggregator's entries past the bound are not read (nor refused one by one in the log)."""
+    many = pb.AggregatorStatus(
+        sites=[pb.SiteAccount(site=f"s{i}") for i in range(convert.MAX_STATUS_SITES + 500)]
+    )
+    sites = convert.aggregator_view(many).sites
+    assert [a.site for a in sites] == [f"s{i}" for i in range(convert.MAX_STATUS_SITES)]

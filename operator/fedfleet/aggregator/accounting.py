@@ -19,9 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fedfleet.aggregator.checkpoints import write_durably
+from fedfleet.convert import MAX_STATUS_SITES
 from fedfleet.logs import get_logger
 
-MAX_SITES = 1000  # figures kept and shown; a site beyond is not counted (logged once)
+MAX_SITES = MAX_STATUS_SITES  # figures kept and shown; a site beyond is not counted (logged once)
 MAX_CLIENTS = 100_000  # client -> site attributions kept
 MAX_SITE_CHARACTERS = 253
 log = get_logger(component="aggregator")
