@@ -54,14 +54,17 @@ def wait_for(condition: Callable[[], Any], timeout: float = 120, what: str = "co
 
 def control_channel(table: dict[str, Any]) -> grpc.Channel:
     """As the run's controller: local runs are mTLS, the runner's identity is in OUT/tls/controller."""
+    # The aggregator may still be starting: retry the connection every second at most, not
+    # gRPC's default backoff of up to two minutes.
+    quick = [("grpc.initial_reconnect_backoff_ms", 200), ("grpc.max_reconnect_backoff_ms", 1000)]
     if not table.get("tls"):
-        return grpc.insecure_channel(table["address"])
+        return grpc.insecure_channel(table["address"], options=quick)
     own = Path(table["tls"]) / "controller"
     creds = grpc.ssl_channel_credentials(
         (own / "ca.crt").read_bytes(), (own / "tls.key").read_bytes(), (own / "tls.crt").read_bytes()
     )
     return grpc.secure_channel(
-        table["address"], creds, options=[("grpc.ssl_target_name_override", table["serverName"])]
+        table["address"], creds, options=[*quick, ("grpc.ssl_target_name_override", table["serverName"])]
     )
 
 
@@ -73,11 +76,23 @@ class RunningFederation:
         self.channel = control_channel(self.table)
         self.control = pb_grpc.ControlStub(self.channel)
 
-    def client_training(self, number: int, client: str) -> bool:
-        # the round in full (GetStatus summarises it); NOT_FOUND before it starts
-        full = self.control.GetRound(pb.RoundRequest(round=number), timeout=2)
-        states = {c.client_id: c.state for c in full.clients}
-        return full.phase == pb.ROUND_PHASE_TRAINING and states.get(client) == "training"
+    def wait_until_training(self, run: subprocess.Popen[str], number: int, client: str) -> None:
+        """Returns once `client` trains in round `number`, as the aggregator pushes each change
+        (WatchRound): a poll could miss a client that trains for well under a second."""
+        watch = self.control.WatchRound(pb.WatchRequest(round=number), timeout=180, wait_for_ready=True)
+        last = None
+        try:
+            for last in watch:
+                states = {c.client_id: c.state for c in last.clients}
+                if last.phase == pb.ROUND_PHASE_TRAINING and states.get(client) == "training":
+                    return
+            seen = f"round {number} ended before {client} trained in it: {last}"
+        except grpc.RpcError as err:
+            seen = f"watching round {number}: {err.code().name}"
+        finally:
+            watch.cancel()
+        run.kill()
+        raise AssertionError(f"{seen}\nthe run's output:\n{run.communicate()[0][-3000:]}")
 
     def pid(self, out: Path, name: str) -> int:
         return int(json.loads((out / "processes.json").read_text())["pids"][name])
@@ -161,7 +176,7 @@ def test_a_client_killed_mid_round_is_dropped_then_rejoins_the_next_round(tmp_pa
     out = tmp_path / "out"
     run = local_run(manifest, out)
     federation = RunningFederation(out)
-    wait_for(lambda: federation.client_training(2, "site-b-0"), what="site-b-0 training in round 2")
+    federation.wait_until_training(run, 2, "site-b-0")
     victim = federation.pid(out, "site-b-0")
     os.kill(victim, signal.SIGKILL)
     finish(run)
@@ -194,7 +209,7 @@ def test_the_aggregator_killed_mid_round_resumes_and_ends_with_the_same_model(tm
 
     run = local_run(manifest, crashed)
     federation = RunningFederation(crashed)
-    wait_for(lambda: federation.client_training(2, "site-a-0"), what="round 2 training")
+    federation.wait_until_training(run, 2, "site-a-0")
     first_aggregator = federation.pid(crashed, "aggregator")
     os.kill(first_aggregator, signal.SIGKILL)
     finish(run)
