@@ -152,6 +152,29 @@ async def test_a_client_dropped_as_down_is_not_ready_until_it_joins_again(tmp_pa
     assert engine.ready_clients() == ["a", "b"]
 
 
+async def test_a_client_whose_waiting_join_is_cancelled_is_not_ready_unless_another_join_waits(
+    tmp_path: Path,
+) -> None:
+    """A process that dies between rounds leaves a join call waiting; its cancellation says the
+    client is gone (no round should start counting on it for the rest of the ready TTL)."""
+    engine = engine_for(tmp_path, ManualClock())
+    died = asyncio.create_task(engine.join("unit", "a", "a-1", 30))
+    await asyncio.sleep(0.01)
+    assert engine.ready_clients() == ["a"]
+    died.cancel()
+    await asyncio.gather(died, return_exceptions=True)
+    assert engine.ready_clients() == []
+
+    old, new = (asyncio.create_task(engine.join("unit", "b", s, 30)) for s in ("b-1", "b-2"))
+    await asyncio.sleep(0.01)
+    old.cancel()  # a restarted process joined while its dead self's call still waited
+    await asyncio.gather(old, return_exceptions=True)
+    assert engine.ready_clients() == ["b"]
+    new.cancel()
+    await asyncio.gather(new, return_exceptions=True)
+    assert engine.ready_clients() == []
+
+
 async def test_evaluations_are_written_whole(tmp_path: Path) -> None:
     clock = ManualClock()
     engine = engine_for(tmp_path, clock)

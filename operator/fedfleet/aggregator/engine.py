@@ -129,6 +129,7 @@ class RoundEngine:
         self.current: Round | None = None
         self.finished = False
         self._seen: dict[str, float] = {}
+        self._waiting: dict[str, int] = {}  # client id -> its join calls waiting now
         self.revoked: dict[str, str] = {}  # client id -> why its site was revoked (RevokeSites)
         self._changed = asyncio.Event()
         self._deadline_task: asyncio.Task[None] | None = None
@@ -334,6 +335,21 @@ class RoundEngine:
                 f"client_id has {len(client_id)} characters; at most {MAX_CLIENT_ID_CHARACTERS}",
             )
         self.accounts.joined(client_id, site)
+        self._waiting[client_id] = self._waiting.get(client_id, 0) + 1
+        try:
+            return await self._wait_for_assignment(client_id, session, wait)
+        except asyncio.CancelledError:
+            # The caller went away while it waited (its process died, its connection broke):
+            # its join no longer says it is there, unless another join of it is still waiting.
+            if self._waiting[client_id] == 1:
+                self._seen.pop(client_id, None)
+            raise
+        finally:
+            self._waiting[client_id] -= 1
+            if not self._waiting[client_id]:
+                del self._waiting[client_id]
+
+    async def _wait_for_assignment(self, client_id: str, session: str, wait: float) -> Assignment:
         until = time.monotonic() + min(max(wait, 0.0), 60.0)
         while True:
             if client_id in self.revoked:
