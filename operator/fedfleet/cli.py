@@ -165,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _local_run(args: argparse.Namespace) -> int:
     from fedfleet.local.report import print_table, write_metrics, write_plot
-    from fedfleet.local.runner import LocalRunError, LocalRunner
+    from fedfleet.local.runner import LocalRunError, LocalRunner, LocalRunStopped
     from fedfleet.plan.checks import preflight
 
     training = load_training(args.manifest)
@@ -194,6 +194,9 @@ def _local_run(args: argparse.Namespace) -> int:
             show_progress=not args.no_progress and sys.stderr.isatty(),
         )
         result = asyncio.run(runner.run())
+    except LocalRunStopped as stopped:
+        print(f"fedfleet: {stopped}; its processes are stopped; run it again to resume", file=sys.stderr)
+        return 128 + stopped.signum
     except LocalRunError as err:
         logs_dir = out_dir / "logs"  # named only when the run got as far as writing them
         where = f" (logs: {logs_dir})" if logs_dir.is_dir() else ""

@@ -91,7 +91,7 @@ class RunningFederation:
             seen = f"watching round {number}: {err.code().name}"
         finally:
             watch.cancel()
-        run.kill()
+        run.terminate()  # the run stops its processes too
         raise AssertionError(f"{seen}\nthe run's output:\n{run.communicate()[0][-3000:]}")
 
     def pid(self, out: Path, name: str) -> int:
@@ -195,6 +195,35 @@ def test_a_client_killed_mid_round_is_dropped_then_rejoins_the_next_round(tmp_pa
     ]
     assert sum(e["event"] == "client.started" for e in restarted) == 2
     assert federation.pid(out, "site-b-0") != victim
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_a_run_stopped_by_sigterm_stops_every_process_it_started_and_a_rerun_resumes(
+    tmp_path: Path,
+) -> None:
+    """`kill`, `timeout` or a closed terminal: no aggregator or client is left running on its own."""
+    manifest = write_manifest(tmp_path / "m.yaml", rounds=3, minClients=3, task=SLOW_TASK)
+    out = tmp_path / "out"
+    run = local_run(manifest, out)
+    federation = RunningFederation(out)
+    federation.wait_until_training(run, 2, "site-a-0")
+    started = json.loads((out / "processes.json").read_text())["pids"].values()
+    run.send_signal(signal.SIGTERM)
+    output, _ = run.communicate(timeout=120)
+    assert run.returncode == 128 + signal.SIGTERM, output[-3000:]
+    assert "stopped by SIGTERM; its processes are stopped; run it again to resume" in output
+    assert not [pid for pid in started if alive(pid)]
+
+    output = finish(local_run(manifest, out))
+    assert "resuming at round 2 of 3" in output
+    assert [r["round"] for r in json.loads((out / "metrics.json").read_text())["rounds"]] == [1, 2, 3]
 
 
 def final_model(out: Path) -> dict[str, np.ndarray]:

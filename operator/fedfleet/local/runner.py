@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import signal
 import socket
 import time
 from dataclasses import dataclass, field
@@ -46,6 +47,17 @@ AGGREGATOR_RETRY = RetrySpec(max_attempts=10, backoff_seconds=0.5, max_round_att
 LINEAGE_KEY_FILE = "lineage-key.pem"  # signs the run's lineage records; private, mode 0600
 WAIT_SECONDS = 0.3  # between steps while the next round waits for clients
 WATCH_FALLBACK_SECONDS = 2.0  # between steps while a round runs and its watch says nothing
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)  # like Ctrl-C: the run stops its processes first
+
+
+class LocalRunStopped(Exception):
+    """A stop signal ended the run after it stopped its processes (the state stays: a rerun resumes)."""
+
+    def __init__(self, signum: signal.Signals) -> None:
+        super().__init__(f"stopped by {signum.name}")
+        self.signum = signum
 
 
 class LocalRunError(RuntimeError):
@@ -267,6 +279,30 @@ class LocalRunner:
         self._changed.set()
 
     async def run(self) -> RunResult:
+        """The whole run. SIGTERM or SIGHUP cancel it like Ctrl-C does, so no aggregator or client
+        process outlives it (with the default handlers they would run on, orphaned)."""
+        loop, run = asyncio.get_running_loop(), asyncio.current_task()
+        assert run is not None
+        received: list[signal.Signals] = []
+
+        def stop(signum: signal.Signals) -> None:
+            received.append(signum)
+            run.cancel()
+
+        for signum in STOP_SIGNALS:
+            loop.add_signal_handler(signum, stop, signum)
+        try:
+            return await self._run()
+        except asyncio.CancelledError:
+            if not received:
+                raise
+            run.uncancel()
+            raise LocalRunStopped(received[0]) from None
+        finally:
+            for signum in STOP_SIGNALS:
+                loop.remove_signal_handler(signum)
+
+    async def _run(self) -> RunResult:
         started = time.monotonic()
         self.out_dir.mkdir(parents=True, exist_ok=True)
         if not self.lineage_key.exists():  # kept: a resumed run signs with the same key
