@@ -13,8 +13,14 @@ from fedfleet.v1 import aggregator_pb2_grpc as pb_grpc
 from tests.aggregator.test_bounded_status import initial, serving, training_spec
 
 
-async def ready_clients(control: pb_grpc.ControlStub) -> list[str]:
-    return sorted((await control.GetStatus(pb.StatusRequest())).ready_clients)
+async def ready_clients_become(control: pb_grpc.ControlStub, expected: list[str]) -> list[str]:
+    """GetStatus's ready clients once they are `expected`, or as they are after about 2 s."""
+    for _ in range(200):
+        ready = sorted((await control.GetStatus(pb.StatusRequest())).ready_clients)
+        if ready == expected:
+            break
+        await asyncio.sleep(0.01)
+    return ready
 
 
 async def test_a_client_gone_while_its_join_waits_is_no_longer_ready(tmp_path: Path) -> None:
@@ -27,16 +33,9 @@ async def test_a_client_gone_while_its_join_waits_is_no_longer_ready(tmp_path: P
             )
             for c in ("alive", "dies")
         }
-        for _ in range(200):
-            if await ready_clients(control) == ["alive", "dies"]:
-                break
-            await asyncio.sleep(0.01)
-        assert await ready_clients(control) == ["alive", "dies"]
+        assert await ready_clients_become(control, ["alive", "dies"]) == ["alive", "dies"]
 
         calls["dies"].cancel()  # what the server sees when the client's connection goes
-        for _ in range(200):
-            if await ready_clients(control) == ["alive"]:
-                break
-            await asyncio.sleep(0.01)
-        assert await ready_clients(control) == ["alive"]  # well inside the 15 s TTL of its join
+        # well inside the 15 s TTL of its join
+        assert await ready_clients_become(control, ["alive"]) == ["alive"]
         calls["alive"].cancel()

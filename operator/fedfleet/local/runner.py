@@ -47,8 +47,6 @@ AGGREGATOR_RETRY = RetrySpec(max_attempts=10, backoff_seconds=0.5, max_round_att
 LINEAGE_KEY_FILE = "lineage-key.pem"  # signs the run's lineage records; private, mode 0600
 WAIT_SECONDS = 0.3  # between steps while the next round waits for clients
 WATCH_FALLBACK_SECONDS = 2.0  # between steps while a round runs and its watch says nothing
-
-
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)  # like Ctrl-C: the run stops its processes first
 
 
