@@ -10,7 +10,11 @@ import pytest
 
 OPERATOR = Path(__file__).resolve().parents[2] / "operator"
 CHUNK = 2 * 1024 * 1024
-CHUNKS = 96
+# Long enough that the faults which scale with bytes dominate those which do not: glibc's own
+# mmap-threshold adaptation and the arena heaps the gRPC threads grow and drop fault a few
+# thousand to ~17 k pages per run either way (measured), where fresh pages per chunk are 0.4-1.2
+# faults per page streamed.
+CHUNKS = 768
 # One process streams CHUNKS messages of 2 MiB to itself over loopback gRPC (a server that
 # drops each message, as a receiver does once it has folded a chunk) and prints its page faults.
 FAULTS_OF_A_STREAM = r"""
@@ -62,4 +66,5 @@ def faults_for(mode: str) -> int:
 def test_streamed_chunks_land_in_reused_memory_not_fresh_pages() -> None:
     pages = CHUNK * CHUNKS // 4096
     default, tuned = faults_for("default"), faults_for("tuned")
-    assert tuned < pages // 3 < default, (default, tuned)  # by default, fresh pages for most bytes
+    # Measured under load on 2 cores: tuned 4.6-17 k faults, default 154-482 k, of 393 k pages.
+    assert tuned < pages // 8 < default, (default, tuned)
