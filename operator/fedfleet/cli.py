@@ -12,6 +12,7 @@ from pathlib import Path
 from fedfleet import __version__, logs
 from fedfleet.api.load import ManifestError, load_training
 from fedfleet.identity.files import TlsConfigError
+from fedfleet.local.lifeline import follow_lifeline
 
 
 def _add_log_args(parser: argparse.ArgumentParser) -> None:
@@ -435,6 +436,7 @@ def _site_agent(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logs.configure(args.log_format, args.log_level)
+    follow_lifeline()  # a process `fedfleet local run` started stops once the run is gone
     handlers = {
         "local": _local_run,
         "plan": _plan,

@@ -198,11 +198,18 @@ def test_a_client_killed_mid_round_is_dropped_then_rejoins_the_next_round(tmp_pa
 
 
 def alive(pid: int) -> bool:
+    """Running, and not a zombie: an orphan's exit is reaped by whatever adopted it, if at all."""
+    if not Path("/proc/self/stat").exists():
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
         return False
-    return True
+    return stat.rpartition(")")[2].split()[0] != "Z"  # the state follows the command's name
 
 
 def test_a_run_stopped_by_sigterm_stops_every_process_it_started_and_a_rerun_resumes(
@@ -224,6 +231,25 @@ def test_a_run_stopped_by_sigterm_stops_every_process_it_started_and_a_rerun_res
     output = finish(local_run(manifest, out))
     assert "resuming at round 2 of 3" in output
     assert [r["round"] for r in json.loads((out / "metrics.json").read_text())["rounds"]] == [1, 2, 3]
+
+
+def test_a_run_killed_outright_leaves_no_process_of_it_running(tmp_path: Path) -> None:
+    """SIGKILL or the OOM killer, which no handler of the run sees: its processes stop themselves."""
+    manifest = write_manifest(tmp_path / "m.yaml", rounds=2, minClients=3, task=SLOW_TASK)
+    out = tmp_path / "out"
+    run = local_run(manifest, out)
+    RunningFederation(out).wait_until_training(run, 1, "site-a-0")
+    started = json.loads((out / "processes.json").read_text())["pids"]
+    run.kill()
+    run.communicate(timeout=30)
+    try:
+        wait_for(lambda: not any(alive(pid) for pid in started.values()), timeout=60)
+    except TimeoutError:
+        running = sorted(name for name, pid in started.items() if alive(pid))
+        for name in running:
+            os.kill(started[name], signal.SIGKILL)
+        raise AssertionError(f"still running 60 s after the run was killed: {running}") from None
+    assert all("lifeline.cut" in (out / "logs" / f"{name}.log").read_text() for name in started)
 
 
 def final_model(out: Path) -> dict[str, np.ndarray]:

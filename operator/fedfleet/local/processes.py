@@ -12,6 +12,7 @@ from pathlib import Path
 
 from fedfleet.api.training import RetrySpec
 from fedfleet.controller.core import restart_delay
+from fedfleet.local.lifeline import Lifeline
 from fedfleet.logs import get_logger
 from fedfleet.provenance.policy import REFUSED_EXIT_CODE
 
@@ -27,6 +28,7 @@ class Supervised:
     log_path: Path
     retry: RetrySpec
     restartable: bool = True
+    lifeline: Lifeline | None = None  # stops the process once the runner is gone
     process: subprocess.Popen[bytes] | None = None
     starts: int = 0
     given_up: bool = False
@@ -37,9 +39,17 @@ class Supervised:
         self.starts += 1
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         env = os.environ | {"FEDFLEET_LOG_FORMAT": "json", "PYTHONUNBUFFERED": "1"}
+        passed: tuple[int, ...] = ()
+        if self.lifeline is not None:
+            env |= self.lifeline.child_env()
+            passed = (self.lifeline.read_fd,)
         with self.log_path.open("ab") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "fedfleet", *self.args], stdout=out, stderr=subprocess.STDOUT, env=env
+                [sys.executable, "-m", "fedfleet", *self.args],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                pass_fds=passed,
             )
         log.info("process.started", name=self.name, pid=self.process.pid, attempt=self.starts)
 

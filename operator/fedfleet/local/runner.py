@@ -25,6 +25,7 @@ from fedfleet.identity.credentials import channel_credentials, channel_options
 from fedfleet.identity.files import TlsFiles
 from fedfleet.identity.local import issue_local
 from fedfleet.identity.names import server_name
+from fedfleet.local.lifeline import Lifeline
 from fedfleet.local.ports import MemoryRecorder, ProcessFleet
 from fedfleet.local.processes import Supervised
 from fedfleet.local.progress import RoundProgress
@@ -104,7 +105,7 @@ class LocalRunner:
         self.tls: dict[str, TlsFiles] = {}  # by process name; empty: plaintext on loopback
 
     # -- processes ---------------------------------------------------------------------------
-    def _plan_processes(self) -> None:
+    def _plan_processes(self, lifeline: Lifeline) -> None:
         logs = self.out_dir / "logs"
         manifest = str(self.manifest_path.resolve())
         self.processes["aggregator"] = Supervised(
@@ -125,6 +126,7 @@ class LocalRunner:
             ],
             logs / "aggregator.log",
             AGGREGATOR_RETRY,
+            lifeline=lifeline,
         )
         total = self.spec.expected_clients()
         for site_index, site in enumerate(self.spec.sites.names):
@@ -151,6 +153,7 @@ class LocalRunner:
                     ],
                     logs / f"{client_id}.log",
                     self.spec.retry,
+                    lifeline=lifeline,
                 )
 
     def _issue_certificates(self) -> None:
@@ -278,7 +281,8 @@ class LocalRunner:
 
     async def run(self) -> RunResult:
         """The whole run. SIGTERM or SIGHUP cancel it like Ctrl-C does, so no aggregator or client
-        process outlives it (with the default handlers they would run on, orphaned)."""
+        process outlives it (with the default handlers they would run on, orphaned); where it is
+        killed outright, its processes stop themselves when their lifeline to it breaks."""
         loop, run = asyncio.get_running_loop(), asyncio.current_task()
         assert run is not None
         received: list[signal.Signals] = []
@@ -290,7 +294,8 @@ class LocalRunner:
         for signum in STOP_SIGNALS:
             loop.add_signal_handler(signum, stop, signum)
         try:
-            return await self._run()
+            with Lifeline() as lifeline:
+                return await self._run(lifeline)
         except asyncio.CancelledError:
             if not received:
                 raise
@@ -300,13 +305,13 @@ class LocalRunner:
             for signum in STOP_SIGNALS:
                 loop.remove_signal_handler(signum)
 
-    async def _run(self) -> RunResult:
+    async def _run(self, lifeline: Lifeline) -> RunResult:
         started = time.monotonic()
         self.out_dir.mkdir(parents=True, exist_ok=True)
         if not self.lineage_key.exists():  # kept: a resumed run signs with the same key
             generate_signing_key(self.lineage_key)
         self._issue_certificates()
-        self._plan_processes()
+        self._plan_processes(lifeline)
         for proc in self.processes.values():
             proc.start()
         self._write_pids()
