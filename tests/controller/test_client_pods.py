@@ -8,7 +8,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from fedfleet.api import parse_training
 from fedfleet.api.site import FederationSiteSpec
 from fedfleet.controller import resources as res
 from fedfleet.controller.client_pods import ClientPods
@@ -17,24 +16,18 @@ from fedfleet.controller.status_writer import Pass
 
 from tests.controller.fake_pods import MemoryPods
 from tests.controller.memory import stamp
+from tests.trainings import unit_training
 
 pytestmark = pytest.mark.unit
 
 REF = res.TrainingRef("t", "default", "uid-t")
 SITES = [res.SiteRef(name, "default", FederationSiteSpec(capacity=2)) for name in ("a", "b")]
-TRAINING = parse_training(
+TRAINING = unit_training(
     {
-        "apiVersion": "fedfleet.io/v1alpha1",
-        "kind": "FederatedTraining",
-        "metadata": {"name": "t", "namespace": "default"},
-        "spec": {
-            "task": {"name": "digits-mlp"},
-            "rounds": 2,
-            "sites": {"names": ["a", "b"]},
-            "minClients": 1,
-            "secureAggregation": {"enabled": False},
-            "retry": {"maxAttempts": 2, "backoffSeconds": 1},
-        },
+        "rounds": 2,
+        "sites": {"names": ["a", "b"]},
+        "minClients": 1,
+        "retry": {"maxAttempts": 2, "backoffSeconds": 1},
     }
 )
 

@@ -10,7 +10,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import pytest
-from fedfleet.api import parse_training
 from fedfleet.api.site import FederationSiteSpec
 from fedfleet.api.status import SiteRecord
 from fedfleet.controller import core
@@ -25,24 +24,13 @@ from fedfleet.rounds.ports import FleetState
 
 from tests.controller.fake_pods import MemoryPods
 from tests.rounds.fakes import Clock, FakeAggregator, FakeFleet, FakeRecorder
+from tests.trainings import unit_training
 
 pytestmark = pytest.mark.unit
 
 REF = res.TrainingRef("t", "default", "uid-t")
-TRAINING = parse_training(
-    {
-        "apiVersion": "fedfleet.io/v1alpha1",
-        "kind": "FederatedTraining",
-        "metadata": {"name": "t", "namespace": "default"},
-        "spec": {
-            "task": {"name": "digits-mlp"},
-            "rounds": 3,
-            "sites": {"names": ["a", "b", "c"]},
-            "minClients": 1,
-            "roundTimeoutSeconds": 30,
-            "secureAggregation": {"enabled": False},
-        },
-    }
+TRAINING = unit_training(
+    {"rounds": 3, "sites": {"names": ["a", "b", "c"]}, "minClients": 1, "roundTimeoutSeconds": 30}
 )
 RAN_ON = [
     SiteRecord(name=n, namespace=ns) for n, ns in (("a", "default"), ("b", "hospital"), ("c", "default"))

@@ -8,7 +8,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from fedfleet.api import parse_training
 from fedfleet.controller import resources as res
 from fedfleet.controller.rounds import Rounds
 from fedfleet.controller.status_writer import Pass, StatusWriter
@@ -16,25 +15,14 @@ from fedfleet.rounds.ports import FleetState
 
 from tests.controller.memory import MemoryKube
 from tests.rounds.fakes import Clock, FakeAggregator
+from tests.trainings import unit_training
 
 pytestmark = pytest.mark.unit
 
 REF = res.TrainingRef("t", "default", "uid-t")
 ALL = frozenset({"a-0", "b-0", "c-0"})
-TRAINING = parse_training(
-    {
-        "apiVersion": "fedfleet.io/v1alpha1",
-        "kind": "FederatedTraining",
-        "metadata": {"name": "t", "namespace": "default"},
-        "spec": {
-            "task": {"name": "digits-mlp"},
-            "rounds": 1,
-            "sites": {"names": ["a", "b", "c"]},
-            "minClients": 2,
-            "secureAggregation": {"enabled": False},
-            "retry": {"maxRoundAttempts": 2},
-        },
-    }
+TRAINING = unit_training(
+    {"rounds": 1, "sites": {"names": ["a", "b", "c"]}, "minClients": 2, "retry": {"maxRoundAttempts": 2}}
 )
 
 

@@ -7,7 +7,6 @@ import json
 from typing import Any
 
 import pytest
-from fedfleet.api import parse_training
 from fedfleet.api.status import ControllerState
 from fedfleet.api.training import FederatedTrainingSpec
 from fedfleet.controller import core
@@ -17,6 +16,7 @@ from fedfleet.privacy.release import RoundPrivacy
 from fedfleet.rounds.driver import Bookkeeping, RoundDriver, Step, Unreachable
 
 from tests.rounds.fakes import Clock, FakeAggregator, FakeFleet, FakeRecorder, RecordRefused
+from tests.trainings import unit_training
 
 pytestmark = pytest.mark.unit
 
@@ -25,16 +25,13 @@ ALL = ("a-0", "b-0", "c-0")
 
 def spec(**changes: Any) -> FederatedTrainingSpec:
     document = {
-        "task": {"name": "digits-mlp"},
         "rounds": 2,
         "sites": {"names": ["a", "b", "c"]},
         "minClients": 2,
         "roundTimeoutSeconds": 30,
-        "secureAggregation": {"enabled": False},
         "retry": {"maxRoundAttempts": 2},
-    } | changes
-    manifest = {"apiVersion": "fedfleet.io/v1alpha1", "kind": "FederatedTraining", "metadata": {"name": "t"}}
-    return parse_training(manifest | {"spec": document}).spec
+    }
+    return unit_training(document | changes).spec
 
 
 class World:
