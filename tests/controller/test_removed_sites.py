@@ -37,8 +37,8 @@ RAN_ON = [
 ]
 
 
-def site(name: str, **spec: Any) -> dict[str, Any]:
-    return {"metadata": {"name": name, "namespace": "default"}, "spec": spec}
+def site(name: str, namespace: str = "default", **spec: Any) -> dict[str, Any]:
+    return {"metadata": {"name": name, "namespace": namespace}, "spec": spec}
 
 
 def test_a_missing_site_stops_a_training_before_it_starts_but_not_after() -> None:
@@ -52,6 +52,18 @@ def test_a_missing_site_stops_a_training_before_it_starts_but_not_after() -> Non
         ("c", "default", ""),
     ]
     assert revoked_sites(sites) == {"b": SITE_DELETED, "c": SUSPENDED_SITE}
+
+
+def test_sites_of_one_name_in_two_namespaces_are_refused_but_a_started_training_keeps_its_own() -> None:
+    """A site's name is its identity (certificates, figures): two of one name are ambiguous."""
+    twins = [site("a"), site("b", "hospital"), site("b", "clinic"), site("c")]
+    with pytest.raises(InvalidSpec, match="FederationSites named b in namespaces clinic, hospital: "):
+        resolve_sites(TRAINING, twins)
+    sites = resolve_sites(TRAINING, twins, RAN_ON)  # b ran in hospital: a twin made since changes nothing
+    assert [(s.name, s.namespace) for s in sites] == [("a", "default"), ("b", "hospital"), ("c", "default")]
+    strangers = [site("a"), site("b", "clinic"), site("b", "lab"), site("c")]
+    with pytest.raises(InvalidSpec, match="named b in namespaces clinic, lab"):
+        resolve_sites(TRAINING, strangers, RAN_ON)  # neither is the one it ran on
 
 
 async def test_a_deleted_site_s_pod_is_removed_once_and_never_started_again() -> None:

@@ -63,7 +63,8 @@ def resolve_sites(
     selector = training.spec.sites.selector
     wanted = training.spec.sites.names
     match = dict(selector.match_labels) if selector else {}
-    found: dict[str, res.SiteRef] = {}
+    recorded = {r.name: r.namespace for r in ran_on or ()}
+    candidates: dict[str, dict[str, res.SiteRef]] = {}  # name -> by the FederationSite's namespace
     existing: set[str] = set()
     for item in site_objects:
         meta = item["metadata"]
@@ -73,7 +74,8 @@ def resolve_sites(
         if (wanted and name not in wanted) or any(labels.get(k) != v for k, v in match.items()):
             continue
         spec = FederationSiteSpec.model_validate(item.get("spec") or {})
-        found[name] = res.SiteRef(name, spec.namespace or namespace, spec)
+        candidates.setdefault(name, {})[namespace] = res.SiteRef(name, spec.namespace or namespace, spec)
+    found = {name: _one_site(name, twins, recorded.get(name)) for name, twins in candidates.items()}
     if ran_on is None:
         missing = [n for n in wanted if n not in found]
         if missing:
@@ -82,7 +84,6 @@ def resolve_sites(
             raise InvalidSpec("spec.sites.selector: matches no FederationSite")
         sites = [found[n] for n in (wanted or sorted(found))]
     else:  # names: every one existed when it started (the spec is frozen since)
-        recorded = {r.name: r.namespace for r in ran_on}
         order = dict.fromkeys([*recorded, *(wanted or sorted(found))])
         sites = [
             found.get(n)
@@ -109,3 +110,20 @@ def resolve_sites(
     if errors:
         raise InvalidSpec("; ".join(errors))
     return sites
+
+
+def _one_site(name: str, by_namespace: dict[str, res.SiteRef], ran_in: str | None) -> res.SiteRef:
+    """A site's name is its identity in a federation (its clients' certificates, its figures):
+    FederationSites of one name in several namespaces are refused, except that a started
+    training keeps the one it ran on."""
+    if len(by_namespace) == 1:
+        return next(iter(by_namespace.values()))
+    ran_on = [site for site in by_namespace.values() if site.namespace == ran_in]
+    if len(ran_on) == 1:
+        return ran_on[0]
+    namespaces = sorted(by_namespace)
+    shown = ", ".join(namespaces[:5]) + (f" and {len(namespaces) - 5} more" if len(namespaces) > 5 else "")
+    raise InvalidSpec(
+        f"spec.sites: FederationSites named {name} in namespaces {shown}: a site's name identifies "
+        "it in a federation, so it must be unique"
+    )
