@@ -13,11 +13,13 @@ from fedfleet import convert
 from fedfleet.api.site import FederationSiteSpec
 from fedfleet.controller import resources as res
 from fedfleet.controller.site_accounts import MAX_TRAININGS, SiteAccounting
+from fedfleet.controller.spec_checks import resolve_sites
 from fedfleet.rounds.ports import SiteAccount
 from fedfleet.v1 import aggregator_pb2 as pb
 from prometheus_client import REGISTRY
 
 from tests.controller.memory import MemoryKube, stamp
+from tests.trainings import unit_training
 
 pytestmark = pytest.mark.unit
 
@@ -138,6 +140,21 @@ async def test_a_lying_aggregator_writes_no_other_sites_figures_and_no_impossibl
     assert stored(kube, "a")["trainings"]["team/liar"]["updatesAccepted"] == 1
     assert "trainings" not in stored(kube, "elsewhere")
     accounts.forget(LIAR.uid)
+
+
+async def test_a_site_whose_pods_run_in_another_namespace_gets_its_figures() -> None:
+    """spec.namespace moves a site's pods, not its FederationSite: the figures still land there."""
+    kube = MemoryKube()
+    moved = site("a", {}) | {"spec": {"namespace": "clinic-pods"}}
+    kube.objects[("federationsites", "sites", "a")] = dict(moved)
+    training = unit_training({"rounds": 1, "sites": {"names": ["a"]}, "minClients": 1})
+    sites = resolve_sites(training, [moved])
+    assert [s.namespace for s in sites] == ["clinic-pods"]
+    accounts = SiteAccounting(kube)
+    await accounts.record(REF, [moved], sites, [SiteAccount("a", 3, 0, 10, 20, 1.5)], final=True)
+    assert stored(kube, "a")["trainings"]["team/digits"]["updatesAccepted"] == 3
+    assert gauge("fedfleet_site_updates_accepted", "a") == 3
+    accounts.forget(REF.uid)
 
 
 def test_the_operator_reads_no_more_site_figures_than_an_aggregator_may_show() -> None:

@@ -57,6 +57,11 @@ class SiteRef:
     gone: str = ""  # why a site the training ran on is no longer one (deleted at the hub): no pods, revoked
 
 
+def pods_namespace(site: Object) -> str:
+    """Where a FederationSite's client pods run: its spec.namespace, else its own namespace."""
+    return str((site.get("spec") or {}).get("namespace") or site["metadata"]["namespace"])
+
+
 def labels(training: str, component: str, **extra: str) -> dict[str, str]:
     return {
         "app.kubernetes.io/name": "fedfleet",

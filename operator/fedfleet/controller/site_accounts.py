@@ -65,10 +65,8 @@ class SiteAccounting:
         The aggregator may lie: figures for another site, or ones no count can be, are not
         written (logged once per site)."""
         key = f"{ref.namespace}/{ref.name}"
-        own = {(s.namespace, s.name) for s in ran_on}
-        objects = {
-            name: s for s in sites if ((meta := s["metadata"])["namespace"], name := meta["name"]) in own
-        }
+        own = {(s.namespace, s.name) for s in ran_on}  # SiteRef.namespace: where its pods run
+        objects = {name: s for s in sites if (res.pods_namespace(s), name := s["metadata"]["name"]) in own}
         figures: dict[str, SiteAccount] = {}
         for account in accounts:
             why = NOT_OURS if account.site not in objects else implausible(account)

@@ -74,7 +74,7 @@ def resolve_sites(
         if (wanted and name not in wanted) or any(labels.get(k) != v for k, v in match.items()):
             continue
         spec = FederationSiteSpec.model_validate(item.get("spec") or {})
-        candidates.setdefault(name, {})[namespace] = res.SiteRef(name, spec.namespace or namespace, spec)
+        candidates.setdefault(name, {})[namespace] = res.SiteRef(name, res.pods_namespace(item), spec)
     found = {name: _one_site(name, twins, recorded.get(name)) for name, twins in candidates.items()}
     if ran_on is None:
         missing = [n for n in wanted if n not in found]
