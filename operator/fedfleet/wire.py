@@ -172,6 +172,12 @@ def _key(field: int, wire_type: int) -> bytes:
     return _encode_varint(field << 3 | wire_type)
 
 
+def data_key(size: int) -> bytes:
+    """What precedes a `TensorChunk`'s data of `size` bytes: appended after the small fields,
+    the data needs no copy into a protobuf message."""
+    return _key(DATA_FIELD, LEN) + _encode_varint(size)
+
+
 def update_message(chunk: Chunk) -> bytes:
     """`UpdateMessage(chunk=chunk)` serialized, with one copy of the chunk's data."""
     head = pb.TensorChunk(
@@ -186,6 +192,6 @@ def update_message(chunk: Chunk) -> bytes:
     ).SerializeToString()
     if not len(chunk.data):  # proto3 leaves an empty field out
         return pb.UpdateMessage(chunk=pb.TensorChunk.FromString(head)).SerializeToString()
-    data_key = _key(DATA_FIELD, LEN) + _encode_varint(len(chunk.data))
-    inner = len(head) + len(data_key) + len(chunk.data)
-    return b"".join((_key(CHUNK_FIELD, LEN), _encode_varint(inner), head, data_key, chunk.data))
+    key = data_key(len(chunk.data))
+    inner = len(head) + len(key) + len(chunk.data)
+    return b"".join((_key(CHUNK_FIELD, LEN), _encode_varint(inner), head, key, chunk.data))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -64,11 +65,27 @@ def test_the_broadcast_is_the_models_chunks_serialized_once(tmp_path: Path) -> N
         "h": np.ones(5, dtype=np.float16),
     }
     checkpoint = CheckpointStore(tmp_path).save(0, weights, {}, {})
-    broadcast = Broadcast(checkpoint, 4096, tmp_path)
+    broadcast = Broadcast(checkpoint, 4096)
     sent = [pb.TensorChunk.FromString(m) for m in broadcast.messages()]
     assert sent == list(iter_chunks(checkpoint.load_weights(), 4096))
     assert all(c.crc32 == checksum(c.data) for c in sent) and len(sent) == 5
     assert list(broadcast.messages()) == list(broadcast.messages())  # every download the same bytes
+    shutil.rmtree(checkpoint.path)  # pruned while a download reads it: the download goes on whole
+    read = [parse_tensor_chunk(m) for m in broadcast.messages()]  # as a client decodes them
+    assert [(c.name, c.offset, bytes(c.data), c.crc32) for c in read] == [
+        (c.name, c.offset, c.data, c.crc32) for c in sent
+    ]
+
+
+def test_a_model_file_cut_short_under_a_download_ends_it_with_an_error_not_a_short_chunk(
+    tmp_path: Path,
+) -> None:
+    checkpoint = CheckpointStore(tmp_path).save(0, {"w": np.ones(3000, np.float32)}, {}, {})
+    broadcast = Broadcast(checkpoint, 4096)
+    with checkpoint.model_path.open("r+b") as model:
+        model.truncate(checkpoint.model_path.stat().st_size - 4)
+    with pytest.raises(OSError, match="checkpoint 0: the model file ends inside a tensor"):
+        list(broadcast.messages())
 
 
 def test_an_update_message_is_what_protobuf_reads_and_copies_the_data_once() -> None:

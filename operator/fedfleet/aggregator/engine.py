@@ -111,7 +111,7 @@ class RoundEngine:
         # The global model lives in the latest checkpoint, not in memory: downloads read the
         # broadcast built from it, and a round's new model is written from it tensor by tensor.
         self.chunk_bytes = chunk_bytes
-        self.broadcast = Broadcast(latest, chunk_bytes, state_dir)
+        self.broadcast = Broadcast(latest, chunk_bytes)
         self.strategy.load_state(latest.load_strategy_state())
         self.model_version = latest.round
         self.model_digest: str = latest.record["model_digest"]
@@ -620,7 +620,7 @@ class RoundEngine:
                 record,
                 self.ledger.attach,  # the lineage record is part of the checkpoint
             )
-            broadcast = await asyncio.to_thread(Broadcast, checkpoint, self.chunk_bytes, self.state_dir)
+            broadcast = await asyncio.to_thread(Broadcast, checkpoint, self.chunk_bytes)
         except Exception as err:  # the strategy's state may be half-updated: back to the checkpoint's
             reason = round_.secure.abort_reason if isinstance(err, SecAggAbort) and round_.secure else ""
             self.strategy.load_state(base.load_strategy_state())
