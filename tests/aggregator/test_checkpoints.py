@@ -53,3 +53,18 @@ def test_a_round_is_never_overwritten(tmp_path: Path) -> None:
     with pytest.raises(FileExistsError):
         store.save(0, {"w": np.ones(3, np.float32)}, {}, {})
     assert json.loads((tmp_path / "rounds" / "round-000000" / "round.json").read_text())["round"] == 0
+
+
+def test_the_recorded_digest_is_the_written_files_whatever_the_tensors(tmp_path: Path) -> None:
+    """Hashed while written: it must still be the digest of the bytes on disk (pins, lineage)."""
+    weights = {
+        "z": np.arange(12, dtype=np.float64).reshape(3, 4)[:, ::2],  # not contiguous
+        "a": np.ones(5, np.float16),
+        "e": np.ones(0, np.float32),
+        "q": np.arange(9, dtype=np.uint8),
+    }
+    checkpoint = CheckpointStore(tmp_path).save(0, weights, {}, {})
+    assert checkpoint.record["model_digest"] == file_digest(checkpoint.model_path)
+    assert {k: v.tolist() for k, v in checkpoint.load_weights().items()} == {
+        k: v.tolist() for k, v in weights.items()
+    }

@@ -74,9 +74,10 @@ def _file_order(layout: ModelLayout) -> list[TensorSlot]:
     return [layout.slots[name] for name in names]
 
 
-def write_model(path: Path, model: StreamedModel) -> None:
+def write_model(path: Path, model: StreamedModel) -> str:
     """The safetensors format (8-byte header length, JSON header, raw little-endian tensors),
-    each tensor written from its own buffer, produced in the file's order."""
+    each tensor written from its own buffer, produced in the file's order. Returns the file's
+    digest (`file_digest`), hashed as it is written rather than read back."""
     order = _file_order(model.layout)
     header: dict[str, Any] = {}
     end = 0
@@ -89,15 +90,19 @@ def write_model(path: Path, model: StreamedModel) -> None:
         end += slot.nbytes
     text = json.dumps(header, separators=(",", ":")).encode()
     text += b" " * (-len(text) % 8)
+    digest = hashlib.sha256()
     with path.open("wb") as out:
-        out.write(struct.pack("<Q", len(text)))
-        out.write(text)
+        for part in (struct.pack("<Q", len(text)), text):
+            out.write(part)
+            digest.update(part)
         for slot in order:
             tensor = model.tensor(slot)
             if tuple(tensor.shape) != slot.shape:
                 raise ValueError(f"tensor {slot.name!r}: shape {tensor.shape}, the layout says {slot.shape}")
             flat = np.ascontiguousarray(tensor.reshape(-1), dtype=slot.dtype.newbyteorder("<"))
             out.write(flat.view(np.uint8).data)
+            digest.update(flat.view(np.uint8).data)
+    return f"sha256:{digest.hexdigest()}"
 
 
 def model_layout(path: Path) -> tuple[ModelLayout, dict[str, int]]:
@@ -246,11 +251,11 @@ class CheckpointStore:
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=self.rounds_dir))
         try:
             model = weights if isinstance(weights, StreamedModel) else StreamedModel.of(weights)
-            write_model(tmp / MODEL_FILE, model)
+            model_digest = write_model(tmp / MODEL_FILE, model)
             state = strategy_state() if callable(strategy_state) else strategy_state  # after the model
             if state:
                 save_file(state, str(tmp / STRATEGY_FILE))
-            record = {**record, "round": round_number, "model_digest": file_digest(tmp / MODEL_FILE)}
+            record = {**record, "round": round_number, "model_digest": model_digest}
             (tmp / RECORD_FILE).write_text(json.dumps(record, indent=2, sort_keys=True))
             if attachments is not None:
                 attachments(tmp, record)
