@@ -39,15 +39,22 @@ class Chunk:
     values: int = 0
 
 
+def chunk_ranges(nbytes: int, itemsize: int, chunk_bytes: int) -> Iterator[tuple[int, int]]:
+    """(offset, length) of each chunk of a tensor of `nbytes`: whole elements, at most
+    `chunk_bytes` (one element at least), and one empty chunk for an empty tensor."""
+    step = max(itemsize, chunk_bytes - chunk_bytes % itemsize)
+    for offset in range(0, max(nbytes, 1), step):
+        yield offset, min(step, nbytes - offset)
+
+
 def chunk_views(weights: Weights, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Iterator[Chunk]:
     """Chunks of every tensor, sorted by name, each covering a contiguous byte range in order;
     a chunk's data is a view of the array (sent with `wire.update_message`: one copy)."""
     for name in sorted(weights):
         array = np.ascontiguousarray(weights[name])
         raw = memoryview(array.reshape(-1)).cast("B")  # type: ignore[arg-type]
-        step = max(array.itemsize, chunk_bytes - chunk_bytes % array.itemsize)
-        for offset in range(0, max(len(raw), 1), step):
-            data = raw[offset : offset + step]
+        for offset, length in chunk_ranges(len(raw), array.itemsize, chunk_bytes):
+            data = raw[offset : offset + length]
             yield Chunk(name, array.dtype.name, tuple(array.shape), offset, data, checksum(data))
 
 

@@ -94,8 +94,13 @@ class RunningFederation:
         run.terminate()  # the run stops its processes too
         raise AssertionError(f"{seen}\nthe run's output:\n{run.communicate()[0][-3000:]}")
 
+    def pids(self, out: Path) -> dict[str, int]:
+        """The processes running now, by name (a restarted one has a new pid)."""
+        table = json.loads((out / "processes.json").read_text())
+        return {name: int(pid) for name, pid in table["pids"].items()}
+
     def pid(self, out: Path, name: str) -> int:
-        return int(json.loads((out / "processes.json").read_text())["pids"][name])
+        return self.pids(out)[name]
 
 
 def test_a_local_run_trains_with_secure_aggregation_as_well_as_without(tmp_path: Path) -> None:
@@ -221,7 +226,7 @@ def test_a_run_stopped_by_sigterm_stops_every_process_it_started_and_a_rerun_res
     run = local_run(manifest, out)
     federation = RunningFederation(out)
     federation.wait_until_training(run, 2, "site-a-0")
-    started = json.loads((out / "processes.json").read_text())["pids"].values()
+    started = federation.pids(out).values()
     run.send_signal(signal.SIGTERM)
     output, _ = run.communicate(timeout=120)
     assert run.returncode == 128 + signal.SIGTERM, output[-3000:]
@@ -238,8 +243,9 @@ def test_a_run_killed_outright_leaves_no_process_of_it_running(tmp_path: Path) -
     manifest = write_manifest(tmp_path / "m.yaml", rounds=2, minClients=3, task=SLOW_TASK)
     out = tmp_path / "out"
     run = local_run(manifest, out)
-    RunningFederation(out).wait_until_training(run, 1, "site-a-0")
-    started = json.loads((out / "processes.json").read_text())["pids"]
+    federation = RunningFederation(out)
+    federation.wait_until_training(run, 1, "site-a-0")
+    started = federation.pids(out)
     run.kill()
     run.communicate(timeout=30)
     try:

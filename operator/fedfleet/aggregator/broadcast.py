@@ -16,7 +16,7 @@ import os
 from collections.abc import Iterator
 
 from fedfleet.aggregator.checkpoints import Checkpoint
-from fedfleet.chunks import checksum
+from fedfleet.chunks import checksum, chunk_ranges
 from fedfleet.v1 import aggregator_pb2 as pb
 from fedfleet.wire import data_key
 
@@ -29,9 +29,7 @@ class Broadcast:
         self._file = checkpoint.model_path.open("rb", buffering=0)
         self._parts: list[tuple[bytes, int, int]] = []  # (head, the data's file offset, its length)
         for slot, begin in checkpoint.tensor_offsets():
-            step = max(slot.dtype.itemsize, chunk_bytes - chunk_bytes % slot.dtype.itemsize)
-            for offset in range(0, max(slot.nbytes, 1), step):
-                length = min(step, slot.nbytes - offset)
+            for offset, length in chunk_ranges(slot.nbytes, slot.dtype.itemsize, chunk_bytes):
                 head = pb.TensorChunk(
                     name=slot.name,
                     dtype=slot.dtype.name,

@@ -100,8 +100,9 @@ def write_model(path: Path, model: StreamedModel) -> str:
             if tuple(tensor.shape) != slot.shape:
                 raise ValueError(f"tensor {slot.name!r}: shape {tensor.shape}, the layout says {slot.shape}")
             flat = np.ascontiguousarray(tensor.reshape(-1), dtype=slot.dtype.newbyteorder("<"))
-            out.write(flat.view(np.uint8).data)
-            digest.update(flat.view(np.uint8).data)
+            raw = flat.view(np.uint8).data
+            out.write(raw)
+            digest.update(raw)
     return f"sha256:{digest.hexdigest()}"
 
 
