@@ -13,7 +13,9 @@ cannot avoid, and ratio_floor compares against limit + keys.
 With --grpc it also times whole rounds between real processes: `fedfleet local run` with N
 client processes and an aggregator on loopback, a synthetic task whose update is M dense
 parameters (bench/synthetic_task.py), with SecAgg+ on and off; the round time is the
-aggregator's (start to Succeeded: key exchange, download, upload, unmasking, checkpoint).
+aggregator's, from its log (round.started to round.closed: key exchange, download, upload,
+unmasking, checkpoint, the next broadcast built; metrics.json's seconds end before the
+checkpoint is written, as the round's own record, inside the checkpoint, must).
 Each is set against the round's limit measured right after it: the round's bytes (downloads
 and uploads) streamed as protobuf messages into a sink (bench/transfer.py), plus with SecAgg+
 one client's mask expansion and the server's unmasking (`round_limits`); and against the
@@ -436,6 +438,7 @@ def round_breakdown(out: Path, watcher: RunWatcher) -> list[dict[str, float]]:
         cpu = watcher.cpu_between(started["t"], closed)
         rounds.append(
             {
+                "round_s": closed - started["t"],
                 "to_model_s": have_model - started["t"],
                 "to_uploads_s": uploaded - have_model,
                 "to_close_s": closed - uploaded,
@@ -482,8 +485,8 @@ def grpc_round_seconds(
             stdout=subprocess.DEVNULL,
             env=os.environ | {"PYTHONPATH": path},
         )
-    seconds = [float(r["seconds"]) for r in json.loads((out / "metrics.json").read_text())["rounds"]]
-    return seconds, watcher.peaks, round_breakdown(out, watcher)
+    parts = round_breakdown(out, watcher)
+    return [part["round_s"] for part in parts], watcher.peaks, parts
 
 
 def round_limits(n: int, m: int) -> dict[str, float]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fedfleet.aggregator.checkpoints import CheckpointStore, file_digest
+from fedfleet.aggregator.checkpoints import CheckpointStore, file_digest, model_layout, read_tensor
 
 WRITER = """
 import sys, numpy as np
@@ -68,3 +68,28 @@ def test_the_recorded_digest_is_the_written_files_whatever_the_tensors(tmp_path:
     assert {k: v.tolist() for k, v in checkpoint.load_weights().items()} == {
         k: v.tolist() for k, v in weights.items()
     }
+
+
+def test_tensors_read_into_one_reused_buffer_are_the_checkpoints_and_a_short_file_is_refused(
+    tmp_path: Path,
+) -> None:
+    """The engine builds each round's model in one buffer, tensor after tensor."""
+    weights = {
+        "big": np.random.default_rng(5).standard_normal((300, 1001)).astype(np.float32),
+        "small": np.arange(7, dtype=np.int64),
+        "half": np.ones(3, np.float16),
+    }
+    checkpoint = CheckpointStore(tmp_path).save(0, weights, {}, {})
+    buffer = np.empty(weights["big"].nbytes, np.uint8)
+    for name, expected in weights.items():
+        tensor = checkpoint.tensor(name, buffer)
+        assert tensor.dtype == expected.dtype and tensor.shape == expected.shape
+        np.testing.assert_array_equal(tensor, expected)
+        assert np.shares_memory(tensor, buffer)
+
+    layout, offsets = model_layout(checkpoint.model_path)
+    last = max(offsets, key=offsets.__getitem__)
+    with checkpoint.model_path.open("r+b") as handle:  # cut under a reader that read the header
+        handle.truncate(checkpoint.model_path.stat().st_size - 4)
+    with pytest.raises(OSError, match="the file ends inside tensor"):
+        read_tensor(checkpoint.model_path, layout.slots[last], offsets[last], buffer)

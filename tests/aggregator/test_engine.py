@@ -220,6 +220,25 @@ async def test_a_masked_upload_refused_part_way_is_taken_out_exactly(tmp_path: P
     np.testing.assert_array_equal(masked.total, before + words)
 
 
+async def test_a_large_masked_upload_refused_part_way_is_taken_out_exactly(tmp_path: Path) -> None:
+    """The undo journal of a model-sized upload spans blocks written to disk and the block
+    still in memory; and a journal reused by the next upload undoes that upload's words only."""
+    size = 1_000_003
+    shape = (size,)
+    masked = MaskedSum(size, np.dtype(np.uint32), tmp_path)
+    rng = np.random.default_rng(11)
+    masked.total[:] = rng.integers(0, 2**32, size, dtype=np.uint64).astype(np.uint32)
+    before = masked.total.copy()
+    first, second = (rng.integers(0, 2**32, size, dtype=np.uint64).astype(np.uint32) for _ in range(2))
+    step = 77_777  # chunk edges nowhere near the journal's block edges
+    for words, upto in ((first, 900_000), (second, 300_000)):
+        upload = await masked.open_upload(1.0)
+        for begin in range(0, upto, step):
+            upload.add(chunk("secagg.masked", words[begin : min(begin + step, upto)], 4 * begin, shape))
+        upload.abort()
+        np.testing.assert_array_equal(masked.total, before)
+
+
 async def test_an_upload_waiting_for_a_chunk_is_refused_as_soon_as_its_round_closes(tmp_path: Path) -> None:
     clock = ManualClock()
     engine = engine_for(tmp_path, clock)

@@ -126,6 +126,7 @@ class RoundEngine:
         self.accounts = SiteAccounts(state_dir / "accounting.json")  # per site, read by GetStatus
         self.sum = PlainSum(self.layout, staging_slots, wire=wire_dtype(spec.compression.bits))
         self.masked_sum: MaskedSum | None = None  # allocated by the first SecAgg+ round
+        self._base_buffer: np.ndarray | None = None  # allocated by the first aggregation
         self.current: Round | None = None
         self.finished = False
         self._seen: dict[str, float] = {}
@@ -188,8 +189,9 @@ class RoundEngine:
                 self.secagg_verifier,
                 now,
             )
-        # reset only the sum this round uses: zeroing touches every page of a model-sized buffer
-        self._sum_for(secure).reset()
+        if kind == Kind.TRAIN:  # an evaluation round takes no updates: its sum is never touched
+            # reset only the sum this round uses: zeroing touches every page of a model-sized buffer
+            self._sum_for(secure).reset()
         round_ = Round(
             number, kind, list(participants), min_clients, now + timeout, self.model_version, started=now
         )
@@ -209,6 +211,14 @@ class RoundEngine:
         )
         self._notify()
         return round_
+
+    def _tensor_buffer(self) -> np.ndarray:
+        """Bytes for the model's largest tensor, allocated once: a new model is built in it
+        tensor by tensor every round (fresh memory would be page faults every round)."""
+        if self._base_buffer is None:
+            largest = max((slot.nbytes for slot in self.layout.slots.values()), default=0)
+            self._base_buffer = np.empty(largest, np.uint8)
+        return self._base_buffer
 
     def _sum_for(self, secure: SecureRound | None) -> RunningSum:
         """The plain sum, or the masked sum in this round's lanes (replaced when lanes or length
@@ -600,8 +610,9 @@ class RoundEngine:
             round_.epsilon = await self._epsilon_after(round_)
 
             def next_tensor(slot: TensorSlot) -> np.ndarray:
-                """One tensor of the new model: the strategy's step from the base, tensor by tensor."""
-                tensor = {slot.name: base.tensor(slot.name)}
+                """One tensor of the new model: the strategy's step from the base, tensor by tensor
+                (each read into the same buffer: it is written out before the next is read)."""
+                tensor = {slot.name: base.tensor(slot.name, self._tensor_buffer())}
                 self.strategy.apply(tensor, {slot.name: mean[slot.name]})
                 if tensor[slot.name].dtype.kind == "f" and not admission.all_finite(tensor[slot.name]):
                     raise NonFiniteModel("the new global model is not finite")

@@ -10,25 +10,25 @@ differs with the arithmetic:
   Memory is (1 + staging slots) x model; uploads beyond the free slots wait, held back by gRPC
   flow control.
 * `MaskedSum` (SecAgg+ lanes, sums mod 2^lane): integer addition is exactly reversible, so each
-  checked chunk is added into the sum as it arrives and also written to an undo journal, an
-  unnamed file in the state directory (the page cache, not the process, holds it); a refused
-  upload is undone by subtracting those words again. Memory is one model of lanes plus a
-  chunk, whatever the number of uploads. Journals are kept and rewritten in place, upload
-  after upload and round after round (one per upload in flight at once): writing into pages
-  the file already has costs a copy, fresh pages for every upload cost several times more.
+  checked chunk is added into the sum as it arrives and also appended to an undo journal, an
+  unnamed file in the state directory written past the page cache (`direct_io`: on disk, not
+  in memory, and without the kernel's throttling of dirty pages); a refused upload is undone
+  by subtracting those words again. Memory is one model of lanes plus a journal block (1 MiB)
+  per upload in flight, whatever the number of uploads. Journals are kept and rewritten in
+  place, upload after upload and round after round (one per upload in flight at once).
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 
 from fedfleet.aggregator.admission import ChunkCheck
+from fedfleet.aggregator.direct_io import BlockWriter
 from fedfleet.aggregator.layout import ModelLayout
 from fedfleet.chunks import Chunk
 from fedfleet.secagg import MASKED_TENSOR
@@ -173,9 +173,10 @@ class _FoldedUpload(Upload):
     """Words go straight into the sum; the journal holds them at their own position (the
     upload's words [0, added) are in the sum) for the undo."""
 
-    def __init__(self, owner: MaskedSum, journal: BinaryIO) -> None:
+    def __init__(self, owner: MaskedSum, journal: BlockWriter) -> None:
         super().__init__(ChunkCheck(owner.layout))
         self.owner, self.journal = owner, journal
+        self.journal.rewind()
         self.added = 0  # words of this upload in the sum: chunks arrive in order, from word 0
         self.done = False
 
@@ -183,10 +184,9 @@ class _FoldedUpload(Upload):
         if self.done:
             raise RuntimeError("the upload is closed")
         _, first, words = self.check.values(chunk)
-        position = first * words.itemsize
-        written = os.pwrite(self.journal.fileno(), words.data, position)  # before the sum: an error
-        if written != words.nbytes:  # leaves it as it was
-            raise OSError(f"short write to the upload journal: {written} of {words.nbytes} bytes")
+        if first != self.added:
+            raise RuntimeError(f"masked words arrive in order: word {first}, expected {self.added}")
+        self.journal.append(words.data)  # before the sum: an error leaves it as it was
         target = self.owner.total[first : first + len(words)]
         np.add(target, words, out=target)  # wraps: mod 2^lane
         self.added = first + len(words)
@@ -205,8 +205,7 @@ class _FoldedUpload(Upload):
         scratch = np.empty(min(self.added, FOLD_BLOCK), dtype=total.dtype)
         for first in range(0, self.added, FOLD_BLOCK):
             words = scratch[: min(FOLD_BLOCK, self.added - first)]
-            if os.preadv(self.journal.fileno(), [words.data], first * words.itemsize) != words.nbytes:
-                raise OSError("the upload journal is shorter than what was added")
+            self.journal.read(first * words.itemsize, words.data)
             target = total[first : first + len(words)]
             np.subtract(target, words, out=target)
         self._close()
@@ -224,20 +223,16 @@ class MaskedSum(RunningSum):
         super().__init__(ModelLayout({MASKED_TENSOR: (lane, (size,))}), lane)
         self.spool_dir = spool_dir
         self.open: set[_FoldedUpload] = set()
-        self.journals: list[BinaryIO] = []  # free ones; closed when this sum is dropped
+        self.journals: list[BlockWriter] = []  # free ones; closed when this sum is dropped
 
     def fits(self, size: int, lane: np.dtype[Any]) -> bool:
         return self.dtype == lane and self.layout.size == size
 
     async def open_upload(self, weight: float) -> Upload:
-        # unnamed (O_TMPFILE): nothing is left behind by a crash
-        journal = self.journals.pop() if self.journals else self._new_journal()
+        journal = self.journals.pop() if self.journals else BlockWriter.unnamed(self.spool_dir)
         upload = _FoldedUpload(self, journal)
         self.open.add(upload)
         return upload
-
-    def _new_journal(self) -> BinaryIO:
-        return os.fdopen(os.open(self.spool_dir, os.O_TMPFILE | os.O_RDWR, 0o600), "r+b", buffering=0)
 
     def close_uploads(self) -> None:
         for upload in list(self.open):
