@@ -24,7 +24,9 @@ Where each round's time went comes from the run's logs and /proc: until the last
 the model, until the last upload was accepted, until the round closed, and the CPU seconds of
 the aggregator and of all clients. It also reports the peak RSS of the aggregator and of the
 largest client (the sending side) over the model's bytes. The rounds use mTLS (the product's
-default) unless --plaintext; the limit streams in plaintext.
+default) unless --plaintext; the limit streams in plaintext, and with mTLS rounds it is also
+measured over mTLS (the same sink behind the product's own credentials: what encrypting the
+round's bytes costs on this machine), each round set against both.
 
 With --baseline REV it measures the same cases with this tree and with REV (checked out in a
 temporary `git worktree`), in subprocesses of one run, at the former default
@@ -489,7 +491,7 @@ def grpc_round_seconds(
     return [part["round_s"] for part in parts], watcher.peaks, parts
 
 
-def round_limits(n: int, m: int) -> dict[str, float]:
+def round_limits(n: int, m: int, tls: bool = False) -> dict[str, float]:
     """The round's limits, measured now. The bytes: each client's download of M float32 and
     upload of M + 1 uint32 words (or M float32) streamed as protobuf messages into a sink by two
     client processes (bench/transfer.py's limit). The masks: one client's expansion (k + 1
@@ -503,12 +505,16 @@ def round_limits(n: int, m: int) -> dict[str, float]:
     ids = [f"c{i:03d}" for i in range(n)]
     secure_bytes = limit_seconds(1, 2 * m + 1, "uint32", ids, 2)
     plain_bytes = limit_seconds(1, 2 * m, "float32", ids, 2)
+    over_tls = {}
+    if tls:  # the same bytes over the rounds' own transport
+        over_tls["bytes_secure_tls_s"] = limit_seconds(1, 2 * m + 1, "uint32", ids, 2, tls=True)
+        over_tls["bytes_plain_tls_s"] = limit_seconds(1, 2 * m, "float32", ids, 2, tls=True)
     k = SecAggParams.build(n).neighbours
     compute = Limit(m + 1)
     client_masks = statistics.median([compute.masks(k + 1) for _ in range(3)])
     unmask = statistics.median([compute.masks(n) for _ in range(3)])
     cores = min(n, os.cpu_count() or 1)
-    return {
+    limits = {
         "bytes_secure_s": secure_bytes,
         "bytes_plain_s": plain_bytes,
         "client_masks_s": client_masks,
@@ -517,7 +523,14 @@ def round_limits(n: int, m: int) -> dict[str, float]:
         "secure_limit_s": secure_bytes + client_masks + unmask,
         "secure_machine_limit_s": secure_bytes + n * client_masks / cores + unmask,
         "plain_limit_s": plain_bytes,
+        **over_tls,
     }
+    if tls:
+        tls_bytes = over_tls["bytes_secure_tls_s"]
+        limits["secure_tls_limit_s"] = tls_bytes + client_masks + unmask
+        limits["secure_tls_machine_limit_s"] = tls_bytes + n * client_masks / cores + unmask
+        limits["plain_tls_limit_s"] = over_tls["bytes_plain_tls_s"]
+    return limits
 
 
 def grpc_rounds(cases: list[tuple[int, int]], rounds: int, tls: bool = True) -> list[dict[str, Any]]:
@@ -532,7 +545,7 @@ def grpc_rounds(cases: list[tuple[int, int]], rounds: int, tls: bool = True) -> 
             secure, secure_peaks, secure_parts = grpc_round_seconds(n, m, True, rounds, Path(tmp), tls)
             plain, plain_peaks, plain_parts = grpc_round_seconds(n, m, False, rounds, Path(tmp), tls)
             secure_s, plain_s = statistics.median(secure[1:]), statistics.median(plain[1:])
-            limits = round_limits(n, m)
+            limits = round_limits(n, m, tls)
             result: dict[str, Any] = {
                 "clients": n,
                 "parameters": m,
@@ -549,6 +562,15 @@ def grpc_rounds(cases: list[tuple[int, int]], rounds: int, tls: bool = True) -> 
                 "secure_over_limit": secure_s / limits["secure_limit_s"],
                 "secure_over_machine_limit": secure_s / limits["secure_machine_limit_s"],
                 "plain_over_limit": plain_s / limits["plain_limit_s"],
+                **(
+                    {
+                        "secure_over_tls_limit": secure_s / limits["secure_tls_limit_s"],
+                        "secure_over_tls_machine_limit": secure_s / limits["secure_tls_machine_limit_s"],
+                        "plain_over_tls_limit": plain_s / limits["plain_tls_limit_s"],
+                    }
+                    if tls
+                    else {}
+                ),
                 "secure_client_peak_over_model": secure_peaks["client"] * 2**20 / (4 * m),
                 "secure_aggregator_peak_over_model": secure_peaks["aggregator"] * 2**20 / (4 * m),
                 "plain_client_peak_over_model": plain_peaks["client"] * 2**20 / (4 * m),
@@ -582,6 +604,16 @@ def grpc_table(results: list[dict[str, Any]]) -> str:
         "\nlimit: the round's bytes at the protobuf stream's speed + one client's masks + the server's"
         " unmasking;\nmachine: the same with all N clients' masks spread over this machine's cores."
     )
+    for r in results:
+        if "secure_over_tls_limit" in r:
+            lines.append(
+                f"over mTLS (the rounds' transport; the same bytes streamed over mTLS into the sink):"
+                f" SecAgg+ limit {r['limit_secure_tls_limit_s']:.2f} s,"
+                f" ratio {r['secure_over_tls_limit']:.2f},"
+                f" machine {r['limit_secure_tls_machine_limit_s']:.2f} s,"
+                f" ratio {r['secure_over_tls_machine_limit']:.2f};"
+                f" plain limit {r['limit_plain_tls_limit_s']:.2f} s, ratio {r['plain_over_tls_limit']:.2f}"
+            )
     lines.append("\nwhere each round's time went (medians of the timed rounds; seconds):")
     parts = (
         f"{'':>8} {'round':>6} | {'keys+model':>10} {'train+masks+upload':>18} {'unmask+save':>11} |"

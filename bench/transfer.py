@@ -67,7 +67,15 @@ address, training, tensors, elements, dtype, chunk_bytes = sys.argv[1:7]
 tensors, elements, chunk_bytes, dtype = int(tensors), int(elements), int(chunk_bytes), np.dtype(dtype)
 clients = sys.argv[7:]
 options = [*GRPC_OPTIONS, *map(tuple, json.loads(os.environ.get("BENCH_GRPC_OPTIONS", "[]")))]
-channel = grpc.insecure_channel(address, options=options)
+if os.environ.get("BENCH_TLS"):  # mTLS as the product's clients dial: their credentials code
+    from pathlib import Path
+    from fedfleet.identity.credentials import channel_credentials, channel_options
+    from fedfleet.identity.files import TlsFiles
+    files = TlsFiles.in_dir(Path(os.environ["BENCH_TLS"]) / "client")
+    channel = grpc.secure_channel(address, channel_credentials(*files.read()),
+                                  options=[*options, *channel_options(os.environ["BENCH_TLS_NAME"])])
+else:
+    channel = grpc.insecure_channel(address, options=options)
 upload = channel.stream_unary("/fedfleet.v1.Aggregator/UploadUpdate",
                               request_serializer=None, response_deserializer=pb.UploadReply.FromString)
 join = channel.unary_unary("/fedfleet.v1.Aggregator/JoinRound",
@@ -120,7 +128,14 @@ async def main():
                                                               pb.UploadReply.SerializeToString),
         "JoinRound": grpc.unary_unary_rpc_method_handler(join, pb.JoinRequest.FromString,
                                                           pb.JoinReply.SerializeToString)}),))
-    server.add_insecure_port(sys.argv[1])
+    if os.environ.get("BENCH_TLS"):  # mTLS as the product's aggregator serves it
+        from pathlib import Path
+        from fedfleet.identity.credentials import server_credentials
+        from fedfleet.identity.files import TlsFiles
+        files = TlsFiles.in_dir(Path(os.environ["BENCH_TLS"]) / "aggregator")
+        server.add_secure_port(sys.argv[1], server_credentials(files))
+    else:
+        server.add_insecure_port(sys.argv[1])
     await server.start()
     print("ready", flush=True)
     await server.wait_for_termination()
@@ -173,17 +188,30 @@ def stream(
     return max(s["ended"] for s in spans) - min(s["started"] for s in spans)
 
 
-def limit_seconds(tensors: int, elements: int, dtype: str, ids: list[str], workers: int) -> float:
+def limit_seconds(
+    tensors: int, elements: int, dtype: str, ids: list[str], workers: int, tls: bool = False
+) -> float:
+    """The same bytes into the sink; with `tls`, over mTLS (the product's default transport),
+    with a fresh CA and the product's own credential code on both sides."""
     port = free_port()
-    sink = subprocess.Popen(
-        [sys.executable, "-c", SINK, f"127.0.0.1:{port}"], env=env(), stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert sink.stdout is not None and sink.stdout.readline().strip() == "ready"
-        return stream(f"127.0.0.1:{port}", "sink", tensors, elements, dtype, ids, workers)
-    finally:
-        sink.terminate()
-        sink.wait()
+    with tempfile.TemporaryDirectory() as tls_dir:
+        if tls:
+            from fedfleet.identity.local import issue_local
+            from fedfleet.identity.names import server_name
+
+            issue_local(Path(tls_dir), "default", "bench", [("s", "client")])  # DIR/aggregator, DIR/client
+            os.environ |= {"BENCH_TLS": tls_dir, "BENCH_TLS_NAME": server_name("bench", "default")}
+        sink = subprocess.Popen(
+            [sys.executable, "-c", SINK, f"127.0.0.1:{port}"], env=env(), stdout=subprocess.PIPE, text=True
+        )
+        try:
+            assert sink.stdout is not None and sink.stdout.readline().strip() == "ready"
+            return stream(f"127.0.0.1:{port}", "sink", tensors, elements, dtype, ids, workers)
+        finally:
+            sink.terminate()
+            sink.wait()
+            os.environ.pop("BENCH_TLS", None)
+            os.environ.pop("BENCH_TLS_NAME", None)
 
 
 def manifest_for(workdir: Path, model_path: Path, clients: int, secagg: bool) -> Path:
