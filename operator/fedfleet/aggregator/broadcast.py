@@ -6,7 +6,7 @@ chunk-sized pieces and checksummed, and each message's small fields are serializ
 download sends each of those heads with its data read back from the checkpoint (the page cache
 holds it, not the process): no per-client serialization or CRC, and no second copy of the model
 written to disk (a spool of whole serialized messages cost one model's writes per round more,
-about 0.35 s per 40 MB at this machine's sustained write speed, against one more copy of the
+about 0.35 s per 40 MB through the page cache on the reference machine, against one more copy of the
 data in memory per download).
 """
 
