@@ -28,7 +28,7 @@ class BlockWriter:
 
     `read` gives back any appended bytes (from the file or from the block not yet written), so
     an undo journal can be read before it is finished. `rewind` starts over in the same file,
-    writing over its pages: the file is reused, upload after upload."""
+    writing over its blocks: the file is reused, upload after upload."""
 
     def __init__(self, fd: int, block_bytes: int = BLOCK_BYTES) -> None:
         if block_bytes <= 0 or block_bytes % mmap.PAGESIZE:
@@ -43,7 +43,7 @@ class BlockWriter:
 
     @classmethod
     def create(cls, path: os.PathLike[str] | str) -> BlockWriter:
-        """A new file at `path` (an existing one is truncated)."""
+        """A new file at `path`, opened write-only (an existing one is truncated)."""
         return cls(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644))
 
     @classmethod
