@@ -81,11 +81,15 @@ def test_tensors_read_into_one_reused_buffer_are_the_checkpoints_and_a_short_fil
     }
     checkpoint = CheckpointStore(tmp_path).save(0, weights, {}, {})
     buffer = np.empty(weights["big"].nbytes, np.uint8)
-    for name, expected in weights.items():
-        tensor = checkpoint.tensor(name, buffer)
+    for slot, begin in checkpoint.tensor_offsets():
+        tensor = read_tensor(checkpoint.model_path, slot, begin, buffer)
+        expected = weights[slot.name]
         assert tensor.dtype == expected.dtype and tensor.shape == expected.shape
         np.testing.assert_array_equal(tensor, expected)
         assert np.shares_memory(tensor, buffer)
+        fresh = read_tensor(checkpoint.model_path, slot, begin)
+        np.testing.assert_array_equal(fresh, expected)
+        assert not np.shares_memory(fresh, buffer)
 
     layout, offsets = model_layout(checkpoint.model_path)
     last = max(offsets, key=offsets.__getitem__)

@@ -131,19 +131,18 @@ def read_tensor(path: Path, slot: TensorSlot, offset: int, into: np.ndarray | No
     """One tensor read (a plain read, no mapping of the file) into a fresh array, or into the
     first bytes of `into` (uint8, reused round after round: fresh memory costs a page fault
     per page every time, on the reference machine 0.1 s per 40 MB)."""
-    if into is None:
-        flat = np.fromfile(path, dtype=slot.dtype.newbyteorder("<"), count=slot.size, offset=offset)
-    else:
-        raw = into[: slot.nbytes].data
-        with path.open("rb", buffering=0) as handle:
-            done = 0
-            while done < slot.nbytes:  # one read returns at most 2 GiB
-                got = os.preadv(handle.fileno(), [raw[done:]], offset + done)
-                if not got:
-                    raise OSError(f"{path}: the file ends inside tensor {slot.name!r}")
-                done += got
-        flat = into[: slot.nbytes].view(slot.dtype.newbyteorder("<"))
-    return flat.astype(slot.dtype, copy=False).reshape(slot.shape)
+    buffer = np.empty(slot.nbytes, np.uint8) if into is None else into[: slot.nbytes]
+    if len(buffer) != slot.nbytes:
+        raise ValueError(f"tensor {slot.name!r}: {slot.nbytes} bytes do not fit in {len(buffer)}")
+    raw = buffer.data
+    with path.open("rb", buffering=0) as handle:
+        done = 0
+        while done < slot.nbytes:  # one read returns at most 2 GiB
+            got = os.preadv(handle.fileno(), [raw[done:]], offset + done)
+            if not got:
+                raise OSError(f"{path}: the file ends inside tensor {slot.name!r}")
+            done += got
+    return buffer.view(slot.dtype.newbyteorder("<")).astype(slot.dtype, copy=False).reshape(slot.shape)
 
 
 def read_model(path: Path) -> Weights:
@@ -206,11 +205,6 @@ class Checkpoint:
     def layout(self) -> ModelLayout:
         """The model's tensors, from the file's header (no weights are read)."""
         return model_layout(self.model_path)[0]
-
-    def tensor(self, name: str, into: np.ndarray | None = None) -> np.ndarray:
-        """One tensor, read from the file into a writable array: a fresh one, or `into`'s bytes."""
-        layout, offsets = model_layout(self.model_path)
-        return read_tensor(self.model_path, layout.slots[name], offsets[name], into)
 
     def tensor_offsets(self) -> Iterator[tuple[TensorSlot, int]]:
         """Each tensor's slot (in layout order) and the file offset where its bytes begin."""

@@ -26,7 +26,7 @@ from fedfleet.aggregator import admission
 from fedfleet.aggregator.accounting import SiteAccounts
 from fedfleet.aggregator.admission import UploadHeader
 from fedfleet.aggregator.broadcast import Broadcast
-from fedfleet.aggregator.checkpoints import CheckpointStore, StreamedModel
+from fedfleet.aggregator.checkpoints import CheckpointStore, StreamedModel, read_tensor
 from fedfleet.aggregator.clock import Clock, WallClock
 from fedfleet.aggregator.history import RoundHistory
 from fedfleet.aggregator.layout import TensorSlot
@@ -126,7 +126,10 @@ class RoundEngine:
         self.accounts = SiteAccounts(state_dir / "accounting.json")  # per site, read by GetStatus
         self.sum = PlainSum(self.layout, staging_slots, wire=wire_dtype(spec.compression.bits))
         self.masked_sum: MaskedSum | None = None  # allocated by the first SecAgg+ round
-        self._base_buffer: np.ndarray | None = None  # allocated by the first aggregation
+        # a new model is built in it tensor by tensor, every round (fresh memory would be page
+        # faults every round); untouched, its pages cost nothing until the first aggregation
+        largest = max((slot.nbytes for slot in self.layout.slots.values()), default=0)
+        self._tensor_buffer = np.empty(largest, np.uint8)
         self.current: Round | None = None
         self.finished = False
         self._seen: dict[str, float] = {}
@@ -211,14 +214,6 @@ class RoundEngine:
         )
         self._notify()
         return round_
-
-    def _tensor_buffer(self) -> np.ndarray:
-        """Bytes for the model's largest tensor, allocated once: a new model is built in it
-        tensor by tensor every round (fresh memory would be page faults every round)."""
-        if self._base_buffer is None:
-            largest = max((slot.nbytes for slot in self.layout.slots.values()), default=0)
-            self._base_buffer = np.empty(largest, np.uint8)
-        return self._base_buffer
 
     def _sum_for(self, secure: SecureRound | None) -> RunningSum:
         """The plain sum, or the masked sum in this round's lanes (replaced when lanes or length
@@ -609,10 +604,12 @@ class RoundEngine:
             mean = await self._mean_update(round_)
             round_.epsilon = await self._epsilon_after(round_)
 
+            in_base = {slot.name: (slot, begin) for slot, begin in base.tensor_offsets()}  # one header read
+
             def next_tensor(slot: TensorSlot) -> np.ndarray:
                 """One tensor of the new model: the strategy's step from the base, tensor by tensor
                 (each read into the same buffer: it is written out before the next is read)."""
-                tensor = {slot.name: base.tensor(slot.name, self._tensor_buffer())}
+                tensor = {slot.name: read_tensor(base.model_path, *in_base[slot.name], self._tensor_buffer)}
                 self.strategy.apply(tensor, {slot.name: mean[slot.name]})
                 if tensor[slot.name].dtype.kind == "f" and not admission.all_finite(tensor[slot.name]):
                     raise NonFiniteModel("the new global model is not finite")
