@@ -8,7 +8,7 @@ either exists whole or not at all. Round 0 is the initial model.
 The model file is written tensor by tensor from the tensors' own buffers (a `StreamedModel`
 produces each one when its turn comes), so a checkpoint never needs a serialized copy of the
 model in memory, and the latest checkpoint is where the global model lives: the aggregator
-reads one tensor at a time from it (`Checkpoint.tensor`) instead of keeping the model resident.
+reads one tensor at a time from it (`read_tensor`) instead of keeping the model resident.
 """
 
 from __future__ import annotations
