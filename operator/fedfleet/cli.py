@@ -13,6 +13,7 @@ from fedfleet import __version__, logs
 from fedfleet.api.load import ManifestError, load_training
 from fedfleet.identity.files import TlsConfigError
 from fedfleet.local.lifeline import follow_lifeline
+from fedfleet.memory import reuse_message_buffers
 
 
 def _add_log_args(parser: argparse.ArgumentParser) -> None:
@@ -434,6 +435,7 @@ def _site_agent(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    reuse_message_buffers()  # process-wide, so before the first thread (the lifeline's) allocates
     args = build_parser().parse_args(argv)
     logs.configure(args.log_format, args.log_level)
     follow_lifeline()  # a process `fedfleet local run` started stops once the run is gone

@@ -11,9 +11,8 @@ import pytest
 OPERATOR = Path(__file__).resolve().parents[2] / "operator"
 CHUNK = 2 * 1024 * 1024
 # Long enough that the faults which scale with bytes dominate those which do not: glibc's own
-# mmap-threshold adaptation and the arena heaps the gRPC threads grow and drop fault a few
-# thousand to ~17 k pages per run either way (measured), where fresh pages per chunk are 0.4-1.2
-# faults per page streamed.
+# mmap-threshold adaptation and the gRPC threads' first buffers fault a few thousand pages per
+# run either way (measured), where fresh pages per chunk are 0.4-1.2 faults per page streamed.
 CHUNKS = 768
 # One process streams CHUNKS messages of 2 MiB to itself over loopback gRPC (a server that
 # drops each message, as a receiver does once it has folded a chunk) and prints its page faults.
@@ -66,5 +65,48 @@ def faults_for(mode: str) -> int:
 def test_streamed_chunks_land_in_reused_memory_not_fresh_pages() -> None:
     pages = CHUNK * CHUNKS // 4096
     default, tuned = faults_for("default"), faults_for("tuned")
-    # Measured under load on 2 cores: tuned 4.6-17 k faults, default 154-482 k, of 393 k pages.
+    # Measured under load on 2 cores: tuned 1.9-17 k faults, default 154-482 k, of 393 k pages.
     assert tuned < pages // 8 < default, (default, tuned)
+
+
+# Threads allocate message-sized blocks, as gRPC's event-engine threads do for what they read;
+# then glibc reports its arenas (malloc_info's XML has one <heap> per arena).
+ARENAS_OF_THREADS = r"""
+import ctypes, sys, threading
+from fedfleet.memory import reuse_message_buffers
+if sys.argv[1] == "tuned":
+    assert reuse_message_buffers()
+def allocate():
+    kept = [bytearray(64 * 1024) for _ in range(64)]  # below both mmap thresholds: arena memory
+    del kept
+threads = [threading.Thread(target=allocate) for _ in range(4)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+libc = ctypes.CDLL(None)
+libc.fopen.restype, libc.fopen.argtypes = ctypes.c_void_p, [ctypes.c_char_p, ctypes.c_char_p]
+libc.malloc_info.argtypes, libc.fclose.argtypes = [ctypes.c_int, ctypes.c_void_p], [ctypes.c_void_p]
+stream = libc.fopen(sys.argv[2].encode(), b"w")
+assert libc.malloc_info(0, stream) == 0
+libc.fclose(stream)
+"""
+
+
+def arenas_for(mode: str, tmp_path: Path) -> int:
+    report = tmp_path / f"{mode}.xml"
+    subprocess.run(
+        [sys.executable, "-c", ARENAS_OF_THREADS, mode, str(report)],
+        check=True,
+        env={"PYTHONPATH": str(OPERATOR)},
+        timeout=60,
+    )
+    return report.read_text().count("<heap nr=")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator settings")
+def test_threads_share_the_main_arena_whose_free_memory_is_kept(tmp_path: Path) -> None:
+    """A thread's own arena is unmapped whole once free, whatever the trim threshold, so gRPC's
+    reader threads faulted fresh pages for every buffer: half of a plain round's CPU."""
+    assert arenas_for("default", tmp_path) > 1
+    assert arenas_for("tuned", tmp_path) == 1

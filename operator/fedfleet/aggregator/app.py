@@ -15,7 +15,6 @@ from fedfleet.aggregator.service import check_transport, serve
 from fedfleet.api.training import FederatedTraining
 from fedfleet.chunks import DEFAULT_CHUNK_BYTES
 from fedfleet.identity.files import TlsFiles
-from fedfleet.memory import reuse_message_buffers
 from fedfleet.models import initial_weights
 from fedfleet.secagg import Verifier
 
@@ -33,7 +32,6 @@ async def run_aggregator(
     lineage_key: Ed25519PrivateKey | None = None,
 ) -> None:
     check_transport(address, tls, insecure_local)  # before loading a model it would not serve
-    reuse_message_buffers()
     verifier = None
     if tls is not None:
         ca_pem = tls.read()[2]  # a missing or unreadable file fails here, named

@@ -18,7 +18,6 @@ from fedfleet.client.connection import AggregatorConnection
 from fedfleet.convert import round_config_from_pb
 from fedfleet.identity.ca import identity_of
 from fedfleet.identity.files import TlsFiles
-from fedfleet.memory import reuse_message_buffers
 from fedfleet.privacy import privatize_update
 from fedfleet.round_config import RoundConfig, SecAggSettings
 from fedfleet.secagg import (
@@ -113,7 +112,6 @@ class SiteClient:
 
     def run(self) -> int:
         self.log.info("client.started", session=self.conn.session)
-        reuse_message_buffers()
         try:
             while True:
                 reply = self.conn.join()
