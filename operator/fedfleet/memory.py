@@ -5,18 +5,19 @@ chunk. glibc's defaults serve a block of a chunk's size from its own `mmap` or h
 the heap back to the kernel when it is freed, so the next message lands in fresh pages: one
 page fault per 4 KiB, every chunk (measured on loopback: 0.5 M faults for 2 GiB received, about
 a third of the receiver's CPU). Fixed thresholds keep message-sized blocks in the heap for
-reuse; at most `TRIM_MESSAGES` messages' worth of free memory at the top of each malloc arena
-stays with the process (glibc trims per arena; the gRPC threads and the Python thread that
-allocate message buffers use a few arenas). Freed blocks below the top are reused, not
-returned, with these settings or without: the process's RSS moves by up to a couple of hundred
-MB between measurements under a stream of large messages, without growing with their number.
+reuse; at most `TRIM_MESSAGES` messages' worth of free memory at the top of the heap stays with
+the process (glibc trims per arena, and there is one: see below). Freed blocks below the top
+are reused, not returned, with these settings or without: the process's RSS moves by up to a
+couple of hundred MB between measurements under a stream of large messages, without growing
+with their number.
 
 All threads share the main arena (`ARENAS`). gRPC's event-engine threads, which read the socket
 into buffers, otherwise get arenas of their own: heaps of at most 64 MiB that glibc unmaps
 whole once they are free, whatever the trim threshold, so the next buffers land in fresh pages
 again. In a plain 10 x 1e7 round that was half of all CPU time (kernel `clear_page_erms` under
 the event-engine threads' `recvmsg` and `malloc`), against a few percent with one arena.
-Threads that already hold an arena keep it, so this is set before the first channel or server.
+Once a second arena exists glibc hands it to later threads even at a limit of 1, so this runs
+before any thread allocates: first thing in `cli.main`, before the lifeline thread starts.
 """
 
 from __future__ import annotations
